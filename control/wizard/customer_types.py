@@ -1,0 +1,377 @@
+"""Suggest a BlueClerk customer type (Homeowner, Business, Builder) for an imported record.
+
+The suggestion is a transparent, rule-based score: every signal found in the
+record adds a weight to one or more of the three types, and every signal is
+recorded as a human sentence.  The type with the highest score wins; the
+confidence is a softmax over the three scores, so it is always in [0, 1] and
+is low when the evidence is thin or contradictory.
+
+Nothing here is learned from data; the weights were set by hand and checked
+against ``tests/data/labelled_customers.csv`` (see ``bench/wizard_quality.py``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from schemas.records import Address, Customer
+
+__all__ = [
+    "CUSTOMER_TYPES",
+    "CustomerType",
+    "ImportCandidate",
+    "TypeSuggestion",
+    "suggest_customer_type",
+]
+
+CustomerType = Literal["Homeowner", "Business", "Builder"]
+CUSTOMER_TYPES: tuple[CustomerType, ...] = ("Homeowner", "Business", "Builder")
+
+
+@dataclass(frozen=True, slots=True)
+class ImportCandidate:
+    """One customer row from an import file, before it becomes a BlueClerk Customer."""
+
+    display_name: str
+    given_name: str | None = None
+    family_name: str | None = None
+    company_name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    address: Address | None = None
+    notes: str | None = None
+
+    @classmethod
+    def from_customer(cls, customer: Customer, notes: str | None = None) -> ImportCandidate:
+        return cls(
+            display_name=customer.display_name,
+            given_name=customer.given_name,
+            family_name=customer.family_name,
+            company_name=customer.company_name,
+            email=customer.email,
+            phone=customer.phone,
+            address=customer.billing_address,
+            notes=notes,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TypeSuggestion:
+    customer_type: CustomerType
+    confidence: float
+    reasons: tuple[str, ...]
+
+
+# --------------------------------------------------------------------------- vocabulary
+
+FREE_MAIL_DOMAINS = frozenset(
+    {
+        "gmail.com", "googlemail.com", "yahoo.com", "yahoo.co.uk", "yahoo.co.jp", "ymail.com",
+        "rocketmail.com", "outlook.com", "hotmail.com", "hotmail.co.uk", "live.com", "msn.com",
+        "icloud.com", "me.com", "mac.com", "aol.com", "protonmail.com", "proton.me",
+        "gmx.com", "gmx.net", "mail.com", "zoho.com", "comcast.net", "verizon.net",
+        "att.net", "sbcglobal.net", "bellsouth.net", "cox.net", "charter.net", "earthlink.net",
+        "optonline.net", "frontier.com", "windstream.net", "shaw.ca", "rogers.com",
+        "sympatico.ca", "btinternet.com", "docomo.ne.jp", "ezweb.ne.jp", "fastmail.com",
+        "hey.com", "qq.com", "163.com", "naver.com",
+    }
+)  # fmt: skip
+
+# Legal-form suffixes: evidence of an organisation (Business or Builder).
+COMPANY_SUFFIXES = frozenset(
+    {
+        "llc", "l.l.c", "inc", "incorporated", "ltd", "limited", "corp", "corporation",
+        "co", "company", "pllc", "llp", "lp", "plc", "pc", "gmbh", "kk", "pty", "lc",
+    }
+)  # fmt: skip
+
+# Construction-trade words.  Multi-word phrases are matched on the normalised text.
+BUILDER_TERMS: dict[str, float] = {
+    "construction": 3.0, "constructors": 3.0, "builders": 3.0, "builder": 3.0,
+    "homebuilders": 3.0, "homebuilder": 3.0, "homes": 2.2, "contracting": 3.0,
+    "contractors": 2.6, "contractor": 2.6, "general contractor": 3.5, "gc": 2.2,
+    "remodeling": 3.0, "remodelling": 3.0, "remodel": 2.5, "development": 2.4,
+    "developers": 2.4, "developments": 2.4, "renovations": 3.0, "renovation": 3.0,
+    "roofing": 2.8, "framing": 2.8, "concrete": 2.4, "excavation": 2.6, "excavating": 2.6,
+    "drywall": 2.6, "masonry": 2.6, "carpentry": 2.4, "custom homes": 3.5,
+    "design build": 3.2, "design-build": 3.2, "build": 1.8, "building": 1.6,
+    "restoration": 1.4, "structures": 1.8, "sitework": 2.6, "paving": 2.0,
+    "new construction": 2.5, "spec home": 2.5, "subdivision": 2.0, "tract": 1.2,
+    "plumbing": 1.8, "electric": 1.8, "electrical": 1.9, "hvac": 1.8, "mechanical": 1.8,
+    "heating": 1.4, "insulation": 2.0, "siding": 2.0, "flooring": 1.8, "tile": 1.2,
+    "painting": 1.2, "cabinets": 1.6, "cabinetry": 1.6, "glazing": 2.0, "welding": 1.6,
+    "建設": 3.0, "工務店": 3.0, "建築": 2.8, "住宅": 2.0,
+}  # fmt: skip
+
+# Non-construction business words.
+BUSINESS_TERMS: dict[str, float] = {
+    "restaurant": 3.0, "cafe": 2.6, "café": 2.6, "grill": 2.4, "bistro": 2.6, "diner": 2.4,
+    "bakery": 2.6, "pizza": 2.4, "pizzeria": 2.6, "taqueria": 2.6, "sushi": 2.2, "bar": 1.4,
+    "brewing": 2.6, "brewery": 2.6, "coffee": 2.0, "kitchen": 1.0,
+    "property management": 3.5, "properties": 2.2, "property": 1.6, "management": 1.8,
+    "realty": 2.8, "real estate": 2.8, "apartments": 2.6, "apartment": 2.0, "condominium": 2.6,
+    "condominiums": 2.6, "condo": 1.8, "hoa": 2.8, "homeowners association": 3.5,
+    "owners association": 3.0, "association": 2.2, "dental": 3.0, "dentistry": 3.0,
+    "orthodontics": 3.0, "clinic": 2.8, "medical": 2.8, "health": 2.0, "hospital": 3.0,
+    "pharmacy": 3.0, "veterinary": 3.0, "animal hospital": 3.0, "church": 2.8,
+    "school": 2.6, "academy": 2.4, "daycare": 2.6, "university": 3.0, "college": 2.6,
+    "hotel": 2.8, "inn": 2.0, "motel": 2.8, "salon": 2.6, "spa": 2.0, "barbershop": 2.6,
+    "market": 2.2, "grocery": 2.6, "store": 2.2, "shop": 1.8, "boutique": 2.4,
+    "auto": 2.0, "motors": 2.4, "automotive": 2.6, "tire": 1.8, "car wash": 2.6,
+    "law": 2.2, "law office": 3.0, "attorneys": 2.8, "associates": 1.8, "insurance": 2.8,
+    "bank": 2.6, "credit union": 3.0, "accounting": 2.6, "cpa": 2.6, "office": 1.4,
+    "offices": 1.6, "plaza": 2.2, "center": 1.8, "centre": 1.8, "group": 1.6,
+    "holdings": 2.2, "partners": 1.8, "enterprises": 2.0, "services": 1.4,
+    "foods": 2.4, "farms": 1.6, "storage": 2.4, "self storage": 3.0, "laundromat": 2.8,
+    "fitness": 2.6, "gym": 2.6, "studio": 1.8, "gallery": 2.0, "theater": 2.4,
+    "theatre": 2.4, "museum": 2.8, "library": 2.8, "city of": 3.0, "county": 2.4,
+    "district": 2.0, "warehouse": 2.4, "logistics": 2.8, "manufacturing": 2.8,
+    "industries": 2.6, "labs": 2.2, "laboratories": 2.6, "foundation": 2.0,
+    "ministries": 2.6, "temple": 2.4, "mosque": 2.6, "synagogue": 2.6, "nursing": 2.4,
+    "senior living": 3.0, "assisted living": 3.0, "veterans": 1.6, "club": 1.8,
+    "country club": 3.0, "golf": 2.0, "marina": 2.4, "rentals": 2.2, "leasing": 2.4,
+    "investments": 2.0, "capital": 1.8, "trust": 0.8, "estate": 0.6,
+    "病院": 3.0, "歯科": 3.0, "医院": 3.0, "レストラン": 3.0,
+    "食堂": 2.6, "不動産": 2.8, "ホテル": 2.8,
+}  # fmt: skip
+
+# Role mailboxes are used by organisations, rarely by households.
+ROLE_MAILBOXES = frozenset(
+    {
+        "info", "office", "accounts", "accounting", "billing", "admin", "sales", "contact",
+        "ap", "payables", "invoices", "frontdesk", "reception", "manager", "management",
+        "service", "maintenance", "facilities", "hello", "team", "orders", "purchasing",
+        "estimating", "bids", "projects", "operations", "ops",
+    }
+)  # fmt: skip
+
+HOMEOWNER_NOTE_TERMS: dict[str, float] = {
+    "homeowner": 2.5, "home owner": 2.5, "my house": 2.0, "our house": 2.0, "residence": 1.5,
+    "residential": 1.2, "wife": 1.2, "husband": 1.2, "retired": 1.2, "my home": 2.0,
+    "primary home": 1.5, "vacation home": 1.2, "cabin": 1.0, "dog": 0.6, "gate code": 0.8,
+    "basement": 0.6, "garage": 0.4, "kids": 1.0, "mother": 1.0, "father": 1.0, "tenant": 0.4,
+}  # fmt: skip
+
+COMMERCIAL_ADDRESS_TERMS = (
+    "suite", "ste", "floor", "fl", "industrial", "business park", "commerce", "corporate",
+    "parkway", "pkwy", "plaza", "mall", "tower", "building", "bldg", "office park", "hwy",
+    "highway", "dock",
+)  # fmt: skip
+RESIDENTIAL_ADDRESS_TERMS = (
+    "lane", "ln", "court", "ct", "circle", "cir", "drive", "dr", "terrace", "ter",
+    "trail", "trl", "place", "pl", "way", "cove", "hollow", "ridge", "loop", "path",
+    "apt", "apartment", "unit", "lot",
+)  # fmt: skip
+
+# Honorifics mark a person.
+HONORIFICS = frozenset({"mr", "mrs", "ms", "miss", "dr", "mx", "sr", "jr", "ii", "iii", "san"})
+
+PRIOR: dict[CustomerType, float] = {"Homeowner": 0.6, "Business": 0.0, "Builder": -0.3}
+SOFTMAX_TEMPERATURE = 1.6
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _fold(text: str) -> str:
+    """Casefold and strip accents, keeping CJK characters and word punctuation as spaces."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    stripped = stripped.casefold().replace("&", " and ").replace("'", "").replace("’", "")
+    return " ".join(re.sub(r"[^\w\-]+", " ", stripped).split())
+
+
+def _tokens(text: str) -> list[str]:
+    return [t.strip("-") for t in text.replace(".", "").split() if t.strip("-")]
+
+
+def _phrase_hits(text: str, vocabulary: dict[str, float]) -> list[tuple[str, float]]:
+    """Vocabulary entries present in ``text`` as whole words (or as substrings for CJK)."""
+    hits: list[tuple[str, float]] = []
+    padded = f" {text} "
+    for term, weight in vocabulary.items():
+        if term.isascii():
+            if f" {term} " in padded:
+                hits.append((term, weight))
+        elif term in text:
+            hits.append((term, weight))
+    # Drop single words already covered by a matched phrase ("homes" inside "custom homes").
+    phrases = [t for t, _ in hits if " " in t]
+    return [(t, w) for t, w in hits if " " in t or not any(t in p.split() for p in phrases)]
+
+
+def _domain_hits(label: str, vocabulary: dict[str, float]) -> list[tuple[str, float]]:
+    """Vocabulary words embedded in a domain label such as ``smithconstruction``."""
+    hits: list[tuple[str, float]] = []
+    for term, weight in vocabulary.items():
+        word = term.replace(" ", "").replace("-", "")
+        if len(word) >= 5 and word.isascii() and word in label:
+            hits.append((term, weight))
+    return hits
+
+
+def _has_cjk(text: str) -> bool:
+    return any("\u3040" <= ch <= "\u30ff" or "\u4e00" <= ch <= "\u9fff" for ch in text)
+
+
+class _Scorer:
+    def __init__(self) -> None:
+        self.scores: dict[CustomerType, float] = dict(PRIOR)
+        self.evidence: dict[CustomerType, list[tuple[float, str]]] = {
+            t: [] for t in CUSTOMER_TYPES
+        }
+
+    def add(self, types: Iterable[CustomerType], weight: float, reason: str) -> None:
+        for t in types:
+            self.scores[t] += weight
+            self.evidence[t].append((weight, reason))
+
+
+_ORG: tuple[CustomerType, ...] = ("Business", "Builder")
+
+
+def _score_names(c: ImportCandidate, s: _Scorer) -> None:
+    company = (c.company_name or "").strip()
+    display = (c.display_name or "").strip()
+    org_text = " ".join(x for x in (company, display) if x)
+    folded = _fold(org_text)
+    words = _tokens(folded)
+
+    suffixes = [w for w in words if w in COMPANY_SUFFIXES]
+    # "Co" alone is a weak suffix ("Smith & Co"), others are strong.
+    if suffixes:
+        raw = next(
+            (t for t in re.split(r"[\s,]+", org_text) if _fold(t).replace(".", "") in suffixes),
+            suffixes[0],
+        )
+        s.add(_ORG, 2.5, f"company suffix '{raw.strip(',')}'")
+    if "株式会社" in org_text or "有限会社" in org_text:
+        s.add(_ORG, 2.5, "Japanese company form (株式会社/有限会社)")
+
+    builder_hits = _phrase_hits(folded, BUILDER_TERMS)
+    business_hits = _phrase_hits(folded, BUSINESS_TERMS)
+    for term, weight in builder_hits:
+        s.add(("Builder",), weight, f"construction word '{term}' in the name")
+    for term, weight in business_hits:
+        s.add(("Business",), weight, f"business word '{term}' in the name")
+
+    if company:
+        s.add(_ORG, 1.2, f"company name given ('{company}')")
+
+    given = (c.given_name or "").strip()
+    family = (c.family_name or "").strip()
+    keyword_free = not (suffixes or builder_hits or business_hits)
+    if given and family and not company and keyword_free:
+        s.add(("Homeowner",), 1.8, f"personal name '{given} {family}' and no company")
+    elif (given or family) and not company and keyword_free:
+        s.add(("Homeowner",), 0.9, "personal name field filled and no company")
+
+    if keyword_free and not company and display:
+        shape = _person_shape(display)
+        if shape:
+            s.add(("Homeowner",), 1.2, shape)
+    if words and words[0] in HONORIFICS or re.search(r"\b(mr|mrs|ms|dr)\.?\s*(and|&)", display,
+                                                     re.IGNORECASE):
+        s.add(("Homeowner",), 1.5, "honorific in the name")
+    if re.search(r"\b(family|household|residence)\b", folded):
+        s.add(("Homeowner",), 1.5, "name refers to a family or residence")
+
+
+def _person_shape(display: str) -> str | None:
+    """A sentence if the display name looks like a person's name."""
+    text = display.strip()
+    if _has_cjk(text):
+        # Japanese personal names are usually two short kanji/kana runs.
+        if len(text.replace(" ", "").replace("\u3000", "")) <= 6:
+            return "short Japanese name with no company form"
+        return None
+    if re.fullmatch(r"[^\W\d_][\w'’\-]+,\s*[^\W\d_][\w'’.\-]*(\s+[^\W\d_]\.?)?", text):
+        return "name written 'Family, Given'"
+    parts = text.replace(",", " ").split()
+    if 2 <= len(parts) <= 4 and all(re.fullmatch(r"[^\W\d_][\w'’.\-]*", p) for p in parts):
+        if all(p[0].isupper() for p in parts if p.lower() not in {"and", "de", "van", "von"}):
+            return "name shaped like a person's (2-4 capitalised words)"
+    return None
+
+
+def _score_email(c: ImportCandidate, s: _Scorer) -> None:
+    email = (c.email or "").strip().lower()
+    if "@" not in email:
+        return
+    local, _, domain = email.rpartition("@")
+    if domain in FREE_MAIL_DOMAINS:
+        s.add(("Homeowner",), 1.4, f"free e-mail domain {domain}")
+    elif domain.endswith((".edu", ".gov", ".org", ".church")) or ".gov." in domain:
+        s.add(("Business",), 1.6, f"institutional e-mail domain {domain}")
+    elif domain:
+        label = domain.split(".")[0].replace("-", "")
+        b_hits = _domain_hits(label, BUILDER_TERMS)
+        o_hits = _domain_hits(label, BUSINESS_TERMS)
+        s.add(_ORG, 0.9, f"company e-mail domain {domain}")
+        if b_hits:
+            s.add(("Builder",), 1.6, f"e-mail domain {domain} contains '{b_hits[0][0]}'")
+        if o_hits:
+            s.add(("Business",), 1.2, f"e-mail domain {domain} contains '{o_hits[0][0]}'")
+    if local.split("+")[0] in ROLE_MAILBOXES:
+        s.add(_ORG, 1.2, f"role mailbox '{local}@'")
+
+
+def _score_address(c: ImportCandidate, s: _Scorer) -> None:
+    a = c.address
+    if a is None:
+        return
+    text = _fold(" ".join(x for x in (a.line1, a.line2) if x))
+    words = set(_tokens(text))
+    commercial = [t for t in COMMERCIAL_ADDRESS_TERMS if t in words or (" " in t and t in text)]
+    residential = [t for t in RESIDENTIAL_ADDRESS_TERMS if t in words]
+    if commercial:
+        s.add(_ORG, 0.9, f"commercial address ('{commercial[0]}')")
+    elif residential:
+        s.add(("Homeowner",), 0.5, f"residential-looking street ('{residential[0]}')")
+    if re.search(r"\blot\s*#?\s*\d+", text):
+        s.add(("Builder",), 1.5, "address is a building lot")
+
+
+def _score_notes(c: ImportCandidate, s: _Scorer) -> None:
+    if not c.notes:
+        return
+    text = _fold(c.notes)
+    for term, weight in _phrase_hits(text, BUILDER_TERMS):
+        s.add(("Builder",), weight * 0.6, f"notes mention '{term}'")
+    for term, weight in _phrase_hits(text, BUSINESS_TERMS):
+        s.add(("Business",), weight * 0.5, f"notes mention '{term}'")
+    for term, weight in _phrase_hits(text, HOMEOWNER_NOTE_TERMS):
+        s.add(("Homeowner",), weight, f"notes mention '{term}'")
+
+
+def suggest_customer_type(candidate: ImportCandidate) -> TypeSuggestion:
+    """Suggest Homeowner, Business or Builder for ``candidate``, with confidence and reasons."""
+    s = _Scorer()
+    _score_names(candidate, s)
+    _score_email(candidate, s)
+    _score_address(candidate, s)
+    _score_notes(candidate, s)
+
+    # Builder words usually appear together with organisation evidence; a trade word
+    # alone ("Development") is also evidence of an organisation.
+    best = max(CUSTOMER_TYPES, key=lambda t: (s.scores[t], -CUSTOMER_TYPES.index(t)))
+    exps = {t: math.exp(s.scores[t] / SOFTMAX_TEMPERATURE) for t in CUSTOMER_TYPES}
+    confidence = exps[best] / sum(exps.values())
+    confidence = min(1.0, max(0.0, confidence))
+
+    supporting = sorted(s.evidence[best], key=lambda e: -e[0])
+    reasons = [r for _, r in supporting]
+    if not reasons:
+        reasons = [f"no strong signals; {best} is the most common type"]
+    runner_up = max(
+        (t for t in CUSTOMER_TYPES if t != best), key=lambda t: s.scores[t]
+    )
+    contrary = [r for _, r in s.evidence[runner_up] if r not in reasons]
+    if contrary and confidence < 0.75:
+        reasons.append(f"but also: {contrary[0]} (suggests {runner_up})")
+    return TypeSuggestion(best, round(confidence, 4), tuple(reasons))

@@ -1,0 +1,209 @@
+"""A real Apache Kafka broker (KRaft, single node) on loopback, launched from Maven jars.
+
+Used by the demo, the tests and `blueclerk-sync kafka` when no KAFKA_BOOTSTRAP_SERVERS
+is given. The jars are resolved from Maven Central with Maven into a cache folder
+once; storage is formatted fresh for every broker. Stopping the broker terminates
+the JVM (and kills it if it does not exit), so no orphan JVM outlives its owner.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+__all__ = ["KAFKA_VERSION", "KafkaBroker", "resolve_kafka_jars"]
+
+KAFKA_VERSION = "4.3.1"
+_POM = Path(__file__).with_name("kafka") / "pom.xml"
+_LOG4J2 = """\
+Configuration:
+  status: warn
+  Appenders:
+    Console:
+      name: STDOUT
+      PatternLayout:
+        Pattern: "[%d] %p %m (%c)%n"
+  Loggers:
+    Root:
+      level: WARN
+      AppenderRef:
+        - ref: STDOUT
+"""
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("BLUECLERK_CACHE_DIR")
+    if base:
+        return Path(base)
+    return Path(__file__).resolve().parent.parent / ".cache"
+
+
+def resolve_kafka_jars(cache_dir: Path | None = None) -> Path:
+    """Return a folder holding the broker's jars, resolving them with Maven if needed."""
+    libs = (cache_dir or default_cache_dir()) / f"kafka-{KAFKA_VERSION}" / "libs"
+    marker = libs / ".complete"
+    if marker.exists():
+        return libs
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise RuntimeError("Maven (mvn) is required to fetch Apache Kafka; install maven")
+    staging = libs.with_name("libs.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    subprocess.run(
+        [mvn, "-q", "-B", "-Dstyle.color=never", "-f", str(_POM), "dependency:copy-dependencies",
+         f"-DoutputDirectory={staging}", "-DincludeScope=runtime"],
+        check=True,
+    )
+    shutil.rmtree(libs, ignore_errors=True)
+    staging.rename(libs)
+    marker.touch()
+    return libs
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class KafkaBroker:
+    """One combined broker/controller; use as a context manager or start()/stop()."""
+
+    heap: str = "768m"
+    cache_dir: Path | None = None
+    port: int = 0
+    controller_port: int = 0
+    workdir: Path | None = None
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _java_cmd(self, libs: Path, main: str, *args: str) -> list[str]:
+        java = shutil.which("java") or "java"
+        return [
+            java, f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC",
+            "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self._dir / 'log4j2.yaml'}",
+            "-cp", f"{libs}/*", main, *args,
+        ]
+
+    @property
+    def _dir(self) -> Path:
+        assert self.workdir is not None
+        return self.workdir
+
+    def _write_config(self) -> Path:
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.bootstrap.servers": f"127.0.0.1:{self.controller_port}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},"
+                         f"CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "log.dirs": str(self._dir / "data"),
+            "num.partitions": "3",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "3",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "auto.create.topics.enable": "true",
+            "log.flush.interval.messages": "9223372036854775807",
+        }
+        path = self._dir / "server.properties"
+        path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        (self._dir / "log4j2.yaml").write_text(_LOG4J2)
+        return path
+
+    def start(self, timeout: float = 120.0) -> KafkaBroker:
+        libs = resolve_kafka_jars(self.cache_dir)
+        if self.workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="kafka-")
+            self.workdir = Path(self._tmp.name)
+        self.port = self.port or _free_port()
+        self.controller_port = self.controller_port or _free_port()
+        config = self._write_config()
+        subprocess.run(
+            self._java_cmd(libs, "kafka.tools.StorageTool", "format", "--standalone",
+                           "-t", _cluster_id(), "-c", str(config)),
+            check=True, stdout=subprocess.DEVNULL,
+        )
+        log = (self._dir / "broker.log").open("wb")
+        self._proc = subprocess.Popen(
+            self._java_cmd(libs, "kafka.Kafka", str(config)),
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while not self._ready():
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"Kafka exited early; see {self._dir / 'broker.log'}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError("Kafka broker did not become ready")
+            time.sleep(0.25)
+        return self
+
+    def _ready(self) -> bool:
+        if not _port_open(self.port):
+            return False
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
+        try:
+            metadata = admin.list_topics(timeout=2)
+        except Exception:
+            return False
+        return bool(metadata.brokers)
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+            self.workdir = None
+
+    def __enter__(self) -> KafkaBroker:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def _cluster_id() -> str:
+    # Kafka cluster ids are 16 random bytes in URL-safe base64 without padding.
+    import base64
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()

@@ -1,0 +1,166 @@
+"""Mapping between Avro values and canonical records, with the contract's semantic checks.
+
+Avro checks types; this module checks what Avro cannot: known currencies, sane
+amounts, versions that grow from 1, and totals stated in the currency's minor unit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict
+from decimal import Decimal
+from typing import Any
+
+from schemas.error_codes import ErrorCode
+from schemas.money import is_known_currency, minor_unit
+from schemas.records import (
+    Address,
+    ChangeEvent,
+    Customer,
+    EntityType,
+    EventType,
+    Invoice,
+    InvoiceLine,
+    Item,
+    Payment,
+    Record,
+)
+
+__all__ = [
+    "SCHEMA_BY_ENTITY",
+    "InvalidEvent",
+    "event_from_avro",
+    "event_to_avro",
+]
+
+SCHEMA_BY_ENTITY: dict[EntityType, str] = {
+    EntityType.CUSTOMER: "CustomerChangeEvent",
+    EntityType.ITEM: "ItemChangeEvent",
+    EntityType.INVOICE: "InvoiceChangeEvent",
+    EntityType.PAYMENT: "PaymentChangeEvent",
+}
+_ENTITY_BY_SCHEMA = {v: k for k, v in SCHEMA_BY_ENTITY.items()}
+_MAX_AMOUNT = Decimal("1e12")  # a single field-service document never reaches a trillion
+_MAX_TEXT = 4000
+
+
+class InvalidEvent(ValueError):
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def event_to_avro(event: ChangeEvent) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id,
+        "event_type": event.event_type.value,
+        "occurred_at": event.occurred_at,
+        "account_id": event.account_id,
+        "entity_id": event.entity_id,
+        "entity_version": event.entity_version,
+        "record_created_at": event.record_created_at,
+        event.entity_type.value: _record_to_avro(event.record),
+    }
+
+
+def _record_to_avro(record: Record) -> dict[str, Any]:
+    value = asdict(record)
+    if isinstance(record, Invoice):
+        value["lines"] = [asdict(line) for line in record.lines]
+    return value
+
+
+def event_from_avro(schema_name: str, value: dict[str, Any]) -> ChangeEvent:
+    entity_type = _ENTITY_BY_SCHEMA.get(schema_name)
+    if entity_type is None:
+        raise InvalidEvent(ErrorCode.SCHEMA_INVALID, f"{schema_name} is not a change event")
+    raw = value[entity_type.value]
+    record = _record_from_avro(entity_type, raw)
+    event = ChangeEvent(
+        event_id=value["event_id"],
+        event_type=EventType(value["event_type"]),
+        occurred_at=_utc(value["occurred_at"]),
+        account_id=value["account_id"],
+        entity_type=entity_type,
+        entity_id=value["entity_id"],
+        entity_version=value["entity_version"],
+        record_created_at=_utc(value["record_created_at"]),
+        record=record,
+    )
+    validate_event(event)
+    return event
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def _record_from_avro(entity_type: EntityType, raw: dict[str, Any]) -> Record:
+    if entity_type is EntityType.CUSTOMER:
+        address = raw.get("billing_address")
+        return Customer(**{**raw, "billing_address": Address(**address) if address else None})
+    if entity_type is EntityType.ITEM:
+        return Item(**raw)
+    if entity_type is EntityType.INVOICE:
+        lines = tuple(InvoiceLine(**line) for line in raw["lines"])
+        return Invoice(**{**raw, "lines": lines})
+    return Payment(**raw)
+
+
+def validate_event(event: ChangeEvent) -> None:
+    """Raise InvalidEvent when the event breaks a rule Avro cannot express."""
+    if not event.account_id or not event.entity_id or not event.event_id:
+        raise InvalidEvent(ErrorCode.SCHEMA_INVALID, "account_id, entity_id and event_id "
+                           "must not be empty")
+    if event.entity_version < 1:
+        raise InvalidEvent(ErrorCode.SCHEMA_INVALID,
+                           f"entity_version must be >= 1, got {event.entity_version}")
+    if event.record.id != event.entity_id:
+        raise InvalidEvent(ErrorCode.SCHEMA_INVALID,
+                           f"snapshot id {event.record.id!r} differs from entity_id")
+    _check_text(event.record)
+    record = event.record
+    if isinstance(record, Customer | Item | Invoice | Payment):
+        currency = record.currency
+        if not is_known_currency(currency):
+            raise InvalidEvent(ErrorCode.UNKNOWN_CURRENCY, f"unknown currency {currency!r}")
+    if isinstance(record, Item):
+        _check_amount("unit_price", record.unit_price)
+    elif isinstance(record, Invoice):
+        _check_invoice(record)
+    elif isinstance(record, Payment):
+        _check_amount("amount", record.amount, currency=record.currency)
+        if record.amount <= 0:
+            raise InvalidEvent(ErrorCode.SCHEMA_INVALID, "payment amount must be positive")
+
+
+def _check_text(record: Record) -> None:
+    for name, value in asdict(record).items():
+        if isinstance(value, str) and len(value) > _MAX_TEXT:
+            raise InvalidEvent(ErrorCode.SCHEMA_INVALID,
+                               f"{name} is {len(value)} characters; the limit is {_MAX_TEXT}")
+
+
+def _check_amount(name: str, amount: Decimal, currency: str | None = None) -> None:
+    if not amount.is_finite() or abs(amount) >= _MAX_AMOUNT:
+        raise InvalidEvent(ErrorCode.SCHEMA_INVALID, f"{name} {amount} is out of range")
+    if amount < 0:
+        raise InvalidEvent(ErrorCode.SCHEMA_INVALID, f"{name} {amount} is negative")
+    if currency is not None and amount != amount.quantize(Decimal(1).scaleb(-minor_unit(currency))):
+        raise InvalidEvent(ErrorCode.SCHEMA_INVALID,
+                           f"{name} {amount} has more decimals than {currency} allows")
+
+
+def _check_invoice(invoice: Invoice) -> None:
+    if not invoice.lines and invoice.status != "void":
+        raise InvalidEvent(ErrorCode.SCHEMA_INVALID, "an invoice needs at least one line")
+    for line in invoice.lines:
+        _check_amount("quantity", line.quantity)
+        _check_amount("unit_price", line.unit_price)
+        _check_amount("line amount", line.amount, currency=invoice.currency)
+        if not Decimal(0) <= line.discount_percent <= Decimal(100):
+            raise InvalidEvent(ErrorCode.SCHEMA_INVALID, "discount_percent must be 0..100")
+        if not Decimal(0) <= line.tax_rate_percent <= Decimal(100):
+            raise InvalidEvent(ErrorCode.SCHEMA_INVALID, "tax_rate_percent must be 0..100")
+    for name in ("subtotal", "tax_total", "total"):
+        _check_amount(name, getattr(invoice, name), currency=invoice.currency)
