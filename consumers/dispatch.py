@@ -127,7 +127,10 @@ class KeyOrderedDispatcher(Generic[T]):
     raises, or returns anything else (reported as ``TypeError``), the item is
     complete and ``on_done`` receives the exception. ``on_done(work, outcome)``
     runs on the pool thread that ran the handler, concurrently with other
-    keys' callbacks; exceptions it raises are logged and swallowed.
+    keys' callbacks; exceptions it raises are logged and swallowed. Handlers
+    and ``on_done`` may call ``submit``/``pending``/``abandon``, but must not
+    call the waiting methods (``drain``, ``wait_idle``, ``quiesce``,
+    ``close``): they would wait for themselves.
 
     State invariants (hold whenever ``_cv`` is not held):
 

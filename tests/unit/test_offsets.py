@@ -177,7 +177,7 @@ class Model:
         return out
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.data())
 def test_matches_brute_force_model(data: st.DataObject) -> None:
     tracker = OffsetTracker()
@@ -195,12 +195,13 @@ def test_matches_brute_force_model(data: st.DataObject) -> None:
             model.started.setdefault(tp, []).append(offset)
             model.done.setdefault(tp, set())
         elif op == "finish":
-            pending = sorted(model.unfinished(tp))
-            if stale and data.draw(st.booleans(), label="stale"):
+            candidates = sorted(model.unfinished(tp))
+            use_stale = bool(stale) and data.draw(st.booleans(), label="stale")
+            if use_stale:
                 old_tp, old_offset, old_gen = stale.pop()
                 assert tracker.finished(*old_tp, old_offset, generation=old_gen) is False
-            elif pending:
-                offset = data.draw(st.sampled_from(pending), label="finish")
+            elif candidates:
+                offset = data.draw(st.sampled_from(candidates), label="finish")
                 assert tracker.finished(*tp, offset, generation=generations[tp]) is True
                 model.done[tp].add(offset)
         elif op == "commit":
