@@ -448,7 +448,7 @@ class Books:
                       need_parent: bool = True) -> dict[str, Any]:
         missing: list[tuple[str | None, str]] = [
             (name, "This field is required.")
-            for name in ("name", "type", "sub_type")
+            for name in ("name", "sub_type")
             if not body.get(name)
         ]
         if need_parent and "parent_account" not in body:
@@ -458,6 +458,10 @@ class Books:
         parent = body.get("parent_account")
         if parent and parent not in acct.ledger:
             raise ledger_error(400, [("parent_account", "Not found.")])
+        if not body.get("type"):
+            if not parent:
+                raise ledger_error(400, [("type", "This field is required.")])
+            body = {**body, "type": acct.ledger[parent]["type"]}
         return self._add_ledger(acct, body, auto=False)
 
     def get_ledger(self, acct: Account, ledger_uuid: str) -> dict[str, Any]:
