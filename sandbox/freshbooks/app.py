@@ -444,6 +444,9 @@ def create_app(
             return JSONResponse({"detail": "tenant must be an alphanumeric account id"},
                                 status_code=422)
         client_id = str(data.get("client_id") or next(iter(sim.tokens.clients)))
+        if not sim.tokens.known_client(client_id):
+            return JSONResponse({"detail": f"unknown client_id {client_id!r}"},
+                                status_code=422)
         books.account(tenant)
         return JSONResponse(sim.tokens.new_grant(client_id, tenant, data.get("scope")))
 

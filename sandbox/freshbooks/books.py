@@ -20,6 +20,8 @@ Choices where FreshBooks publishes nothing (providers.md marks them [unconf]):
   total = subtotal - discount_total + sum(line taxes). ROUND_HALF_UP throughout.
 - Overpayment: the payment keeps the full amount; the part above the invoice's
   outstanding becomes a credit whose id is the payment's ``overpaymentid``.
+- Ledger account creation requires ``name``, ``sub_type`` and ``parent_account`` (the
+  three fields of the validation fixture); ``type`` defaults to the parent's type.
 - FreshBooks has no void: "delete" is vis_state 1 (HTTP DELETE on invoices and taxes,
   as the SDK does, is accepted too).
 """

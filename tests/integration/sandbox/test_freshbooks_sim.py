@@ -151,6 +151,8 @@ def test_wrong_secret_and_wrong_redirect_uri(http: httpx.Client) -> None:
                                                "client_id": CLIENT_ID, "client_secret": "x",
                                                "refresh_token": "y"})
     assert bad.status_code == 401 and bad.json()["error"] == "invalid_client"
+    assert http.post("/_sandbox/grants", json={"tenant": "A1", "client_id": "nope"}
+                     ).status_code == 422
     r = _consent(http, "approve", tenant())
     code = parse_qs(urlparse(r.headers["location"]).query)["code"][0]
     mismatch = http.post("/auth/oauth/token", json={
