@@ -403,9 +403,8 @@ def _as_bool(v: Any) -> bool | None:
 def _compare(a: Any, b: Any) -> int:
     """Three-way comparison with the coercions documented in the module docstring."""
     ba, bb = _as_bool(a), _as_bool(b)
-    if isinstance(a, bool) or isinstance(b, bool):
-        if ba is not None and bb is not None:
-            return (ba > bb) - (ba < bb)
+    if (isinstance(a, bool) or isinstance(b, bool)) and ba is not None and bb is not None:
+        return (ba > bb) - (ba < bb)
     na, nb = _as_number(a), _as_number(b)
     if na is not None and nb is not None:
         return (na > nb) - (na < nb)

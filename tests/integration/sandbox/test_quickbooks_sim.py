@@ -1,0 +1,441 @@
+"""QuickBooks Online simulator over real HTTP (uvicorn in a thread, httpx client)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from sandbox.faults import FaultPlan, FaultSwitchboard
+from sandbox.quickbooks import QuickBooksLimits, create_app
+from sandbox.quickbooks.query import quote
+from sandbox.serve import serve_in_thread
+
+CLIENT = ("blueclerk-local", "local-secret")
+REDIRECT = "http://localhost:9999/callback"
+SCOPE = "com.intuit.quickbooks.accounting openid"
+MV = {"minorversion": "75"}
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def board() -> FaultSwitchboard:
+    return FaultSwitchboard(seed=7)
+
+
+@pytest.fixture(scope="module")
+def base(board: FaultSwitchboard) -> Iterator[str]:
+    with serve_in_thread(create_app(board=board)) as url:
+        yield url
+
+
+@pytest.fixture
+def http() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=10) as client:
+        yield client
+
+
+class Company:
+    """A fresh realm with a token, plus helpers for its API."""
+
+    def __init__(self, http: httpx.Client, base: str, realm: str | None = None) -> None:
+        self.http = http
+        self.base = base
+        self.realm = realm or f"9341{uuid.uuid4().int % 10**12:012d}"
+        tok = http.post(f"{base}/_sandbox/grants", json={"tenant": self.realm}).json()
+        self.token: str = tok["access_token"]
+        self.refresh_token: str = tok["refresh_token"]
+
+    @property
+    def api(self) -> str:
+        return f"{self.base}/v3/company/{self.realm}"
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+
+    def post(self, path: str, body: Any, **params: str) -> httpx.Response:
+        return self.http.post(f"{self.api}/{path}", json=body, headers=self.headers(),
+                              params={**MV, **params})
+
+    def get(self, path: str, **params: str) -> httpx.Response:
+        return self.http.get(f"{self.api}/{path}", headers=self.headers(),
+                             params={**MV, **params})
+
+    def query(self, text: str) -> dict[str, Any]:
+        r = self.get("query", query=text)
+        assert r.status_code == 200, r.text
+        result: dict[str, Any] = r.json()["QueryResponse"]
+        return result
+
+    def create(self, entity: str, body: dict[str, Any]) -> dict[str, Any]:
+        r = self.post(entity.lower(), body)
+        assert r.status_code == 200, r.text
+        obj: dict[str, Any] = r.json()[entity]
+        return obj
+
+    def books(self) -> dict[str, Any]:
+        data: dict[str, Any] = self.http.get(f"{self.base}/_sandbox/books/{self.realm}").json()
+        return data
+
+
+@pytest.fixture
+def co(http: httpx.Client, base: str) -> Company:
+    return Company(http, base)
+
+
+def fault_of(r: httpx.Response) -> dict[str, Any]:
+    body = r.json()
+    assert set(body) == {"Fault", "time"}, body
+    err: dict[str, Any] = body["Fault"]["Error"][0]
+    assert set(err) == {"Message", "Detail", "code", "element"}
+    err["type"] = body["Fault"]["type"]
+    return err
+
+
+# ----------------------------------------------------------------------------- OAuth
+
+
+def _authorize(http: httpx.Client, base: str, realm: str, decision: str = "approve",
+               state: str = "st-1") -> dict[str, list[str]]:
+    params = {"client_id": CLIENT[0], "response_type": "code", "scope": SCOPE,
+              "redirect_uri": REDIRECT, "state": state}
+    page = http.get(f"{base}/connect/oauth2", params=params)
+    assert page.status_code == 200 and "<form" in page.text
+    r = http.post(f"{base}/connect/oauth2/decision",
+                  data={**params, "decision": decision, "tenant": realm})
+    assert r.status_code == 302
+    loc = r.headers["location"]
+    assert loc.startswith(REDIRECT)
+    return parse_qs(urlsplit(loc).query)
+
+
+def test_authorization_code_flow_and_single_use_code(http: httpx.Client, base: str) -> None:
+    realm = "9341000000000001"
+    q = _authorize(http, base, realm)
+    assert q["state"] == ["st-1"] and q["realmId"] == [realm]
+    form = {"grant_type": "authorization_code", "code": q["code"][0], "redirect_uri": REDIRECT}
+    r = http.post(f"{base}/oauth2/v1/tokens/bearer", data=form, auth=CLIENT)
+    assert r.status_code == 200, r.text
+    tok = r.json()
+    assert tok["token_type"] == "bearer" and tok["expires_in"] == 3600
+    assert tok["x_refresh_token_expires_in"] == 8726400
+    api = http.get(f"{base}/v3/company/{realm}/customer/1",
+                   headers={"Authorization": f"Bearer {tok['access_token']}"})
+    assert api.status_code == 400 and fault_of(api)["code"] == "610"  # authenticated
+    replay = http.post(f"{base}/oauth2/v1/tokens/bearer", data=form, auth=CLIENT)
+    assert replay.status_code == 400 and replay.json() == {"error": "invalid_grant"}
+
+
+def test_code_redirect_uri_must_match_and_client_must_authenticate(
+    http: httpx.Client, base: str
+) -> None:
+    q = _authorize(http, base, "9341000000000002")
+    form = {"grant_type": "authorization_code", "code": q["code"][0],
+            "redirect_uri": "http://evil.test/cb"}
+    bad_client = http.post(f"{base}/oauth2/v1/tokens/bearer", data=form,
+                           auth=(CLIENT[0], "wrong"))
+    assert bad_client.status_code == 401 and bad_client.json() == {"error": "invalid_client"}
+    r = http.post(f"{base}/oauth2/v1/tokens/bearer", data=form, auth=CLIENT)
+    assert r.status_code == 400 and r.json() == {"error": "invalid_grant"}
+
+
+def test_denied_consent_redirects_with_access_denied(http: httpx.Client, base: str) -> None:
+    q = _authorize(http, base, "9341000000000003", decision="deny", state="xyz")
+    assert q == {"error": ["access_denied"], "state": ["xyz"]}
+
+
+def test_code_expires_after_ten_minutes(http: httpx.Client) -> None:
+    clock = FakeClock()
+    with serve_in_thread(create_app(clock=clock)) as base:
+        q = _authorize(http, base, "9341000000000004")
+        clock.now += 601
+        r = http.post(f"{base}/oauth2/v1/tokens/bearer", auth=CLIENT, data={
+            "grant_type": "authorization_code", "code": q["code"][0], "redirect_uri": REDIRECT})
+        assert r.status_code == 400 and r.json() == {"error": "invalid_grant"}
+
+
+def test_refresh_rotation_old_refresh_token_is_invalid(http: httpx.Client, base: str) -> None:
+    co = Company(http, base)
+    first = co.refresh_token
+    r = http.post(f"{base}/oauth2/v1/tokens/bearer", auth=CLIENT,
+                  data={"grant_type": "refresh_token", "refresh_token": first})
+    assert r.status_code == 200
+    new = r.json()
+    assert new["refresh_token"] != first and new["access_token"] != co.token
+    again = http.post(f"{base}/oauth2/v1/tokens/bearer", auth=CLIENT,
+                      data={"grant_type": "refresh_token", "refresh_token": first})
+    assert again.status_code == 400 and again.json() == {"error": "invalid_grant"}
+    newest = http.post(f"{base}/oauth2/v1/tokens/bearer", auth=CLIENT,
+                       data={"grant_type": "refresh_token", "refresh_token": new["refresh_token"]})
+    assert newest.status_code == 200
+
+
+def test_access_token_expires_after_an_hour_and_via_sandbox_hook(http: httpx.Client) -> None:
+    clock = FakeClock()
+    with serve_in_thread(create_app(clock=clock)) as base:
+        co = Company(http, base)
+        assert co.get("customer/1").status_code == 400  # valid token, missing record
+        clock.now += 3599
+        assert co.get("customer/1").status_code == 400
+        clock.now += 2
+        r = co.get("customer/1")
+        assert r.status_code == 401
+        err = fault_of(r)
+        assert err["code"] == "3200" and err["type"] == "AuthenticationFault"
+        assert err["Message"] == "message=AuthenticationFailed; errorCode=003200; statusCode=401"
+        # refresh gives a working token; then the sandbox hook expires it
+        tok = http.post(f"{base}/oauth2/v1/tokens/bearer", auth=CLIENT, data={
+            "grant_type": "refresh_token", "refresh_token": co.refresh_token}).json()
+        co.token = tok["access_token"]
+        assert co.get("customer/1").status_code == 400
+        assert http.post(f"{base}/_sandbox/tokens/{co.realm}/expire").json() == {"expired": 1}
+        assert co.get("customer/1").status_code == 401
+
+
+def test_revoke_kills_access_and_refresh(http: httpx.Client, base: str, co: Company) -> None:
+    r = http.post(f"{base}/v2/oauth2/tokens/revoke", json={"token": co.refresh_token},
+                  auth=CLIENT)
+    assert r.status_code == 200
+    assert co.get("customer/1").status_code == 401
+    rr = http.post(f"{base}/oauth2/v1/tokens/bearer", auth=CLIENT,
+                   data={"grant_type": "refresh_token", "refresh_token": co.refresh_token})
+    assert rr.status_code == 400 and rr.json() == {"error": "invalid_grant"}
+
+
+def test_missing_token_and_wrong_realm(http: httpx.Client, base: str, co: Company) -> None:
+    r = http.get(f"{co.api}/customer/1", params=MV)
+    assert r.status_code == 401 and fault_of(r)["code"] == "3200"
+    other = http.get(f"{base}/v3/company/1234/customer/1", headers=co.headers(), params=MV)
+    assert other.status_code == 403
+    assert fault_of(other)["type"] == "AuthorizatonFault"
+
+
+# ----------------------------------------------------------------------------- customers
+
+
+def test_customer_create_read_and_metadata(co: Company) -> None:
+    c = co.create("Customer", {"DisplayName": "Ada Lovelace",
+                               "PrimaryEmailAddr": {"Address": "ada@example.com"}})
+    assert c["Id"] and c["SyncToken"] == "0"
+    assert {"CreateTime", "LastUpdatedTime"} <= set(c["MetaData"])
+    assert c["Active"] is True and c["CurrencyRef"]["value"] == "USD"
+    r = co.get(f"customer/{c['Id']}")
+    body = r.json()
+    assert r.status_code == 200 and body["Customer"]["DisplayName"] == "Ada Lovelace"
+    assert "time" in body
+
+
+def test_duplicate_display_name_case_insensitive_and_colon(co: Company) -> None:
+    co.create("Customer", {"DisplayName": "Acme Plumbing"})
+    r = co.post("customer", {"DisplayName": "ACME plumbing"})
+    assert r.status_code == 400
+    err = fault_of(r)
+    assert err["code"] == "6240" and err["Message"] == "Duplicate Name Exists Error"
+    assert "Another customer is already using this name" in err["Detail"]
+    assert err["type"] == "ValidationFault"
+    colon = co.post("customer", {"DisplayName": "Parent:Child"})
+    assert colon.status_code == 400
+    missing = co.post("customer", {"Notes": "no name"})
+    assert missing.status_code == 400 and fault_of(missing)["code"] == "2020"
+    assert len(co.books()["Customer"]) == 1
+
+
+def test_stale_sync_token_and_sparse_vs_full_update(co: Company) -> None:
+    c = co.create("Customer", {"DisplayName": "Grace Hopper", "GivenName": "Grace",
+                               "CompanyName": "Navy"})
+    sparse = co.post("customer", {"Id": c["Id"], "SyncToken": "0", "sparse": True,
+                                  "GivenName": "Amazing Grace"})
+    assert sparse.status_code == 200
+    s = sparse.json()["Customer"]
+    assert s["SyncToken"] == "1" and s["GivenName"] == "Amazing Grace"
+    assert s["CompanyName"] == "Navy" and s["DisplayName"] == "Grace Hopper"
+    stale = co.post("customer", {"Id": c["Id"], "SyncToken": "0", "sparse": True,
+                                 "GivenName": "x"})
+    assert stale.status_code == 400
+    err = fault_of(stale)
+    assert err["code"] == "5010" and err["Message"] == "Stale Object Error"
+    full = co.post("customer", {"Id": c["Id"], "SyncToken": "1",
+                                "DisplayName": "Grace B. Hopper"})
+    assert full.status_code == 200
+    f = full.json()["Customer"]
+    assert f["SyncToken"] == "2" and "CompanyName" not in f and "GivenName" not in f
+    assert f["MetaData"]["CreateTime"] == c["MetaData"]["CreateTime"]
+    missing = co.post("customer", {"Id": "99999", "SyncToken": "0", "DisplayName": "Nobody"})
+    assert missing.status_code == 400 and fault_of(missing)["code"] == "610"
+
+
+def test_unknown_customer_is_object_not_found(co: Company) -> None:
+    r = co.get("customer/424242")
+    assert r.status_code == 400 and fault_of(r)["code"] == "610"
+
+
+def test_requestid_replay_returns_original_without_second_record(co: Company) -> None:
+    rid = str(uuid.uuid4())
+    first = co.post("customer", {"DisplayName": "Replay Ltd"}, requestid=rid)
+    second = co.post("customer", {"DisplayName": "Replay Ltd"}, requestid=rid)
+    assert first.status_code == second.status_code == 200
+    assert first.json() == second.json()
+    assert len(co.books()["Customer"]) == 1
+    other = co.post("customer", {"DisplayName": "Replay Ltd"}, requestid=str(uuid.uuid4()))
+    assert other.status_code == 400 and fault_of(other)["code"] == "6240"
+    too_long = co.post("customer", {"DisplayName": "Long Rid"}, requestid="x" * 51)
+    assert too_long.status_code == 400
+    assert co.post("customer", {"DisplayName": "Rid 50"}, requestid="y" * 50).status_code == 200
+
+
+def test_minorversion_below_75_rejected(co: Company) -> None:
+    r = co.http.get(f"{co.api}/customer/1", headers=co.headers(),
+                    params={"minorversion": "65"})
+    assert r.status_code == 400 and "minorversion" in fault_of(r)["Detail"]
+    ok = co.http.get(f"{co.api}/query", headers=co.headers(),
+                     params={"minorversion": "75", "query": "select * from Customer"})
+    assert ok.status_code == 200
+
+
+# ----------------------------------------------------------------------------- query
+
+
+def test_query_quoting_backslashes_and_japanese(co: Company) -> None:
+    names = ["O'Brien & Sons \"Best\" Plumbing", "Back\\slash \\\\ Supplies",
+             "山田商事株式会社", "Plain Co"]
+    for n in names:
+        co.create("Customer", {"DisplayName": n})
+    for n in names:
+        res = co.query(f"select * from Customer where DisplayName = {quote(n)}")
+        assert [c["DisplayName"] for c in res["Customer"]] == [n]
+    # POST form with Content-Type application/text
+    for text, expected in (("SELECT * FROM Customer WHERE DisplayName LIKE '%\\'brien%'", 0),
+                           ("select * from customer where displayname like '山田%'", 2)):
+        r = co.http.post(f"{co.api}/query", params=MV, content=text.encode(),
+                         headers={**co.headers(), "Content-Type": "application/text"})
+        assert r.status_code == 200
+        assert r.json()["QueryResponse"]["Customer"][0]["DisplayName"] == names[expected]
+    assert co.query("select * from Customer where DisplayName = 'Nobody'") == {}
+    count = co.query("select count(*) from Customer")
+    assert count == {"totalCount": 4}
+    page = co.query("select * from Customer orderby DisplayName startposition 2 maxresults 2")
+    assert page["startPosition"] == 2 and page["maxResults"] == 2
+    bad = co.get("query", query="select * from Customer where DisplayName = 'O'Brien'")
+    assert bad.status_code == 400
+    err = fault_of(bad)
+    assert err["code"] == "4000" and err["Message"] == "Error parsing query"
+
+
+def test_query_hides_inactive_customers_by_default(co: Company) -> None:
+    c = co.create("Customer", {"DisplayName": "Sleepy"})
+    co.post("customer", {"Id": c["Id"], "SyncToken": "0", "sparse": True, "Active": False})
+    assert co.query("select * from Customer") == {}
+    res = co.query("select * from Customer where Active in (true, false)")
+    assert res["Customer"][0]["Active"] is False
+    # an inactive name still blocks the name
+    assert co.post("customer", {"DisplayName": "sleepy"}).status_code == 400
+
+
+def test_default_chart_of_accounts(co: Company) -> None:
+    income = co.query("select * from Account where AccountType = 'Income'")["Account"]
+    by_name = {a["Name"]: a for a in income}
+    assert by_name["Services"]["Id"] == "1"
+    assert by_name["Sales of Product Income"]["Id"] == "79"
+    assert all(a["Classification"] == "Revenue" for a in income)
+    other = co.query("select * from Account where AccountType = 'Other Income'")["Account"]
+    assert [a["Name"] for a in other] == ["Other Income"]
+    names = {a["Name"] for a in co.books()["Account"]}
+    assert {"Undeposited Funds", "Checking"} <= names
+    assert co.get("account/35").json()["Account"]["AccountType"] == "Bank"
+
+
+def test_seed_prepopulates(http: httpx.Client, base: str, co: Company) -> None:
+    r = http.post(f"{base}/_sandbox/seed/{co.realm}", json={
+        "Customer": [{"DisplayName": "Seeded One"}, {"Id": "500", "DisplayName": "Seeded Two"}],
+        "Item": [{"Name": "Labor", "Type": "Service", "IncomeAccountRef": {"value": "1"},
+                  "UnitPrice": 85}],
+    })
+    assert r.status_code == 200, r.text
+    assert co.get("customer/500").json()["Customer"]["DisplayName"] == "Seeded Two"
+    assert co.query("select * from Item where Name = 'Labor'")["Item"][0]["UnitPrice"] == 85
+
+
+# ----------------------------------------------------------------------------- limits, faults
+
+
+def test_rate_limit_per_minute_429_with_retry_after(http: httpx.Client) -> None:
+    limits = QuickBooksLimits(requests_per_minute=5)
+    with serve_in_thread(create_app(limits=limits)) as base:
+        co = Company(http, base)
+        other = Company(http, base)
+        codes = [co.get("customer/1").status_code for _ in range(6)]
+        assert codes[:5] == [400] * 5 and codes[5] == 429
+        r = co.get("customer/1")
+        assert r.status_code == 429 and r.headers["Retry-After"] == "60"
+        err = fault_of(r)
+        assert err["code"] == "3001" and err["type"] == "SERVICE"
+        assert err["Message"] == "message=ThrottleExceeded; errorCode=003001; statusCode=429"
+        assert other.get("customer/1").status_code == 400  # per realm
+
+
+def test_concurrency_limit(http: httpx.Client) -> None:
+    board = FaultSwitchboard()
+    limits = QuickBooksLimits(max_concurrent=2)
+    with serve_in_thread(create_app(board=board, limits=limits)) as base:
+        co = Company(http, base)
+        board.set(co.realm, FaultPlan(latency_s=0.6))
+        results: list[int] = []
+
+        def call() -> None:
+            with httpx.Client(timeout=10) as c:
+                results.append(c.get(f"{co.api}/customer/1", headers=co.headers()).status_code)
+
+        threads = [threading.Thread(target=call) for _ in range(4)]
+        for t in threads:
+            t.start()
+            time.sleep(0.05)
+        for t in threads:
+            t.join()
+        assert sorted(results) == [400, 400, 429, 429]
+
+
+def test_fault_switches(http: httpx.Client, base: str, board: FaultSwitchboard,
+                        co: Company) -> None:
+    # throttle burst: next 2 requests 429, then normal
+    http.put(f"{base}/_sandbox/faults/{co.realm}", json={"throttle_burst": 2})
+    assert [co.get("customer/1").status_code for _ in range(3)] == [429, 429, 400]
+    # 5xx before any effect
+    board.set(co.realm, FaultPlan(error_rate=1.0))
+    r = co.post("customer", {"DisplayName": "Never Stored"})
+    assert r.status_code == 503 and fault_of(r)["type"] == "SystemFault"
+    assert co.books()["Customer"] == []
+    # hang after apply: write lands, client times out, retry with requestid gets the original
+    board.set(co.realm, FaultPlan(timeout_rate=1.0, hang_s=1.5))
+    rid = str(uuid.uuid4())
+    with pytest.raises(httpx.ReadTimeout):
+        co.http.post(f"{co.api}/customer", json={"DisplayName": "Hung Ltd"},
+                     headers=co.headers(), params={**MV, "requestid": rid}, timeout=0.5)
+    board.clear(co.realm)
+    retry = co.post("customer", {"DisplayName": "Hung Ltd"}, requestid=rid)
+    assert retry.status_code == 200
+    assert [c["DisplayName"] for c in co.books()["Customer"]] == ["Hung Ltd"]
+    # latency
+    board.set(co.realm, FaultPlan(latency_s=0.3))
+    t0 = time.monotonic()
+    co.get("customer/1")
+    assert time.monotonic() - t0 >= 0.3
+    # revoked: 401 and refresh invalid_grant
+    board.set(co.realm, FaultPlan(revoked=True))
+    assert co.get("customer/1").status_code == 401
+    rr = http.post(f"{base}/oauth2/v1/tokens/bearer", auth=CLIENT,
+                   data={"grant_type": "refresh_token", "refresh_token": co.refresh_token})
+    assert rr.status_code == 400 and rr.json() == {"error": "invalid_grant"}
+    board.clear(co.realm)
