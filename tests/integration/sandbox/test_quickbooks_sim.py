@@ -439,3 +439,253 @@ def test_fault_switches(http: httpx.Client, base: str, board: FaultSwitchboard,
                    data={"grant_type": "refresh_token", "refresh_token": co.refresh_token})
     assert rr.status_code == 400 and rr.json() == {"error": "invalid_grant"}
     board.clear(co.realm)
+
+
+# ----------------------------------------------------------------------------- items, accounts
+
+
+def _item(co: Company, name: str = "Labor", price: Any = 85, **extra: Any) -> dict[str, Any]:
+    return co.create("Item", {"Name": name, "Type": "Service",
+                              "IncomeAccountRef": {"value": "1"}, "UnitPrice": price, **extra})
+
+
+def test_item_rules(co: Company) -> None:
+    item = _item(co, Sku="LAB-1", price=85.125)
+    assert item["Type"] == "Service" and item["UnitPrice"] == 85.125
+    assert item["IncomeAccountRef"] == {"value": "1", "name": "Services"}
+    assert item["Sku"] == "LAB-1" and item["Active"] is True
+    dup = co.post("item", {"Name": "labor", "Type": "Service",
+                           "IncomeAccountRef": {"value": "1"}})
+    assert dup.status_code == 400 and fault_of(dup)["code"] == "6240"
+    bad_type = co.post("item", {"Name": "Gadget", "Type": "Gizmo",
+                                "IncomeAccountRef": {"value": "1"}})
+    assert bad_type.status_code == 400
+    no_acct = co.post("item", {"Name": "Gadget", "Type": "NonInventory"})
+    assert no_acct.status_code == 400 and fault_of(no_acct)["code"] == "2500"
+    missing_acct = co.post("item", {"Name": "Gadget", "Type": "NonInventory",
+                                    "IncomeAccountRef": {"value": "9999"}})
+    assert missing_acct.status_code == 400 and fault_of(missing_acct)["code"] == "2500"
+    bank_acct = co.post("item", {"Name": "Gadget", "Type": "NonInventory",
+                                 "IncomeAccountRef": {"value": "35"}})
+    assert bank_acct.status_code == 400 and fault_of(bank_acct)["code"] == "2500"
+    other_income = co.post("item", {"Name": "Gadget", "Type": "NonInventory",
+                                    "IncomeAccountRef": {"value": "83"}})
+    assert other_income.status_code == 200
+    # a customer and an item may share a name (different name lists)
+    assert co.post("customer", {"DisplayName": "Labor"}).status_code == 200
+    upd = co.post("item", {"Id": item["Id"], "SyncToken": "0", "sparse": True,
+                           "UnitPrice": 90})
+    assert upd.status_code == 200 and upd.json()["Item"]["Sku"] == "LAB-1"
+    assert co.query("select * from Item where Sku = 'LAB-1'")["Item"][0]["UnitPrice"] == 90
+
+
+# ----------------------------------------------------------------------------- invoices
+
+
+def _invoice_setup(co: Company) -> tuple[dict[str, Any], dict[str, Any]]:
+    cust = co.create("Customer", {"DisplayName": f"Cust {uuid.uuid4().hex[:6]}"})
+    return cust, _item(co, f"Labor {uuid.uuid4().hex[:6]}")
+
+
+def _line(item: dict[str, Any], qty: Any, price: Any, amount: Any = None) -> dict[str, Any]:
+    line: dict[str, Any] = {"DetailType": "SalesItemLineDetail", "SalesItemLineDetail": {
+        "ItemRef": {"value": item["Id"]}, "Qty": qty, "UnitPrice": price}}
+    if amount is not None:
+        line["Amount"] = amount
+    return line
+
+
+def test_invoice_totals_discount_tax_and_server_fields(co: Company) -> None:
+    cust, item = _invoice_setup(co)
+    inv = co.create("Invoice", {
+        "CustomerRef": {"value": cust["Id"]},
+        "Line": [_line(item, 3, 33.335), _line(item, 1, 10, 10.00),
+                 {"DetailType": "DiscountLineDetail", "Amount": 0,
+                  "DiscountLineDetail": {"PercentBased": True, "DiscountPercent": 10}}],
+        "TxnTaxDetail": {"TotalTax": 8.125},
+        "GlobalTaxCalculation": "TaxExcluded",
+    })
+    # 3 * 33.335 = 100.005 -> 100.01 (half-up); subtotal 110.01; 10% = 11.001 -> 11.00
+    sales = [ln for ln in inv["Line"] if ln["DetailType"] == "SalesItemLineDetail"]
+    assert [ln["Amount"] for ln in sales] == [100.01, 10.0]
+    assert [ln["Id"] for ln in sales] == ["1", "2"] and [ln["LineNum"] for ln in sales] == [1, 2]
+    sub = [ln for ln in inv["Line"] if ln["DetailType"] == "SubTotalLineDetail"]
+    assert sub[0]["Amount"] == 110.01
+    disc = [ln for ln in inv["Line"] if ln["DetailType"] == "DiscountLineDetail"]
+    assert disc[0]["Amount"] == 11.0
+    assert inv["TxnTaxDetail"]["TotalTax"] == 8.13
+    assert inv["TotalAmt"] == 107.14 and inv["Balance"] == 107.14  # 110.01 - 11 + 8.13
+    assert inv["CurrencyRef"]["value"] == "USD" and inv["DocNumber"]
+    assert inv["SyncToken"] == "0"
+    inclusive = co.create("Invoice", {
+        "CustomerRef": {"value": cust["Id"]}, "Line": [_line(item, 1, 100)],
+        "TxnTaxDetail": {"TotalTax": 9.09}, "GlobalTaxCalculation": "TaxInclusive"})
+    assert inclusive["TotalAmt"] == 100.0
+    na = co.create("Invoice", {
+        "CustomerRef": {"value": cust["Id"]}, "Line": [_line(item, 2, 5)],
+        "TxnTaxDetail": {"TotalTax": 1}, "GlobalTaxCalculation": "NotApplicable"})
+    assert na["TotalAmt"] == 10.0
+    bad_gtc = co.post("invoice", {"CustomerRef": {"value": cust["Id"]},
+                                  "Line": [_line(item, 1, 1)], "GlobalTaxCalculation": "Auto"})
+    assert bad_gtc.status_code == 400
+
+
+def test_invoice_validation(co: Company) -> None:
+    cust, item = _invoice_setup(co)
+    wrong = co.post("invoice", {"CustomerRef": {"value": cust["Id"]},
+                                "Line": [_line(item, 2, 10, 25)]})
+    assert wrong.status_code == 400 and fault_of(wrong)["code"] == "6070"
+    no_cust = co.post("invoice", {"CustomerRef": {"value": "9999"},
+                                  "Line": [_line(item, 1, 1)]})
+    assert no_cust.status_code == 400 and fault_of(no_cust)["code"] == "2500"
+    no_item = co.post("invoice", {"CustomerRef": {"value": cust["Id"]},
+                                  "Line": [_line({"Id": "9999"}, 1, 1)]})
+    assert no_item.status_code == 400 and fault_of(no_item)["code"] == "2500"
+    fixed_disc = co.create("Invoice", {"CustomerRef": {"value": cust["Id"]}, "Line": [
+        _line(item, 1, 50), {"DetailType": "DiscountLineDetail", "Amount": 5.555,
+                             "DiscountLineDetail": {"PercentBased": False}}]})
+    assert fixed_disc["TotalAmt"] == 44.44  # 50 - 5.56
+    assert len(co.books()["Invoice"]) == 1
+
+
+def test_invoice_currency_minor_units(http: httpx.Client, base: str) -> None:
+    jp = Company(http, base)
+    http.post(f"{base}/_sandbox/seed/{jp.realm}", json={"HomeCurrency": "JPY"})
+    cust, item = _invoice_setup(jp)
+    inv = jp.create("Invoice", {"CustomerRef": {"value": cust["Id"]},
+                                "Line": [_line(item, 3, 333.5)]})
+    assert inv["CurrencyRef"]["value"] == "JPY" and inv["TotalAmt"] == 1001  # 1000.5 -> 1001
+    kw = Company(http, base)
+    cust = kw.create("Customer", {"DisplayName": "Kuwait Co", "CurrencyRef": {"value": "KWD"}})
+    item = _item(kw)
+    inv = kw.create("Invoice", {"CustomerRef": {"value": cust["Id"]}, "ExchangeRate": 3.25,
+                                "Line": [_line(item, 1, 1.2345)]})
+    assert inv["TotalAmt"] == 1.235 and inv["CurrencyRef"]["value"] == "KWD"
+    assert inv["HomeTotalAmt"] == 4.01  # 1.235 * 3.25 = 4.01375 -> 4.01 USD
+    mismatch = kw.post("invoice", {"CustomerRef": {"value": cust["Id"]},
+                                   "CurrencyRef": {"value": "USD"},
+                                   "Line": [_line(item, 1, 1)]})
+    assert mismatch.status_code == 400
+
+
+def test_invoice_update_void_delete(co: Company) -> None:
+    cust, item = _invoice_setup(co)
+    inv = co.create("Invoice", {"CustomerRef": {"value": cust["Id"]},
+                                "Line": [_line(item, 1, 100)], "PrivateNote": "job 7",
+                                "DocNumber": "BC-1"})
+    sparse = co.post("invoice", {"Id": inv["Id"], "SyncToken": "0", "sparse": True,
+                                 "Line": [_line(item, 2, 100)]})
+    assert sparse.status_code == 200
+    s = sparse.json()["Invoice"]
+    assert s["TotalAmt"] == 200.0 and s["PrivateNote"] == "job 7" and s["SyncToken"] == "1"
+    assert s["DocNumber"] == "BC-1"
+    stale = co.post("invoice", {"Id": inv["Id"], "SyncToken": "0", "sparse": True,
+                                "PrivateNote": "x"})
+    assert fault_of(stale)["code"] == "5010"
+    full = co.post("invoice", {"Id": inv["Id"], "SyncToken": "1",
+                               "CustomerRef": {"value": cust["Id"]},
+                               "Line": [_line(item, 1, 100)]})
+    assert full.status_code == 200 and "PrivateNote" not in full.json()["Invoice"]
+    void = co.post("invoice", {"Id": inv["Id"], "SyncToken": "2"}, operation="void")
+    assert void.status_code == 200
+    v = void.json()["Invoice"]
+    assert v["TotalAmt"] == 0 and v["Balance"] == 0 and v["PrivateNote"].startswith("Voided")
+    assert all(ln["Amount"] == 0 for ln in v["Line"])
+    other = co.create("Invoice", {"CustomerRef": {"value": cust["Id"]},
+                                  "Line": [_line(item, 1, 5)]})
+    deleted = co.post("invoice", {"Id": other["Id"], "SyncToken": "0"}, operation="delete")
+    assert deleted.status_code == 200
+    assert deleted.json()["Invoice"] == {"Id": other["Id"], "status": "Deleted", "domain": "QBO"}
+    assert fault_of(co.get(f"invoice/{other['Id']}"))["code"] == "610"
+
+
+# ----------------------------------------------------------------------------- payments
+
+
+def test_payment_applies_to_invoice_and_unapplied_remainder(co: Company) -> None:
+    cust, item = _invoice_setup(co)
+    inv = co.create("Invoice", {"CustomerRef": {"value": cust["Id"]},
+                                "Line": [_line(item, 1, 100)]})
+    link = [{"TxnId": inv["Id"], "TxnType": "Invoice"}]
+    too_much = co.post("payment", {"CustomerRef": {"value": cust["Id"]}, "TotalAmt": 150,
+                                   "Line": [{"Amount": 120, "LinkedTxn": link}]})
+    assert too_much.status_code == 400 and fault_of(too_much)["code"] == "6000"
+    bad_deposit = co.post("payment", {"CustomerRef": {"value": cust["Id"]}, "TotalAmt": 1,
+                                      "DepositToAccountRef": {"value": "9999"}})
+    assert bad_deposit.status_code == 400
+    pay = co.create("Payment", {"CustomerRef": {"value": cust["Id"]}, "TotalAmt": 70,
+                                "TxnDate": "2025-03-01", "DepositToAccountRef": {"value": "35"},
+                                "Line": [{"Amount": 60, "LinkedTxn": link}]})
+    assert pay["UnappliedAmt"] == 10.0 and pay["TxnDate"] == "2025-03-01"
+    after = co.get(f"invoice/{inv['Id']}").json()["Invoice"]
+    assert after["Balance"] == 40.0 and after["SyncToken"] == "1"
+    assert after["LinkedTxn"] == [{"TxnId": pay["Id"], "TxnType": "Payment"}]
+    assert co.get(f"customer/{cust['Id']}").json()["Customer"]["Balance"] == 30.0
+    # voiding an invoice with an applied payment is refused
+    v = co.post("invoice", {"Id": inv["Id"], "SyncToken": "1"}, operation="void")
+    assert v.status_code == 400 and fault_of(v)["code"] == "6000"
+    # remove the payment: the invoice is open again and can be voided
+    d = co.post("payment", {"Id": pay["Id"], "SyncToken": "0"}, operation="delete")
+    assert d.status_code == 200
+    reopened = co.get(f"invoice/{inv['Id']}").json()["Invoice"]
+    assert reopened["Balance"] == 100.0 and reopened["LinkedTxn"] == []
+    v2 = co.post("invoice", {"Id": inv["Id"], "SyncToken": reopened["SyncToken"]},
+                 operation="void")
+    assert v2.status_code == 200
+
+
+# ----------------------------------------------------------------------------- batch, CDC
+
+
+def test_batch(co: Company) -> None:
+    co.create("Customer", {"DisplayName": "Existing"})
+    r = co.post("batch", {"BatchItemRequest": [
+        {"bId": "1", "operation": "create", "Customer": {"DisplayName": "Batch One"}},
+        {"bId": "2", "operation": "create", "Customer": {"DisplayName": "existing"}},
+        {"bId": "3", "Query": "select * from Customer where DisplayName = 'Batch One'"},
+        {"bId": "4", "Query": "select * from Customer where"},
+    ]}, requestid="b" * 36)
+    assert r.status_code == 200, r.text
+    items = {it["bId"]: it for it in r.json()["BatchItemResponse"]}
+    assert items["1"]["Customer"]["DisplayName"] == "Batch One"
+    assert items["2"]["Fault"]["Error"][0]["code"] == "6240"
+    assert items["3"]["QueryResponse"]["Customer"][0]["DisplayName"] == "Batch One"
+    assert items["4"]["Fault"]["Error"][0]["code"] == "4000"
+    too_many = co.post("batch", {"BatchItemRequest": [
+        {"bId": str(i), "Query": "select * from Customer"} for i in range(31)]})
+    assert too_many.status_code == 400
+    long_rid = co.post("batch", {"BatchItemRequest": [
+        {"bId": "1", "Query": "select * from Customer"}]}, requestid="b" * 37)
+    assert long_rid.status_code == 400
+
+
+def test_batch_rate_limit(http: httpx.Client) -> None:
+    with serve_in_thread(create_app(limits=QuickBooksLimits(batch_per_minute=2))) as base:
+        co = Company(http, base)
+        body = {"BatchItemRequest": [{"bId": "1", "Query": "select * from Customer"}]}
+        codes = [co.post("batch", body).status_code for _ in range(3)]
+        assert codes == [200, 200, 429]
+        assert co.get("customer/1").status_code == 400  # ordinary calls still allowed
+
+
+def test_cdc(http: httpx.Client) -> None:
+    clock = FakeClock()
+    with serve_in_thread(create_app(clock=clock)) as base:
+        co = Company(http, base)
+        cust, item = _invoice_setup(co)
+        inv = co.create("Invoice", {"CustomerRef": {"value": cust["Id"]},
+                                    "Line": [_line(item, 1, 10)]})
+        clock.now += 600
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(clock.now - 1))
+        later = co.create("Customer", {"DisplayName": "Later Co"})
+        co.post("invoice", {"Id": inv["Id"], "SyncToken": "0"}, operation="delete")
+        r = co.get("cdc", entities="Customer,Invoice", changedSince=since)
+        assert r.status_code == 200, r.text
+        responses = r.json()["CDCResponse"][0]["QueryResponse"]
+        assert [c["Id"] for c in responses[0]["Customer"]] == [later["Id"]]
+        assert responses[1]["Invoice"] == [{
+            "Id": inv["Id"], "status": "Deleted", "domain": "QBO",
+            "MetaData": responses[1]["Invoice"][0]["MetaData"]}]
+        old = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(clock.now - 31 * 86400))
+        too_old = co.get("cdc", entities="Customer", changedSince=old)
+        assert too_old.status_code == 400 and "30 days" in fault_of(too_old)["Detail"]
