@@ -80,7 +80,7 @@ def _load_uncached() -> dict[str, Any]:
     except (OSError, ValueError):
         pass
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    doc = yaml.load(raw, Loader=loader)  # noqa: S506 - safe loader
+    doc = yaml.load(raw, Loader=loader)
     converted: dict[str, Any] = _convert(doc["components"]["schemas"])
     try:
         tmp = cache.with_suffix(".tmp")

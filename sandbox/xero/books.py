@@ -1,0 +1,755 @@
+"""One Xero organisation's books: contacts, items, accounts, tax rates, invoices, payments.
+
+Records are kept as dicts in Xero's JSON shape plus private `_`-prefixed keys (the
+`_updated` epoch seconds); `render_*` returns the public form. Writes go through
+`Books.write(kind, elements, ...)`, which applies one batch element by element and
+returns per-element results; the app decides between all-or-nothing (restore the
+snapshot) and `summarizeErrors=false`.
+
+Default organisation (NZ-style demo company, base currency NZD):
+
+- accounts: 090 Business Bank Account (BANK), 200 Sales (REVENUE), 260 Other Revenue
+  (REVENUE), 270 Interest Income (REVENUE), 310 Cost of Goods Sold (DIRECTCOSTS),
+  400 Advertising (EXPENSE), 610 Accounts Receivable (CURRENT, DEBTORS),
+  800 Accounts Payable (CURRLIAB, CREDITORS), 820 GST (CURRLIAB, GST),
+  860 Rounding (CURRLIAB, ROUNDING);
+- tax rates: OUTPUT "Tax on Sales" 15 %, INPUT "Tax on Purchases" 15 %,
+  NONE "No Tax" 0 %, EXEMPTOUTPUT "Tax Exempt Sales" 0 %.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from sandbox.xero import openapi
+
+__all__ = [
+    "DUPLICATE_NAME",
+    "Books",
+    "ElementResult",
+    "line_totals",
+    "msdate",
+    "parse_xero_date",
+    "round_dp",
+]
+
+DUPLICATE_NAME = (
+    "The contact name {name} is already assigned to another contact. "
+    "The contact name must be unique across all active contacts."
+)
+BASE_CURRENCY = "NZD"
+
+_CENT = Decimal("0.01")
+
+
+def round_dp(value: Decimal, dp: int) -> Decimal:
+    return value.quantize(Decimal(1).scaleb(-dp), rounding=ROUND_HALF_UP)
+
+
+def dec(value: Any) -> Decimal:
+    return Decimal(str(value))
+
+
+def msdate(ts: float) -> str:
+    return f"/Date({round(ts * 1000)}+0000)/"
+
+
+def iso_date(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+_MS = re.compile(r"^/Date\((-?\d+)([+-]\d{4})?\)/$")
+
+
+def parse_xero_date(text: str) -> float | None:
+    """`2019-03-12`, ISO date-times, or `/Date(ms+0000)/` -> epoch seconds (UTC)."""
+    text = text.strip()
+    m = _MS.match(text)
+    if m:
+        return int(m.group(1)) / 1000.0
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+def _day(ts: float) -> float:
+    d = datetime.fromtimestamp(ts, UTC)
+    return datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp()
+
+
+def line_totals(quantity: Decimal, unit: Decimal, discount: Decimal, rate: Decimal,
+                amount_types: str, tax_override: Decimal | None = None
+                ) -> tuple[Decimal, Decimal, Decimal]:
+    """(LineAmount, TaxAmount, DiscountAmount) per X-round: 2 dp per line."""
+    gross = quantity * unit
+    line = round_dp(gross * (Decimal(100) - discount) / Decimal(100), 2)
+    disc = round_dp(gross, 2) - line if discount else Decimal("0.00")
+    if amount_types == "NoTax":
+        tax = Decimal("0.00")
+    elif tax_override is not None:
+        tax = round_dp(tax_override, 2)
+    elif amount_types == "Inclusive":
+        tax = round_dp(line * rate / (Decimal(100) + rate), 2)
+    else:
+        tax = round_dp(line * rate / Decimal(100), 2)
+    return line, tax, disc
+
+
+class ElementError(Exception):
+    def __init__(self, *messages: str) -> None:
+        super().__init__("; ".join(messages))
+        self.messages = list(messages)
+
+
+@dataclass
+class ElementResult:
+    ok: bool
+    record: dict[str, Any]  # rendered record (ok) or the submitted element (error)
+    errors: list[str] = field(default_factory=list)
+
+
+_DEFAULT_ACCOUNTS: list[tuple[str, str, str, str, str, str]] = [
+    # code, name, type, class, tax type, system account
+    ("090", "Business Bank Account", "BANK", "ASSET", "NONE", ""),
+    ("200", "Sales", "REVENUE", "REVENUE", "OUTPUT", ""),
+    ("260", "Other Revenue", "REVENUE", "REVENUE", "OUTPUT", ""),
+    ("270", "Interest Income", "REVENUE", "REVENUE", "NONE", ""),
+    ("310", "Cost of Goods Sold", "DIRECTCOSTS", "EXPENSE", "INPUT", ""),
+    ("400", "Advertising", "EXPENSE", "EXPENSE", "INPUT", ""),
+    ("610", "Accounts Receivable", "CURRENT", "ASSET", "NONE", "DEBTORS"),
+    ("800", "Accounts Payable", "CURRLIAB", "LIABILITY", "NONE", "CREDITORS"),
+    ("820", "GST", "CURRLIAB", "LIABILITY", "NONE", "GST"),
+    ("860", "Rounding", "CURRLIAB", "LIABILITY", "NONE", "ROUNDING"),
+]
+_TYPE_CLASS = {
+    "BANK": "ASSET", "CURRENT": "ASSET", "FIXED": "ASSET", "INVENTORY": "ASSET",
+    "NONCURRENT": "ASSET", "PREPAYMENT": "ASSET", "EQUITY": "EQUITY",
+    "DEPRECIATN": "EXPENSE", "DIRECTCOSTS": "EXPENSE", "EXPENSE": "EXPENSE",
+    "OVERHEADS": "EXPENSE", "CURRLIAB": "LIABILITY", "LIABILITY": "LIABILITY",
+    "TERMLIAB": "LIABILITY", "PAYGLIABILITY": "LIABILITY", "SUPERANNUATIONEXPENSE": "EXPENSE",
+    "SUPERANNUATIONLIABILITY": "LIABILITY", "WAGESEXPENSE": "EXPENSE",
+    "OTHERINCOME": "REVENUE", "REVENUE": "REVENUE", "SALES": "REVENUE",
+}
+_DEFAULT_TAX: list[tuple[str, str, str, str]] = [
+    ("OUTPUT", "Tax on Sales", "15", "OUTPUT"),
+    ("INPUT", "Tax on Purchases", "15", "INPUT"),
+    ("NONE", "No Tax", "0", "NONE"),
+    ("EXEMPTOUTPUT", "Tax Exempt Sales", "0", "EXEMPTOUTPUT"),
+]
+_CONTACT_RO = {"ContactID", "UpdatedDateUTC", "IsCustomer", "IsSupplier", "Balances",
+               "HasAttachments", "HasValidationErrors", "StatusAttributeString",
+               "ValidationErrors", "Warnings", "Website", "Discount", "MergedToContactID"}
+_INVOICE_WRITABLE = {"Type", "Date", "DueDate", "Reference", "InvoiceNumber", "CurrencyCode",
+                     "CurrencyRate", "BrandingThemeID", "Url", "SentToContact",
+                     "ExpectedPaymentDate", "PlannedPaymentDate"}
+_NOT_EDITABLE = "This document cannot be edited as it has a payment or credit note allocated to it."
+
+
+class Books:
+    def __init__(self, tenant_id: str, clock: Callable[[], float],
+                 name: str | None = None) -> None:
+        self.tenant_id = tenant_id
+        self.name = name or f"Demo Company ({tenant_id[:8]})"
+        self.clock = clock
+        self.contacts: dict[str, dict[str, Any]] = {}
+        self.items: dict[str, dict[str, Any]] = {}
+        self.accounts: dict[str, dict[str, Any]] = {}
+        self.tax_rates: dict[str, dict[str, Any]] = {}
+        self.invoices: dict[str, dict[str, Any]] = {}
+        self.payments: dict[str, dict[str, Any]] = {}
+        self.invoice_seq = 0
+        now = clock()
+        for code, nm, typ, cls, tax, system in _DEFAULT_ACCOUNTS:
+            acc: dict[str, Any] = {
+                "AccountID": str(uuid.uuid4()), "Code": code, "Name": nm, "Type": typ,
+                "Class": cls, "TaxType": tax, "Status": "ACTIVE",
+                "EnablePaymentsToAccount": False, "ShowInExpenseClaims": False,
+                "ReportingCode": "", "HasAttachments": False, "_updated": now,
+            }
+            if typ == "BANK":
+                acc.update(BankAccountType="BANK", BankAccountNumber="0100000000000001",
+                           CurrencyCode=BASE_CURRENCY)
+            if system:
+                acc["SystemAccount"] = system
+            self.accounts[acc["AccountID"]] = acc
+        for tax_type, nm, rate, report in _DEFAULT_TAX:
+            self.tax_rates[tax_type] = {
+                "Name": nm, "TaxType": tax_type, "ReportTaxType": report, "Status": "ACTIVE",
+                "TaxComponents": [{"Name": "GST" if rate != "0" else "No tax", "Rate": float(rate),
+                                   "IsCompound": False, "IsNonRecoverable": False}],
+                "CanApplyToAssets": True, "CanApplyToEquity": True,
+                "CanApplyToExpenses": True, "CanApplyToLiabilities": True,
+                "CanApplyToRevenue": True, "DisplayTaxRate": float(rate),
+                "EffectiveRate": float(rate), "_rate": rate,
+            }
+
+    # -- snapshots (all-or-nothing batches) ------------------------------------------
+    # Records are replaced on change, never mutated in place, so a snapshot only has to
+    # copy the dicts that index them.
+    def snapshot(self) -> dict[str, Any]:
+        return {k: copy.copy(getattr(self, k)) for k in self._STATE}
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        for k, v in snap.items():
+            setattr(self, k, v)
+
+    _STATE = ("contacts", "items", "accounts", "invoices", "payments", "invoice_seq")
+
+    # -- lookups -----------------------------------------------------------------------
+    def account_by_code(self, code: str) -> dict[str, Any] | None:
+        return next((a for a in self.accounts.values()
+                     if a["Code"].casefold() == code.casefold()), None)
+
+    def item_by_code(self, code: str) -> dict[str, Any] | None:
+        return next((i for i in self.items.values()
+                     if i["Code"].casefold() == code.casefold()), None)
+
+    def tax_rate(self, tax_type: str) -> Decimal | None:
+        tr = self.tax_rates.get(tax_type.upper())
+        return None if tr is None else Decimal(tr["_rate"])
+
+    # -- rendering ---------------------------------------------------------------------
+    @staticmethod
+    def _public(rec: dict[str, Any]) -> dict[str, Any]:
+        out = {k: copy.deepcopy(v) for k, v in rec.items() if not k.startswith("_")}
+        if "_updated" in rec:
+            out["UpdatedDateUTC"] = msdate(rec["_updated"])
+        return out
+
+    def render_contact(self, c: dict[str, Any]) -> dict[str, Any]:
+        out = self._public(c)
+        cid = c["ContactID"]
+        out["IsCustomer"] = any(
+            i["Contact"]["ContactID"] == cid and i["Type"] == "ACCREC"
+            and i["Status"] in ("AUTHORISED", "PAID") for i in self.invoices.values())
+        out["IsSupplier"] = any(
+            i["Contact"]["ContactID"] == cid and i["Type"] == "ACCPAY"
+            and i["Status"] in ("AUTHORISED", "PAID") for i in self.invoices.values())
+        return out
+
+    def render_item(self, i: dict[str, Any]) -> dict[str, Any]:
+        return self._public(i)
+
+    def render_account(self, a: dict[str, Any]) -> dict[str, Any]:
+        return self._public(a)
+
+    def render_tax_rate(self, t: dict[str, Any]) -> dict[str, Any]:
+        return self._public(t)
+
+    def render_invoice(self, inv: dict[str, Any]) -> dict[str, Any]:
+        out = self._public(inv)
+        contact = self.contacts.get(inv["Contact"]["ContactID"])
+        if contact is not None:
+            out["Contact"] = {"ContactID": contact["ContactID"], "Name": contact.get("Name"),
+                              "ContactStatus": contact.get("ContactStatus", "ACTIVE")}
+            if contact.get("ContactNumber"):
+                out["Contact"]["ContactNumber"] = contact["ContactNumber"]
+        out["Payments"] = [
+            {"PaymentID": p["PaymentID"], "Date": p["Date"], "Amount": p["Amount"],
+             "Reference": p.get("Reference", ""), "CurrencyRate": p.get("CurrencyRate", 1.0),
+             "HasAccount": True, "HasValidationErrors": False}
+            for p in self.payments.values()
+            if p["Invoice"]["InvoiceID"] == inv["InvoiceID"] and p["Status"] == "AUTHORISED"
+        ]
+        return out
+
+    def render_payment(self, p: dict[str, Any]) -> dict[str, Any]:
+        out = self._public(p)
+        inv = self.invoices.get(p["Invoice"]["InvoiceID"])
+        if inv is not None:
+            out["Invoice"] = {
+                "InvoiceID": inv["InvoiceID"], "InvoiceNumber": inv.get("InvoiceNumber", ""),
+                "Type": inv["Type"], "CurrencyCode": inv["CurrencyCode"],
+                "Contact": {"ContactID": inv["Contact"]["ContactID"],
+                            "Name": self.contacts.get(inv["Contact"]["ContactID"], {}).get("Name")},
+            }
+        return out
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "tenantId": self.tenant_id,
+            "tenantName": self.name,
+            "Contacts": [self.render_contact(c) for c in self.contacts.values()],
+            "Items": [self.render_item(i) for i in self.items.values()],
+            "Accounts": [self.render_account(a) for a in self.accounts.values()],
+            "TaxRates": [self.render_tax_rate(t) for t in self.tax_rates.values()],
+            "Invoices": [self.render_invoice(i) for i in self.invoices.values()],
+            "Payments": [self.render_payment(p) for p in self.payments.values()],
+        }
+
+    # -- writes ------------------------------------------------------------------------
+    def write(self, kind: str, element: Any, *, path_id: str | None = None,
+              unitdp: int = 2, method: str = "POST") -> ElementResult:
+        """Validate and apply one element; never raises for element-level problems."""
+        schema = {"Contacts": "Contact", "Items": "Item", "Invoices": "Invoice",
+                  "Payments": "Payment", "PaymentDelete": "PaymentDelete",
+                  "Accounts": "Account"}[kind]
+        if not isinstance(element, dict):
+            return ElementResult(False, {"Element": element}, ["Element must be an object"])
+        errors = openapi.element_errors(schema, element)
+        if errors:
+            return ElementResult(False, copy.deepcopy(element), errors)
+        try:
+            fn: Callable[..., dict[str, Any]] = {
+                "Contacts": self._write_contact, "Items": self._write_item,
+                "Invoices": self._write_invoice, "Payments": self._write_payment,
+                "PaymentDelete": self._delete_payment, "Accounts": self._write_account,
+            }[kind]
+            rec = fn(element, path_id=path_id, unitdp=unitdp, method=method)
+        except ElementError as exc:
+            return ElementResult(False, copy.deepcopy(element), exc.messages)
+        return ElementResult(True, rec)
+
+    # Contacts --------------------------------------------------------------------------
+    def _write_contact(self, el: dict[str, Any], *, path_id: str | None,
+                       method: str = "POST", **_: Any) -> dict[str, Any]:
+        target: dict[str, Any] | None = None
+        cid = path_id or el.get("ContactID")
+        if cid:
+            target = self.contacts.get(str(cid).lower())
+            if target is None:
+                raise ElementError(f"Contact with ContactID {cid} could not be found.")
+        elif el.get("ContactNumber") and method == "POST":
+            num = str(el["ContactNumber"]).casefold()
+            target = next((c for c in self.contacts.values()
+                           if str(c.get("ContactNumber", "")).casefold() == num), None)
+        merged: dict[str, Any] = copy.deepcopy(target) if target else {}
+        for k, v in el.items():
+            if k not in _CONTACT_RO:
+                merged[k] = v
+        name = merged.get("Name")
+        if not isinstance(name, str) or not name.strip():
+            raise ElementError("The contact name is required.")
+        merged.setdefault("ContactStatus", "ACTIVE")
+        self_id = target["ContactID"] if target else None
+        if merged["ContactStatus"] == "ACTIVE":
+            for c in self.contacts.values():
+                if (c["ContactID"] != self_id and c.get("ContactStatus") == "ACTIVE"
+                        and c["Name"].strip().casefold() == name.strip().casefold()):
+                    raise ElementError(DUPLICATE_NAME.format(name=name))
+        number = merged.get("ContactNumber")
+        if number:
+            for c in self.contacts.values():
+                if (c["ContactID"] != self_id
+                        and str(c.get("ContactNumber", "")).casefold() == str(number).casefold()):
+                    raise ElementError(
+                        f"The contact number {number} is already assigned to another contact.")
+        merged["ContactID"] = self_id or str(uuid.uuid4())
+        merged["_updated"] = self.clock()
+        self.contacts[merged["ContactID"]] = merged
+        return self.render_contact(merged)
+
+    # Accounts (seed / PUT) ------------------------------------------------------------
+    def _write_account(self, el: dict[str, Any], **_: Any) -> dict[str, Any]:
+        code = el.get("Code")
+        if not code:
+            raise ElementError("Account code is required.")
+        target = self.account_by_code(str(code))
+        merged: dict[str, Any] = copy.deepcopy(target) if target else {
+            "AccountID": str(uuid.uuid4()), "Status": "ACTIVE", "TaxType": "NONE",
+            "EnablePaymentsToAccount": False, "HasAttachments": False}
+        for k, v in el.items():
+            if k not in ("AccountID", "Class", "UpdatedDateUTC", "ValidationErrors"):
+                merged[k] = v
+        typ = merged.get("Type")
+        if typ not in _TYPE_CLASS:
+            raise ElementError(f"Account Type {typ} is not valid.")
+        merged["Class"] = _TYPE_CLASS[typ]
+        if not merged.get("Name"):
+            raise ElementError("Account name is required.")
+        merged["_updated"] = self.clock()
+        self.accounts[merged["AccountID"]] = merged
+        return self.render_account(merged)
+
+    # Items -----------------------------------------------------------------------------
+    def _write_item(self, el: dict[str, Any], *, path_id: str | None, unitdp: int,
+                    method: str = "POST", **_: Any) -> dict[str, Any]:
+        target: dict[str, Any] | None = None
+        iid = path_id or el.get("ItemID")
+        code = el.get("Code")
+        if iid:
+            target = self.items.get(str(iid).lower())
+            if target is None:
+                raise ElementError(f"Item with ItemID {iid} could not be found.")
+            if code and code.casefold() != target["Code"].casefold():
+                other = self.item_by_code(code)
+                if other is not None:
+                    raise ElementError(f"Item code '{code}' already exists.")
+        elif code:
+            target = self.item_by_code(code)
+            if target is not None and method == "PUT":
+                raise ElementError(f"Item code '{code}' already exists.")
+        if not code and not target:
+            raise ElementError("Item code is required.")
+        merged: dict[str, Any] = copy.deepcopy(target) if target else {
+            "IsSold": True, "IsPurchased": True, "IsTrackedAsInventory": False}
+        for k, v in el.items():
+            if k not in ("ItemID", "UpdatedDateUTC", "ValidationErrors",
+                         "StatusAttributeString", "TotalCostPool", "QuantityOnHand"):
+                merged[k] = copy.deepcopy(v)
+        for det_key in ("SalesDetails", "PurchaseDetails"):
+            det = merged.get(det_key)
+            if not isinstance(det, dict):
+                continue
+            if det.get("UnitPrice") is not None:
+                det["UnitPrice"] = float(round_dp(dec(det["UnitPrice"]), unitdp))
+            acc = det.get("AccountCode")
+            if acc and self.account_by_code(str(acc)) is None:
+                raise ElementError(f"Account code '{acc}' is not a valid code for this document.")
+            tax = det.get("TaxType")
+            if tax and self.tax_rate(str(tax)) is None:
+                raise ElementError(f"The TaxType code '{tax}' does not exist or cannot be used "
+                                   "for this type of transaction.")
+        if merged.get("IsPurchased") is False:
+            merged.pop("PurchaseDetails", None)
+            merged.pop("PurchaseDescription", None)
+        if merged.get("IsSold") is False:
+            merged.pop("SalesDetails", None)
+            merged.pop("Description", None)
+        merged["ItemID"] = target["ItemID"] if target else str(uuid.uuid4())
+        merged["_updated"] = self.clock()
+        self.items[merged["ItemID"]] = merged
+        return self.render_item(merged)
+
+    def delete_item(self, item_id: str) -> bool:
+        return self.items.pop(item_id.lower(), None) is not None
+
+    # Invoices --------------------------------------------------------------------------
+    def _resolve_contact(self, ref: Any) -> str:
+        if not isinstance(ref, dict):
+            raise ElementError("A Contact must be specified for this type of transaction.")
+        cid = ref.get("ContactID")
+        if cid:
+            if str(cid).lower() not in self.contacts:
+                raise ElementError(f"Contact with ContactID {cid} could not be found.")
+            return str(cid).lower()
+        if ref.get("ContactNumber"):
+            num = str(ref["ContactNumber"]).casefold()
+            for c in self.contacts.values():
+                if str(c.get("ContactNumber", "")).casefold() == num:
+                    return str(c["ContactID"])
+        if ref.get("Name"):
+            nm = str(ref["Name"]).strip().casefold()
+            for c in self.contacts.values():
+                if c.get("ContactStatus") == "ACTIVE" and c["Name"].strip().casefold() == nm:
+                    return str(c["ContactID"])
+        raise ElementError("The Contact could not be found; supply an existing ContactID.")
+
+    def _build_lines(self, raw_lines: list[dict[str, Any]], amount_types: str, unitdp: int,
+                     status: str) -> tuple[list[dict[str, Any]], list[str]]:
+        errs: list[str] = []
+        lines: list[dict[str, Any]] = []
+        for n, raw in enumerate(raw_lines, start=1):
+            line: dict[str, Any] = {"LineItemID": str(raw.get("LineItemID") or uuid.uuid4())}
+            item = None
+            if raw.get("ItemCode"):
+                item = self.item_by_code(str(raw["ItemCode"]))
+                if item is None:
+                    errs.append(f"Item code '{raw['ItemCode']}' is not valid.")
+                    continue
+                line["ItemCode"] = item["Code"]
+                line["Item"] = {"ItemID": item["ItemID"], "Code": item["Code"],
+                                "Name": item.get("Name", "")}
+            sales = (item or {}).get("SalesDetails") or {}
+            desc = raw.get("Description", (item or {}).get("Description"))
+            if desc is not None:
+                line["Description"] = desc
+            qty = round_dp(dec(raw.get("Quantity", 1)), 4)
+            if raw.get("UnitAmount") is not None:
+                unit = round_dp(dec(raw["UnitAmount"]), unitdp)
+            elif sales.get("UnitPrice") is not None:
+                unit = round_dp(dec(sales["UnitPrice"]), unitdp)
+            elif raw.get("LineAmount") is not None and qty != 0:
+                unit = round_dp(dec(raw["LineAmount"]) / qty, unitdp)
+            else:
+                unit = Decimal(0)
+            discount = dec(raw.get("DiscountRate") or 0)
+            if not Decimal(0) <= discount <= Decimal(100):
+                errs.append(f"Line {n}: DiscountRate must be between 0 and 100.")
+                continue
+            account = raw.get("AccountCode") or sales.get("AccountCode")
+            if account:
+                acc = self.account_by_code(str(account))
+                if acc is None:
+                    errs.append(f"Account code '{account}' is not a valid code for this document.")
+                    continue
+                line["AccountCode"] = acc["Code"]
+            elif status not in ("DRAFT",):
+                errs.append("Account code must be specified for each line item "
+                            "on an approved invoice.")
+                continue
+            tax_type = raw.get("TaxType") or sales.get("TaxType")
+            if not tax_type and account:
+                tax_type = (self.account_by_code(str(account)) or {}).get("TaxType")
+            if amount_types == "NoTax":
+                tax_type = tax_type or "NONE"
+            tax_type = str(tax_type or "OUTPUT").upper()
+            rate = self.tax_rate(tax_type)
+            if rate is None:
+                errs.append(f"The TaxType code '{tax_type}' does not exist or cannot be used "
+                            "for this type of transaction.")
+                continue
+            override = dec(raw["TaxAmount"]) if raw.get("TaxAmount") is not None else None
+            amount, tax, disc = line_totals(qty, unit, discount, rate, amount_types, override)
+            line.update(Quantity=float(qty), UnitAmount=float(unit), TaxType=tax_type,
+                        TaxAmount=float(tax), LineAmount=float(amount))
+            if discount:
+                line["DiscountRate"] = float(discount)
+                line["DiscountAmount"] = float(disc)
+            if raw.get("Tracking"):
+                line["Tracking"] = copy.deepcopy(raw["Tracking"])
+            lines.append(line)
+        return lines, errs
+
+    def _recompute(self, inv: dict[str, Any]) -> None:
+        amount_types = inv["LineAmountTypes"]
+        line_sum = sum((dec(li["LineAmount"]) for li in inv["LineItems"]), Decimal("0.00"))
+        tax = sum((dec(li["TaxAmount"]) for li in inv["LineItems"]), Decimal("0.00"))
+        disc = sum((dec(li.get("DiscountAmount", 0)) for li in inv["LineItems"]),
+                   Decimal("0.00"))
+        if amount_types == "Inclusive":
+            sub, total = line_sum - tax, line_sum
+        else:
+            sub, total = line_sum, line_sum + tax
+        paid = sum((dec(p["Amount"]) for p in self.payments.values()
+                    if p["Invoice"]["InvoiceID"] == inv["InvoiceID"]
+                    and p["Status"] == "AUTHORISED"), Decimal("0.00"))
+        inv.update(SubTotal=float(round_dp(sub, 2)), TotalTax=float(round_dp(tax, 2)),
+                   Total=float(round_dp(total, 2)), TotalDiscount=float(round_dp(disc, 2)),
+                   AmountPaid=float(round_dp(paid, 2)),
+                   AmountDue=float(round_dp(total - paid, 2)), AmountCredited=0.0,
+                   IsDiscounted=disc > 0)
+
+    def _date_field(self, el: dict[str, Any], key: str, errs: list[str]) -> float | None:
+        v = el.get(key)
+        if v in (None, ""):
+            return None
+        ts = parse_xero_date(str(v))
+        if ts is None:
+            errs.append(f"{key} '{v}' is not a valid date.")
+        return ts
+
+    def _write_invoice(self, el: dict[str, Any], *, path_id: str | None, unitdp: int,
+                       **_: Any) -> dict[str, Any]:
+        iid = path_id or el.get("InvoiceID")
+        target: dict[str, Any] | None = None
+        if iid:
+            target = self.invoices.get(str(iid).lower())
+            if target is None:
+                raise ElementError(f"Invoice with InvoiceID {iid} could not be found.")
+        errs: list[str] = []
+        if target is None:
+            typ = el.get("Type")
+            if typ not in ("ACCREC", "ACCPAY"):
+                raise ElementError("Invoice Type must be ACCREC or ACCPAY in this simulator."
+                                   if typ else "Invoice Type must be specified.")
+            inv: dict[str, Any] = {"InvoiceID": str(uuid.uuid4()), "Type": typ,
+                                   "Status": "DRAFT", "LineAmountTypes": "Exclusive",
+                                   "CurrencyCode": BASE_CURRENCY, "CurrencyRate": 1.0,
+                                   "LineItems": [], "HasAttachments": False,
+                                   "Reference": "", "_created": self.clock()}
+            old_status = None
+        else:
+            inv = copy.deepcopy(target)
+            old_status = inv["Status"]
+            if old_status in ("VOIDED", "DELETED"):
+                raise ElementError(f"This document cannot be edited as it has a status of "
+                                   f"{old_status}.")
+        new_status = el.get("Status", inv["Status"])
+        paid = target is not None and dec(target.get("AmountPaid", 0)) > 0
+        # status transitions
+        if target is None:
+            if new_status not in ("DRAFT", "SUBMITTED", "AUTHORISED"):
+                raise ElementError(f"Invoice cannot be created with a status of {new_status}.")
+        elif new_status != old_status:
+            allowed = {
+                "DRAFT": {"SUBMITTED", "AUTHORISED", "DELETED"},
+                "SUBMITTED": {"DRAFT", "AUTHORISED", "DELETED"},
+                "AUTHORISED": {"VOIDED"},
+                "PAID": set(),
+            }.get(str(old_status), set())
+            if new_status not in allowed:
+                if new_status == "DELETED":
+                    raise ElementError("Only DRAFT or SUBMITTED invoices can be deleted; "
+                                       "void an AUTHORISED invoice instead.")
+                if new_status == "VOIDED" and old_status in ("DRAFT", "SUBMITTED"):
+                    raise ElementError("Only AUTHORISED invoices can be voided; delete a "
+                                       "DRAFT or SUBMITTED invoice instead.")
+                if old_status == "PAID" or (new_status == "VOIDED" and paid):
+                    raise ElementError(_NOT_EDITABLE)
+                raise ElementError(f"Invoice status cannot change from {old_status} to "
+                                   f"{new_status}.")
+            if new_status == "VOIDED" and paid:
+                raise ElementError(_NOT_EDITABLE)
+        # contact
+        if "Contact" in el or target is None:
+            try:
+                inv["Contact"] = {"ContactID": self._resolve_contact(el.get("Contact"))}
+            except ElementError as exc:
+                errs.extend(exc.messages)
+            if paid and target is not None and inv.get("Contact") != target["Contact"]:
+                errs.append(_NOT_EDITABLE)
+        for k in _INVOICE_WRITABLE:
+            if k in el and k not in ("Date", "DueDate", "ExpectedPaymentDate",
+                                     "PlannedPaymentDate"):
+                inv[k] = el[k]
+        for key in ("Date", "DueDate", "ExpectedPaymentDate", "PlannedPaymentDate"):
+            ts = self._date_field(el, key, errs)
+            if ts is not None:
+                inv[key] = msdate(_day(ts))
+                inv[key + "String"] = iso_date(_day(ts))
+        if "Date" not in inv:
+            inv["Date"] = msdate(_day(self.clock()))
+            inv["DateString"] = iso_date(_day(self.clock()))
+        if "LineAmountTypes" in el:
+            if paid and el["LineAmountTypes"] != inv["LineAmountTypes"]:
+                errs.append(_NOT_EDITABLE)
+            inv["LineAmountTypes"] = el["LineAmountTypes"]
+        if "LineItems" in el:
+            if paid:
+                errs.append(_NOT_EDITABLE)
+            lines, line_errs = self._build_lines(el["LineItems"], inv["LineAmountTypes"],
+                                                 unitdp, str(new_status))
+            errs.extend(line_errs)
+            inv["LineItems"] = lines
+        elif "LineAmountTypes" in el and target is not None:
+            stored = [{k: v for k, v in li.items()
+                       if k not in ("TaxAmount", "LineAmount", "DiscountAmount", "Item")}
+                      for li in inv["LineItems"]]
+            lines, line_errs = self._build_lines(stored, inv["LineAmountTypes"], 4,
+                                                 str(new_status))
+            errs.extend(line_errs)
+            inv["LineItems"] = lines
+        if new_status not in ("DRAFT", "DELETED", "VOIDED"):
+            if not inv["LineItems"]:
+                errs.append("At least one line item is required to approve an invoice.")
+            for li in inv["LineItems"]:
+                if not li.get("AccountCode"):
+                    errs.append("Account code must be specified for each line item "
+                                "on an approved invoice.")
+                    break
+        # number
+        if inv["Type"] == "ACCREC":
+            if not inv.get("InvoiceNumber"):
+                self.invoice_seq += 1
+                inv["InvoiceNumber"] = f"INV-{self.invoice_seq:04d}"
+            num = str(inv["InvoiceNumber"]).casefold()
+            for other in self.invoices.values():
+                if (other["InvoiceID"] != inv["InvoiceID"] and other["Type"] == "ACCREC"
+                        and other["Status"] != "DELETED"
+                        and str(other.get("InvoiceNumber", "")).casefold() == num):
+                    errs.append("Invoice # must be unique.")
+                    break
+        if errs:
+            raise ElementError(*dict.fromkeys(errs))
+        inv["Status"] = new_status
+        if "DueDate" not in inv:
+            inv["DueDate"], inv["DueDateString"] = inv["Date"], inv.get("DateString")
+        self._recompute(inv)
+        inv["_updated"] = self.clock()
+        self.invoices[inv["InvoiceID"]] = inv
+        return self.render_invoice(inv)
+
+    # Payments --------------------------------------------------------------------------
+    def _write_payment(self, el: dict[str, Any], *, path_id: str | None, **_: Any
+                       ) -> dict[str, Any]:
+        if path_id is not None:
+            return self._delete_payment(el, path_id=path_id)
+        if el.get("PaymentID"):
+            pid = str(el["PaymentID"]).lower()
+            if pid in self.payments and el.get("Status") == "DELETED":
+                return self._delete_payment(el, path_id=pid)
+            raise ElementError("Payments cannot be edited; delete and re-create them.")
+        ref = el.get("Invoice") or {}
+        inv: dict[str, Any] | None = None
+        if ref.get("InvoiceID"):
+            inv = self.invoices.get(str(ref["InvoiceID"]).lower())
+        elif ref.get("InvoiceNumber") or el.get("InvoiceNumber"):
+            num = str(ref.get("InvoiceNumber") or el.get("InvoiceNumber")).casefold()
+            inv = next((i for i in self.invoices.values()
+                        if str(i.get("InvoiceNumber", "")).casefold() == num), None)
+        else:
+            raise ElementError("You must specify an Invoice, CreditNote, Prepayment or "
+                               "Overpayment for the payment.")
+        if inv is None:
+            raise ElementError("Invoice could not be found.")
+        errs: list[str] = []
+        if inv["Status"] != "AUTHORISED":
+            errs.append("Payment can only be made against invoices with a status of AUTHORISED "
+                        f"(this invoice is {inv['Status']}).")
+        acc_ref = el.get("Account") or {}
+        acc: dict[str, Any] | None = None
+        if acc_ref.get("AccountID"):
+            acc = self.accounts.get(str(acc_ref["AccountID"]).lower())
+        elif acc_ref.get("Code"):
+            acc = self.account_by_code(str(acc_ref["Code"]))
+        if acc is None:
+            errs.append("Account could not be found; supply Account.Code or Account.AccountID.")
+        elif acc["Type"] != "BANK" and not acc.get("EnablePaymentsToAccount"):
+            errs.append("Account type is invalid for making a payment to/from.")
+        amount = round_dp(dec(el.get("Amount", 0)), 2)
+        if amount <= 0:
+            errs.append("Payment amount must be greater than zero.")
+        elif inv["Status"] == "AUTHORISED" and amount > dec(inv["AmountDue"]):
+            errs.append("Payment amount exceeds the amount outstanding on this document.")
+        date_ts = self._date_field(el, "Date", errs)
+        if errs:
+            raise ElementError(*errs)
+        assert acc is not None
+        day = _day(date_ts if date_ts is not None else self.clock())
+        pay: dict[str, Any] = {
+            "PaymentID": str(uuid.uuid4()), "Date": msdate(day), "Amount": float(amount),
+            "BankAmount": float(amount), "Reference": el.get("Reference", ""),
+            "CurrencyRate": float(el.get("CurrencyRate") or inv.get("CurrencyRate") or 1.0),
+            "PaymentType": "ACCRECPAYMENT" if inv["Type"] == "ACCREC" else "ACCPAYPAYMENT",
+            "Status": "AUTHORISED", "IsReconciled": bool(el.get("IsReconciled", False)),
+            "HasAccount": True, "HasValidationErrors": False,
+            "Account": {"AccountID": acc["AccountID"], "Code": acc["Code"]},
+            "Invoice": {"InvoiceID": inv["InvoiceID"]}, "_updated": self.clock(),
+        }
+        self.payments[pay["PaymentID"]] = pay
+        self._after_payment_change(inv["InvoiceID"], day)
+        return self.render_payment(pay)
+
+    def _after_payment_change(self, invoice_id: str, day: float | None) -> None:
+        old = self.invoices.get(invoice_id)
+        if old is None:
+            return
+        inv = copy.deepcopy(old)  # records are replaced, never mutated (cheap snapshots)
+        self.invoices[invoice_id] = inv
+        self._recompute(inv)
+        if dec(inv["AmountDue"]) == 0 and dec(inv["Total"]) > 0:
+            inv["Status"] = "PAID"
+            if day is not None:
+                inv["FullyPaidOnDate"] = msdate(day)
+        elif inv["Status"] == "PAID":
+            inv["Status"] = "AUTHORISED"
+            inv.pop("FullyPaidOnDate", None)
+        inv["_updated"] = self.clock()
+
+    def _delete_payment(self, el: dict[str, Any], *, path_id: str | None = None, **_: Any
+                        ) -> dict[str, Any]:
+        pay = self.payments.get(str(path_id).lower()) if path_id else None
+        if pay is None:
+            raise ElementError("Payment could not be found.")
+        if el.get("Status") != "DELETED":
+            raise ElementError("Only Status DELETED can be set on an existing payment.")
+        if pay["Status"] == "DELETED":
+            raise ElementError("This payment has already been deleted.")
+        pay = copy.deepcopy(pay)
+        pay["Status"] = "DELETED"
+        pay["_updated"] = self.clock()
+        self.payments[pay["PaymentID"]] = pay
+        self._after_payment_change(pay["Invoice"]["InvoiceID"], None)
+        return self.render_payment(pay)
