@@ -350,7 +350,8 @@ def create_app(board: FaultSwitchboard | None = None, limits: XeroLimits | None 
         default_tenant = next(iter(sim.books), str(uuid.uuid4()))
         page = _CONSENT.format(client=html.escape(q["client_id"]),
                                scope=html.escape(q.get("scope", "")),
-                               action="/identity/connect/authorize/decision",
+                               action=html.escape(str(request.scope.get("root_path", ""))
+                                                  + "/identity/connect/authorize/decision"),
                                hidden=hidden, tenant=html.escape(default_tenant))
         return HTMLResponse(page)
 

@@ -677,3 +677,24 @@ def test_seed_and_books_dump(sim: Sim) -> None:
     _, h, _ = sim.grant(tenant)
     conns = sim.http.get("/connections", headers={"Authorization": h["Authorization"]}).json()
     assert conns[0]["tenantName"] == "Seeded Org"
+
+
+def test_mounted_under_prefix_consent_form_posts_to_mount() -> None:
+    from fastapi import FastAPI
+
+    outer = FastAPI()
+    outer.mount("/xero", create_app())
+    with serve_in_thread(outer) as base, httpx.Client(base_url=base) as http:
+        params = {"client_id": CLIENT, "response_type": "code", "redirect_uri": REDIRECT,
+                  "scope": "offline_access", "state": "s"}
+        page = http.get("/xero/identity/connect/authorize", params=params)
+        assert 'action="/xero/identity/connect/authorize/decision"' in page.text
+        r = http.post("/xero/identity/connect/authorize/decision",
+                      data={**params, "decision": "approve", "tenant": "t-mounted"})
+        code = parse_qs(urlparse(r.headers["location"]).query)["code"][0]
+        tok = http.post("/xero/connect/token", headers=_basic(), data={
+            "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT})
+        assert tok.status_code == 200
+        h = {"Authorization": f"Bearer {tok.json()['access_token']}",
+             "xero-tenant-id": "t-mounted"}
+        assert http.get("/xero/api.xro/2.0/Contacts", headers=h).status_code == 200
