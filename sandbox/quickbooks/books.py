@@ -15,6 +15,19 @@ Money arithmetic (documented choices; QuickBooks does not publish its own):
 - ``Balance = TotalAmt - sum(applied payment line amounts)``. In a foreign currency
   ``HomeTotalAmt``/``HomeBalance`` = amount * ExchangeRate rounded half-up to the home
   currency's minor unit; ExchangeRate defaults to 1 when not given.
+
+Record rules (also documented choices):
+- Update = body with ``Id``; ``SyncToken`` must equal the current one (else 5010). With
+  ``"sparse": true`` only the top-level fields sent change (arrays such as ``Line`` and nested
+  objects such as ``BillAddr`` are replaced whole); without it every writable field that is not
+  sent is cleared -- except ``CurrencyRef`` (customer), ``DocNumber`` and ``TxnDate``, which
+  keep their values, as QuickBooks cannot blank them either.
+- Names (Customer ``DisplayName``, Item ``Name``, Account ``Name``) are unique per list,
+  compared trimmed and case-insensitively, inactive records included; ``:`` is refused.
+- Customers, items and accounts cannot be deleted (make them inactive); invoices and payments
+  can be deleted or voided; an invoice with an applied payment can be neither (code 6000).
+- Applying a payment changes the invoice's ``Balance`` and ``LinkedTxn`` and bumps its
+  ``SyncToken``; customer ``Balance`` follows without a SyncToken change.
 """
 
 from __future__ import annotations

@@ -689,3 +689,36 @@ def test_cdc(http: httpx.Client) -> None:
         old = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(clock.now - 31 * 86400))
         too_old = co.get("cdc", entities="Customer", changedSince=old)
         assert too_old.status_code == 400 and "30 days" in fault_of(too_old)["Detail"]
+
+
+def test_payment_void_reopens_invoice(co: Company) -> None:
+    cust, item = _invoice_setup(co)
+    inv = co.create("Invoice", {"CustomerRef": {"value": cust["Id"]},
+                                "Line": [_line(item, 4, 25)]})
+    pay = co.create("Payment", {"CustomerRef": {"value": cust["Id"]}, "TotalAmt": 100,
+                                "Line": [{"Amount": 100, "LinkedTxn": [
+                                    {"TxnId": inv["Id"], "TxnType": "Invoice"}]}]})
+    assert pay["UnappliedAmt"] == 0
+    assert pay["DepositToAccountRef"]["value"] == "4"  # Undeposited Funds
+    assert co.get(f"invoice/{inv['Id']}").json()["Invoice"]["Balance"] == 0
+    v = co.post("payment", {"Id": pay["Id"], "SyncToken": "0"}, operation="void")
+    assert v.status_code == 200
+    assert v.json()["Payment"]["TotalAmt"] == 0
+    assert v.json()["Payment"]["PrivateNote"] == "Voided"
+    assert co.get(f"invoice/{inv['Id']}").json()["Invoice"]["Balance"] == 100.0
+
+
+def test_mounted_under_prefix_consent_form_posts_back(http: httpx.Client) -> None:
+    from fastapi import FastAPI
+
+    root = FastAPI()
+    root.mount("/quickbooks", create_app())
+    with serve_in_thread(root) as base:
+        params = {"client_id": CLIENT[0], "response_type": "code", "scope": SCOPE,
+                  "redirect_uri": REDIRECT, "state": "m"}
+        page = http.get(f"{base}/quickbooks/connect/oauth2", params=params)
+        action = page.text.split('action="', 1)[1].split('"', 1)[0]
+        target = httpx.URL(str(page.url)).join(action)
+        assert target.path == "/quickbooks/connect/oauth2/decision"
+        r = http.post(target, data={**params, "decision": "approve", "tenant": "77"})
+        assert r.status_code == 302 and "realmId=77" in r.headers["location"]
