@@ -153,44 +153,55 @@ _COLLECTIONS = {
 _PAGED = {"contacts", "invoices", "payments"}
 
 
-def _records(books: Books, coll: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """(stored, rendered) pairs."""
-    src, render = {
-        "contacts": (books.contacts, books.render_contact),
-        "items": (books.items, books.render_item),
-        "accounts": (books.accounts, books.render_account),
-        "taxrates": (books.tax_rates, books.render_tax_rate),
-        "invoices": (books.invoices, books.render_invoice),
-        "payments": (books.payments, books.render_payment),
-    }[coll]
-    return [(r, render(r)) for r in src.values()]
+def _source(books: Books, coll: str) -> dict[str, dict[str, Any]]:
+    return {"contacts": books.contacts, "items": books.items, "accounts": books.accounts,
+            "taxrates": books.tax_rates, "invoices": books.invoices,
+            "payments": books.payments}[coll]
+
+
+def _render(books: Books, coll: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if coll == "contacts":
+        return books.render_contacts(rows)
+    if coll == "invoices":
+        return books.render_invoices(rows)
+    one = {"items": books.render_item, "accounts": books.render_account,
+           "taxrates": books.render_tax_rate, "payments": books.render_payment}[coll]
+    return [one(r) for r in rows]
+
+
+def _records(books: Books, coll: str,
+             keep: Callable[[dict[str, Any]], bool] | None = None
+             ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(stored, rendered) pairs, optionally pre-filtered on the stored record."""
+    stored = [r for r in _source(books, coll).values() if keep is None or keep(r)]
+    return list(zip(stored, _render(books, coll, stored), strict=True))
 
 
 def _find_one(books: Books, coll: str, ident: str) -> dict[str, Any] | None:
     key = _COLLECTIONS[coll][1]
     low = ident.lower()
-    for stored, rendered in _records(books, coll):
-        if str(stored.get(key, "")).lower() == low:
-            return rendered
     alt = {"contacts": "ContactNumber", "items": "Code", "invoices": "InvoiceNumber",
            "accounts": "Code"}.get(coll)
-    if alt:
-        for stored, rendered in _records(books, coll):
-            if str(stored.get(alt, "")).lower() == low:
-                return rendered
+    for field in (key, alt):
+        if field is None:
+            continue
+        hits = [r for r in _source(books, coll).values()
+                if str(r.get(field, "")).lower() == low]
+        if hits:
+            return _render(books, coll, hits[:1])[0]
     return None
 
 
 def _list(sim: XeroSim, books: Books, coll: str, request: Request, provider: str) -> Response:
     q = request.query_params
-    pairs = _records(books, coll)
     since_raw = request.headers.get("if-modified-since")
+    keep: Callable[[dict[str, Any]], bool] | None = None
     if since_raw and coll in ("contacts", "invoices", "payments", "items", "accounts"):
         since = _parse_since(since_raw)
         if since is None:
             raise _validation(f"If-Modified-Since '{since_raw}' is not a valid date")
-        pairs = [(s, r) for s, r in pairs if s.get("_updated", 0) >= since]
-    rows = [r for _, r in pairs]
+        keep = lambda rec: float(rec.get("_updated", 0)) >= since  # noqa: E731
+    rows = [r for _, r in _records(books, coll, keep)]
     if coll == "contacts" and q.get("includeArchived", "").lower() != "true":
         rows = [r for r in rows if r.get("ContactStatus") != "ARCHIVED"]
     id_key = _COLLECTIONS[coll][1]

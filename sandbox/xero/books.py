@@ -227,16 +227,36 @@ class Books:
             out["UpdatedDateUTC"] = msdate(rec["_updated"])
         return out
 
-    def render_contact(self, c: dict[str, Any]) -> dict[str, Any]:
+    def _roles(self) -> tuple[set[str], set[str]]:
+        customers: set[str] = set()
+        suppliers: set[str] = set()
+        for i in self.invoices.values():
+            if i["Status"] in ("AUTHORISED", "PAID"):
+                (customers if i["Type"] == "ACCREC" else suppliers).add(i["Contact"]["ContactID"])
+        return customers, suppliers
+
+    def render_contact(self, c: dict[str, Any],
+                       roles: tuple[set[str], set[str]] | None = None) -> dict[str, Any]:
         out = self._public(c)
-        cid = c["ContactID"]
-        out["IsCustomer"] = any(
-            i["Contact"]["ContactID"] == cid and i["Type"] == "ACCREC"
-            and i["Status"] in ("AUTHORISED", "PAID") for i in self.invoices.values())
-        out["IsSupplier"] = any(
-            i["Contact"]["ContactID"] == cid and i["Type"] == "ACCPAY"
-            and i["Status"] in ("AUTHORISED", "PAID") for i in self.invoices.values())
+        customers, suppliers = roles if roles is not None else self._roles()
+        out["IsCustomer"] = c["ContactID"] in customers
+        out["IsSupplier"] = c["ContactID"] in suppliers
         return out
+
+    def render_contacts(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        roles = self._roles()
+        return [self.render_contact(c, roles) for c in rows]
+
+    def _payments_by_invoice(self) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {}
+        for p in self.payments.values():
+            if p["Status"] == "AUTHORISED":
+                out.setdefault(p["Invoice"]["InvoiceID"], []).append(p)
+        return out
+
+    def render_invoices(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        index = self._payments_by_invoice()
+        return [self.render_invoice(i, index) for i in rows]
 
     def render_item(self, i: dict[str, Any]) -> dict[str, Any]:
         return self._public(i)
@@ -247,7 +267,8 @@ class Books:
     def render_tax_rate(self, t: dict[str, Any]) -> dict[str, Any]:
         return self._public(t)
 
-    def render_invoice(self, inv: dict[str, Any]) -> dict[str, Any]:
+    def render_invoice(self, inv: dict[str, Any],
+                       index: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
         out = self._public(inv)
         contact = self.contacts.get(inv["Contact"]["ContactID"])
         if contact is not None:
@@ -259,8 +280,8 @@ class Books:
             {"PaymentID": p["PaymentID"], "Date": p["Date"], "Amount": p["Amount"],
              "Reference": p.get("Reference", ""), "CurrencyRate": p.get("CurrencyRate", 1.0),
              "HasAccount": True, "HasValidationErrors": False}
-            for p in self.payments.values()
-            if p["Invoice"]["InvoiceID"] == inv["InvoiceID"] and p["Status"] == "AUTHORISED"
+            for p in (index if index is not None else self._payments_by_invoice()).get(
+                inv["InvoiceID"], [])
         ]
         return out
 
@@ -280,11 +301,11 @@ class Books:
         return {
             "tenantId": self.tenant_id,
             "tenantName": self.name,
-            "Contacts": [self.render_contact(c) for c in self.contacts.values()],
+            "Contacts": self.render_contacts(list(self.contacts.values())),
             "Items": [self.render_item(i) for i in self.items.values()],
             "Accounts": [self.render_account(a) for a in self.accounts.values()],
             "TaxRates": [self.render_tax_rate(t) for t in self.tax_rates.values()],
-            "Invoices": [self.render_invoice(i) for i in self.invoices.values()],
+            "Invoices": self.render_invoices(list(self.invoices.values())),
             "Payments": [self.render_payment(p) for p in self.payments.values()],
         }
 
