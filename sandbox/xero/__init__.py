@@ -63,6 +63,9 @@ Documented choices (where providers.md is silent or marked unconfirmed)
   `SubTotal`, `Total` are recomputed (ignored).
 - `where`: see `sandbox.xero.where` (string comparison case-insensitive).
 - `If-Modified-Since` (HTTP date or ISO): records with UpdatedDateUTC >= the value.
+- Tenant ids are opaque, case-sensitive strings (use Xero-style lowercase UUIDs); the
+  same string keys books, connections and `FaultSwitchboard` plans. Any id named in a
+  consent decision or `/_sandbox/grants` gets a fresh default organisation.
 - Rate limit 429 bodies are plain text. Throttle faults answer `Retry-After: 1`.
 """
 

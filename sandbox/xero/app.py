@@ -86,7 +86,7 @@ class XeroSim:
         self.idem: dict[tuple[str, str], _Cached] = {}
 
     def tenant(self, tenant_id: str, name: str | None = None) -> Books:
-        tid = tenant_id.lower()
+        tid = tenant_id
         b = self.books.get(tid)
         if b is None:
             b = self.books[tid] = Books(tid, self.clock, name)
@@ -379,7 +379,7 @@ def create_app(board: FaultSwitchboard | None = None, limits: XeroLimits | None 
         if form.get("decision") != "approve":
             return RedirectResponse(redirect + sep + urlencode(
                 {"error": "access_denied", **state}), status_code=302)
-        tenants = [t.strip().lower() for t in form.get("tenant", "").split(",") if t.strip()]
+        tenants = [t.strip() for t in form.get("tenant", "").split(",") if t.strip()]
         if not tenants:
             return HTMLResponse("<h1>Choose an organisation</h1>", status_code=400)
         for t in tenants:
@@ -473,7 +473,7 @@ def create_app(board: FaultSwitchboard | None = None, limits: XeroLimits | None 
     async def sandbox_grant(request: Request) -> Response:
         body = await request.json()
         tenants = body.get("tenants") or [body.get("tenant")]
-        tenants = [str(t).lower() for t in tenants if t]
+        tenants = [str(t) for t in tenants if t]
         if not tenants:
             return JSONResponse({"error": "tenant required"}, status_code=400)
         client_id = body.get("client_id") or next(iter(sim.clients))
@@ -484,7 +484,7 @@ def create_app(board: FaultSwitchboard | None = None, limits: XeroLimits | None 
 
     @app.post("/_sandbox/tokens/{tenant}/expire")
     async def sandbox_expire(tenant: str) -> dict[str, int]:
-        return {"expired": sim.oauth.expire_access(tenant.lower())}
+        return {"expired": sim.oauth.expire_access(tenant)}
 
     @app.get("/_sandbox/books/{tenant}")
     async def sandbox_books(tenant: str) -> dict[str, Any]:
@@ -539,7 +539,7 @@ def create_app(board: FaultSwitchboard | None = None, limits: XeroLimits | None 
                                                                    "AuthenticationUnsuccessful")
         if grant is None:
             return _rate_headers(auth_problem(401, detail), None)
-        tenant = (request.headers.get("xero-tenant-id") or "").strip().lower()
+        tenant = (request.headers.get("xero-tenant-id") or "").strip()
         if not tenant or tenant not in grant.connections:
             return _rate_headers(auth_problem(403, "AuthenticationUnsuccessful"), None)
         decision = board.decide(tenant)

@@ -698,3 +698,12 @@ def test_mounted_under_prefix_consent_form_posts_to_mount() -> None:
         h = {"Authorization": f"Bearer {tok.json()['access_token']}",
              "xero-tenant-id": "t-mounted"}
         assert http.get("/xero/api.xro/2.0/Contacts", headers=h).status_code == 200
+
+
+def test_fault_plans_match_tenant_id_as_sent(sim: Sim) -> None:
+    tenant = str(uuid.uuid4()).upper()
+    _, h, _ = sim.grant(tenant)
+    sim.board.set(tenant, FaultPlan(error_rate=1.0))
+    assert sim.http.get(f"{API}/Contacts", headers=h).status_code == 503
+    sim.board.clear(tenant)
+    assert sim.http.get(f"{API}/Contacts", headers=h).status_code == 200
