@@ -1,0 +1,413 @@
+"""The sync engine: one change event in, one recorded outcome and status out.
+
+For each event, in order (see design.md "Processing"): deduplicate, keep the snapshot,
+gate on the connection and settings, resolve dependencies, call the provider through a
+durable intent, and record link + processed event + status in one transaction. The
+engine knows nothing of Kafka offsets; the consumer loop feeds it and commits.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import structlog
+import tenacity
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from consumers.handlers import Applied, Parked, SyncContext, apply_event, idempotency_key
+from providers.errors import ProviderError, ReconnectRequired, Throttled
+from providers.port import AccountingProvider, ProviderRecord, WriteIntent
+from schemas.codec import AvroCodec, DecodeError
+from schemas.error_codes import ErrorCode
+from schemas.events import InvalidEvent, event_from_avro
+from schemas.records import ChangeEvent, EntityType
+from schemas.status import SyncStatus, SyncStatusEvent
+from state import repository as repo
+from state.connections import ConnectionInfo, ConnectionStore
+from state.db import Database
+from state.locks import TenantLocks
+from state.models import ParkedEvent, SyncSettings
+
+__all__ = ["DeadLetterSink", "EngineResult", "Origin", "SyncEngine"]
+
+log = structlog.get_logger("engine")
+
+# A redelivered event whose recorded status is final is a no-op; one that is parked
+# proceeds only when re-driven from the parked table, never from a redelivery.
+_PARKED = {SyncStatus.PENDING_MANUAL.value, SyncStatus.WAITING_DEPENDENCY.value}
+_SETTING_BY_ENTITY = {
+    EntityType.CUSTOMER: "sync_customers",
+    EntityType.ITEM: "sync_items",
+    EntityType.INVOICE: "sync_invoices",
+    EntityType.PAYMENT: "sync_payments",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a consumed record came from (Kafka Connect's dead-letter context)."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class EngineResult:
+    statuses: tuple[SyncStatusEvent, ...] = ()
+    retry_after_s: float | None = None  # set: run the same event again after this delay
+    redrive: tuple[str, ...] = ()  # parked event ids that may now proceed, in order
+
+
+class DeadLetterSink(Protocol):
+    def dead_letter(self, payload: bytes | None, key: str | None, origin: Origin | None,
+                    error: BaseException, code: ErrorCode) -> None: ...
+
+
+@dataclass
+class RetryPolicy:
+    max_attempts: int = 8
+    base_delay_s: float = 0.5
+    max_delay_s: float = 300.0
+    _wait: tenacity.wait.wait_base = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # tenacity's exponential backoff with full jitter; the dispatcher defers the work
+        # for this long, so no thread sleeps while a tenant waits.
+        self._wait = tenacity.wait_random_exponential(multiplier=self.base_delay_s,
+                                                      max=self.max_delay_s)
+
+    def delay(self, attempt: int, error: ProviderError) -> float:
+        state = tenacity.RetryCallState(retry_object=tenacity.Retrying(), fn=None,
+                                        args=(), kwargs={})
+        state.attempt_number = attempt
+        backoff = float(self._wait(state))
+        hint = getattr(error, "retry_after", None)
+        if isinstance(error, Throttled) and error.scope == "day":
+            return float(hint or 3600.0)  # a daily quota: wait for it, not a few seconds
+        return max(backoff, float(hint)) if hint else backoff
+
+
+class _Context(SyncContext):
+    def __init__(self, engine: SyncEngine, info: ConnectionInfo, adapter: AccountingProvider,
+                 event: ChangeEvent) -> None:
+        self._engine = engine
+        self._info = info
+        self.provider_name = info.provider
+        self.adapter = adapter
+        self._event = event
+        self._resolving: set[str] = set()
+
+    def link(self, entity_type: str, entity_id: str) -> tuple[ProviderRecord, str | None] | None:
+        with self._engine.db.transaction() as s:
+            row = repo.get_link(s, self._info.account_id, entity_type, entity_id)
+            if row is None or row.provider != self._info.provider:
+                return None
+            return ProviderRecord(row.provider_id, row.provider_version), row.payload_hash
+
+    def income_account(self, item_id: str) -> str | None:
+        with self._engine.db.transaction() as s:
+            row = repo.get_mapping(s, self._info.account_id, item_id)
+            return row.provider_account_id if row else None
+
+    def write_intent(self, operation: str) -> WriteIntent:
+        e = self._event
+        key = idempotency_key(e.account_id, e.entity_type.value, e.entity_id,
+                              e.entity_version, operation)
+        with self._engine.db.transaction() as s:
+            uncertain = repo.begin_intent(s, key=key, account_id=e.account_id,
+                                          entity_type=e.entity_type.value,
+                                          entity_id=e.entity_id, operation=operation)
+        return WriteIntent(key, after_unknown_outcome=uncertain)
+
+    def ensure_dependency(self, entity_type: str, entity_id: str) -> ProviderRecord:
+        found = self.link(entity_type, entity_id)
+        if found is not None:
+            return found[0]
+        ref = f"{entity_type}:{entity_id}"
+        with self._engine.db.transaction() as s:
+            snapshot = repo.get_snapshot(s, self._info.account_id, entity_type, entity_id)
+            payload = snapshot.payload if snapshot else None
+        if payload is None or ref in self._resolving:
+            raise Parked(ErrorCode.MISSING_DEPENDENCY, ref,
+                         f"waiting for {entity_type} {entity_id}, not seen yet")
+        self._resolving.add(ref)
+        dependency = self._engine.decode(payload)
+        child = _Context(self._engine, self._info, self.adapter, dependency)
+        child._resolving = self._resolving
+        applied = apply_event(child, dependency)
+        assert applied.record is not None
+        with self._engine.db.transaction() as s:
+            self._engine.save_outcome(s, self._info, dependency, applied)
+        return applied.record
+
+
+class SyncEngine:
+    def __init__(self, db: Database, connections: ConnectionStore,
+                 adapters: Callable[[ConnectionInfo], AccountingProvider], codec: AvroCodec,
+                 dead_letters: DeadLetterSink, retry: RetryPolicy | None = None,
+                 locks: TenantLocks | None = None) -> None:
+        self.db = db
+        self._connections = connections
+        self._adapters = adapters
+        self._codec = codec
+        self._dead_letters = dead_letters
+        self._retry = retry or RetryPolicy()
+        self._locks = locks or TenantLocks(db)
+
+    # -- decoding --------------------------------------------------------------------
+
+    def decode(self, payload: bytes) -> ChangeEvent:
+        decoded = self._codec.decode(payload)
+        return event_from_avro(decoded.schema_name, decoded.value)
+
+    def encode(self, event_schema: str, value: dict[str, object]) -> bytes:
+        return self._codec.encode(event_schema, value)
+
+    def reject(self, payload: bytes | None, key: str | None, origin: Origin,
+               error: DecodeError | InvalidEvent | Exception) -> SyncStatusEvent:
+        """An undecodable or invalid record: dead letter and a dead_lettered status."""
+        code = error.code if isinstance(error, InvalidEvent) else (
+            ErrorCode.UNDECODABLE if isinstance(error, DecodeError) else ErrorCode.SCHEMA_INVALID)
+        self._dead_letters.dead_letter(payload, key, origin, error, code)
+        source = f"{origin.topic}/{origin.partition}/{origin.offset}"
+        status = SyncStatusEvent(
+            source_event_id=source, account_id=key or "unknown",
+            entity_type=origin.topic.rsplit(".", 1)[-1].rstrip("s") or "unknown",
+            entity_id="unknown", operation="none", status=SyncStatus.DEAD_LETTERED,
+            occurred_at=dt.datetime.now(dt.UTC), error_code=code,
+            message=f"{error} — {type(error).__name__}; the record was dead-lettered",
+        )
+        with self.db.transaction() as s:
+            repo.add_dead_letter(s, account_id=key, entity_type=None, entity_id=None,
+                                 topic=origin.topic, partition=origin.partition,
+                                 offset=origin.offset, error_code=code.value, reason=str(error),
+                                 payload=payload)
+            if repo.processed_status(s, source) is None:
+                repo.mark_processed(s, source, key or "unknown", status.status.value)
+                self._add_status(s, status)
+        return status
+
+    # -- the pipeline ----------------------------------------------------------------
+
+    def process(self, event: ChangeEvent, payload: bytes, *, attempt: int = 1,
+                origin: Origin | None = None, redrive: bool = False) -> EngineResult:
+        structlog.contextvars.bind_contextvars(account_id=event.account_id,
+                                               event_id=event.event_id)
+        try:
+            with self._locks.hold(event.account_id):
+                return self._process(event, payload, attempt, origin, redrive)
+        finally:
+            structlog.contextvars.unbind_contextvars("account_id", "event_id")
+
+    def _process(self, event: ChangeEvent, payload: bytes, attempt: int,
+                 origin: Origin | None, redrive: bool) -> EngineResult:
+        started = time.monotonic()
+        info = self._connections.get(event.account_id)
+        with self.db.transaction() as s:
+            prior = repo.processed_status(s, event.event_id)
+            if prior is not None and not (redrive and prior in _PARKED):
+                return EngineResult()  # a redelivery: its status was already recorded
+            repo.save_snapshot(s, event.account_id, event.entity_type.value, event.entity_id,
+                               event.entity_version, payload, event.record_created_at)
+            link = repo.get_link(s, event.account_id, event.entity_type.value, event.entity_id)
+            if link is not None and link.last_applied_version >= event.entity_version:
+                return self._finish(s, event, info, SyncStatus.SKIPPED, started, attempt,
+                                    code=ErrorCode.STALE_VERSION, record_id=link.provider_id,
+                                    message=f"version {event.entity_version} is not newer than "
+                                    f"the applied version {link.last_applied_version}")
+            gate = self._gate(s, event, info, payload, started, attempt)
+            if gate is not None:
+                return gate
+        assert info is not None
+        try:
+            adapter = self._adapters(info)
+            applied = apply_event(_Context(self, info, adapter, event), event)
+        except Parked as parked:
+            with self.db.transaction() as s:
+                repo.park(s, event_id=event.event_id, account_id=event.account_id,
+                          entity_type=event.entity_type.value, entity_id=event.entity_id,
+                          reason=parked.code.value, waits_for=parked.waits_for,
+                          payload=payload)
+                return self._finish(s, event, info, SyncStatus.WAITING_DEPENDENCY, started,
+                                    attempt, code=parked.code, message=str(parked))
+        except ReconnectRequired as exc:
+            with self.db.transaction() as s:
+                # Kept, not lost: re-driven when the account reconnects.
+                repo.park(s, event_id=event.event_id, account_id=event.account_id,
+                          entity_type=event.entity_type.value, entity_id=event.entity_id,
+                          reason="reconnect_required", waits_for="connection",
+                          payload=payload)
+                return self._finish(s, event, info, SyncStatus.FAILED, started, attempt,
+                                    code=ErrorCode.RECONNECT_REQUIRED, message=str(exc))
+        except ProviderError as exc:
+            return self._failed(event, info, payload, exc, started, attempt, origin)
+        with self.db.transaction() as s:
+            self.save_outcome(s, info, event, applied)
+            repo.unpark(s, event.event_id)
+            status = SyncStatus.SKIPPED if applied.unchanged else SyncStatus.SYNCED
+            code = ErrorCode.UNCHANGED if applied.unchanged else None
+            result = self._finish(s, event, info, status, started, attempt, code=code,
+                                  record_id=applied.record.id if applied.record else None,
+                                  operation=applied.operation)
+            waiting = repo.parked_for(
+                s, event.account_id, reason=ErrorCode.MISSING_DEPENDENCY.value,
+                waits_for=[f"{event.entity_type.value}:{event.entity_id}"])
+        self._connections.touch_sync(event.account_id)
+        return EngineResult(result.statuses, None, tuple(p.event_id for p in waiting))
+
+    def _gate(self, s: Session, event: ChangeEvent, info: ConnectionInfo | None,
+              payload: bytes, started: float, attempt: int) -> EngineResult | None:
+        if info is None or info.status == "disconnected":
+            return self._finish(s, event, info, SyncStatus.SKIPPED, started, attempt,
+                                code=ErrorCode.NOT_CONNECTED)
+        settings = repo.get_settings(s, event.account_id) or SyncSettings(
+            sync_customers=True, sync_items=True, sync_invoices=True, sync_payments=True,
+            auto_sync=True)
+        if not getattr(settings, _SETTING_BY_ENTITY[event.entity_type]):
+            return self._finish(s, event, info, SyncStatus.SKIPPED, started, attempt,
+                                code=ErrorCode.SYNC_DISABLED,
+                                message=f"syncing {event.entity_type.value}s is turned off")
+        if event.record_created_at < info.connected_at:
+            return self._finish(s, event, info, SyncStatus.SKIPPED, started, attempt,
+                                code=ErrorCode.PRE_CONNECTION)
+        if info.status == "reconnect_required":
+            repo.park(s, event_id=event.event_id, account_id=event.account_id,
+                      entity_type=event.entity_type.value, entity_id=event.entity_id,
+                      reason="reconnect_required", waits_for="connection", payload=payload)
+            return self._finish(s, event, info, SyncStatus.FAILED, started, attempt,
+                                code=ErrorCode.RECONNECT_REQUIRED,
+                                message=info.status_reason)
+        if not settings.auto_sync:
+            repo.park(s, event_id=event.event_id, account_id=event.account_id,
+                      entity_type=event.entity_type.value, entity_id=event.entity_id,
+                      reason="pending_manual", waits_for=None, payload=payload)
+            return self._finish(s, event, info, SyncStatus.PENDING_MANUAL, started, attempt,
+                                message="auto-sync is off; this change waits for Sync Now")
+        return None
+
+    def _failed(self, event: ChangeEvent, info: ConnectionInfo, payload: bytes,
+                error: ProviderError, started: float, attempt: int,
+                origin: Origin | None) -> EngineResult:
+        log.warning("provider_error", error_code=error.code.value, transient=error.transient,
+                    attempt=attempt, error=str(error))
+        if error.transient and attempt < self._retry.max_attempts:
+            delay = self._retry.delay(attempt, error)
+            status = self._status(event, info, SyncStatus.RETRYING, started, attempt,
+                                  code=error.code,
+                                  message=f"{error}; retry {attempt + 1} in {delay:.1f}s")
+            with self.db.transaction() as s:
+                self._add_status(s, status)
+            return EngineResult((status,), retry_after_s=delay)
+        if error.transient:
+            self._dead_letters.dead_letter(payload, event.account_id, origin, error,
+                                           ErrorCode.RETRY_BUDGET_EXHAUSTED)
+            final, code = SyncStatus.DEAD_LETTERED, ErrorCode.RETRY_BUDGET_EXHAUSTED
+            message = f"gave up after {attempt} attempts: {error}"
+        else:
+            final, code, message = SyncStatus.FAILED, error.code, str(error)
+        with self.db.transaction() as s:
+            repo.add_dead_letter(
+                s, account_id=event.account_id, entity_type=event.entity_type.value,
+                entity_id=event.entity_id, topic=origin.topic if origin else "redrive",
+                partition=origin.partition if origin else -1,
+                offset=origin.offset if origin else -1, error_code=code.value,
+                reason=message, payload=payload)
+            repo.unpark(s, event.event_id)
+            return self._finish(s, event, info, final, started, attempt, code=code,
+                                message=message)
+
+    # -- parked events -----------------------------------------------------------------
+
+    def ready_parked(self) -> list[tuple[str, str]]:
+        """(account, event id) of events waiting for a dependency that is now linked."""
+        with self.db.transaction() as s:
+            rows = s.execute(select(ParkedEvent)
+                             .where(ParkedEvent.reason == ErrorCode.MISSING_DEPENDENCY.value)
+                             .order_by(ParkedEvent.id)).scalars()
+            ready = []
+            for row in rows:
+                entity_type, _, entity_id = (row.waits_for or ":").partition(":")
+                if repo.get_link(s, row.account_id, entity_type, entity_id) is not None:
+                    ready.append((row.account_id, row.event_id))
+            return ready
+
+    def drive_parked(self, account_id: str, reasons: set[str],
+                     waits_for: set[str] | None = None) -> list[SyncStatusEvent]:
+        """Run parked events of one account in arrival order (Sync Now, a saved mapping,
+        a reconnect). One that must wait for a retry stops the run, keeping order; the
+        rest stay parked for the next run."""
+        with self.db.transaction() as s:
+            parked = [(p.event_id, p.payload) for p in repo.parked_for(s, account_id)
+                      if p.reason in reasons and (waits_for is None or p.waits_for in waits_for)]
+        statuses: list[SyncStatusEvent] = []
+        for _event_id, payload in parked:
+            result = self.process(self.decode(payload), payload, redrive=True)
+            statuses.extend(result.statuses)
+            if result.retry_after_s is not None:
+                break
+            for redriven in result.redrive:
+                statuses.extend(self._redrive_one(account_id, redriven))
+        return statuses
+
+    def _redrive_one(self, account_id: str, event_id: str) -> list[SyncStatusEvent]:
+        with self.db.transaction() as s:
+            rows = [p.payload for p in repo.parked_for(s, account_id) if p.event_id == event_id]
+        if not rows:
+            return []
+        result = self.process(self.decode(rows[0]), rows[0], redrive=True)
+        return list(result.statuses)
+
+    # -- recording -------------------------------------------------------------------
+
+    def save_outcome(self, s: Session, info: ConnectionInfo, event: ChangeEvent,
+                     applied: Applied) -> None:
+        if applied.record is None:
+            return
+        repo.save_link(s, event.account_id, event.entity_type.value, event.entity_id,
+                       info.provider, applied.record.id, applied.record.version,
+                       event.entity_version, applied.payload_hash)
+        if not applied.unchanged:
+            key = idempotency_key(event.account_id, event.entity_type.value, event.entity_id,
+                                  event.entity_version, applied.operation)
+            repo.complete_intent(s, key, applied.record.id)
+
+    def _status(self, event: ChangeEvent, info: ConnectionInfo | None, status: SyncStatus,
+                started: float, attempt: int, *, code: ErrorCode | None = None,
+                message: str | None = None, record_id: str | None = None,
+                operation: str = "none") -> SyncStatusEvent:
+        return SyncStatusEvent(
+            source_event_id=event.event_id, account_id=event.account_id,
+            entity_type=event.entity_type.value, entity_id=event.entity_id,
+            operation=operation, status=status, occurred_at=event.occurred_at,
+            provider=info.provider if info else None, entity_version=event.entity_version,
+            provider_record_id=record_id, error_code=code, message=message, attempt=attempt,
+            duration_ms=int((time.monotonic() - started) * 1000),
+        )
+
+    def _finish(self, s: Session, event: ChangeEvent, info: ConnectionInfo | None,
+                status: SyncStatus, started: float, attempt: int, **kwargs: object
+                ) -> EngineResult:
+        result = self._status(event, info, status, started, attempt, **kwargs)  # type: ignore[arg-type]
+        repo.mark_processed(s, event.event_id, event.account_id, status.value)
+        self._add_status(s, result)
+        log.info("event_finished", status=status.value,
+                 error_code=result.error_code.value if result.error_code else None,
+                 entity_type=event.entity_type.value, entity_id=event.entity_id,
+                 version=event.entity_version)
+        return EngineResult((result,))
+
+    def _add_status(self, s: Session, status: SyncStatusEvent) -> None:
+        repo.add_outbox(s, account_id=status.account_id, topic_kind="status", key=status.key,
+                        value=self._codec.encode("SyncStatusEvent", status.to_avro()),
+                        status=status.status.value,
+                        error_code=status.error_code.value if status.error_code else None,
+                        entity_type=status.entity_type, entity_id=status.entity_id,
+                        message=status.message)
+
+

@@ -1,0 +1,165 @@
+"""Per-entity sync handlers: resolve dependencies, then call the provider.
+
+Each handler takes a decoded change event and a `SyncContext` (the connection's adapter
+plus access to links, snapshots and mappings) and either returns what was applied or
+raises: `Parked` when something it needs is missing, a `ProviderError` when the provider
+refuses. Handlers never commit outcomes; the engine does, in one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from providers.port import AccountingProvider, ProviderRecord, WriteIntent
+from schemas.error_codes import ErrorCode
+from schemas.records import ChangeEvent, Customer, EventType, Invoice, Item, Payment, Record
+
+__all__ = [
+    "PROVIDERS_NEEDING_INCOME_ACCOUNT",
+    "Applied",
+    "Parked",
+    "SyncContext",
+    "apply_event",
+    "idempotency_key",
+    "payload_hash",
+]
+
+# FreshBooks items have no income-account field, so only these block on a mapping.
+PROVIDERS_NEEDING_INCOME_ACCOUNT = frozenset({"quickbooks", "xero"})
+
+
+class Parked(Exception):
+    """The event cannot apply yet; `waits_for` names what will re-drive it."""
+
+    def __init__(self, code: ErrorCode, waits_for: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.waits_for = waits_for
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    operation: str  # create | update | void | payment | none
+    record: ProviderRecord | None
+    payload_hash: str | None
+    unchanged: bool = False
+
+
+def idempotency_key(account_id: str, entity_type: str, entity_id: str, version: int,
+                    operation: str) -> str:
+    """Deterministic per (record version, operation); 32 hex chars fit every provider."""
+    raw = f"{account_id}|{entity_type}|{entity_id}|{version}|{operation}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+def payload_hash(provider: str, record: Record, extra: dict[str, Any] | None = None) -> str:
+    body = {"provider": provider, "record": asdict(record), "extra": extra or {}}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class SyncContext:
+    """What a handler may ask for; implemented by the engine over the database."""
+
+    provider_name: str
+    adapter: AccountingProvider
+
+    def link(self, entity_type: str, entity_id: str) -> tuple[ProviderRecord, str | None] | None:
+        """The provider record linked to a BlueClerk record, and the payload hash synced."""
+        raise NotImplementedError
+
+    def ensure_dependency(self, entity_type: str, entity_id: str) -> ProviderRecord:
+        """Link or create a dependency from its latest snapshot; raise Parked if unknown."""
+        raise NotImplementedError
+
+    def income_account(self, item_id: str) -> str | None:
+        raise NotImplementedError
+
+    def write_intent(self, operation: str) -> WriteIntent:
+        raise NotImplementedError
+
+
+def apply_event(ctx: SyncContext, event: ChangeEvent) -> Applied:
+    record = event.record
+    handler: Callable[[SyncContext, Any, ChangeEvent], Applied]
+    if isinstance(record, Customer):
+        handler = _customer
+    elif isinstance(record, Item):
+        handler = _item
+    elif isinstance(record, Invoice):
+        handler = _invoice
+    else:
+        handler = _payment
+    return handler(ctx, record, event)
+
+
+def _existing(ctx: SyncContext, event: ChangeEvent) -> tuple[ProviderRecord | None, str | None]:
+    found = ctx.link(event.entity_type.value, event.entity_id)
+    return (found[0], found[1]) if found else (None, None)
+
+
+def sync_customer(ctx: SyncContext, customer: Customer, link: ProviderRecord | None,
+                  write: WriteIntent) -> ProviderRecord:
+    return ctx.adapter.upsert_customer(customer, link, write)
+
+
+def _customer(ctx: SyncContext, customer: Customer, event: ChangeEvent) -> Applied:
+    link, synced_hash = _existing(ctx, event)
+    digest = payload_hash(ctx.provider_name, customer)
+    if link is not None and digest == synced_hash:
+        return Applied("none", link, digest, unchanged=True)
+    operation = "update" if link else "create"
+    record = sync_customer(ctx, customer, link, ctx.write_intent(operation))
+    return Applied(operation, record, digest)
+
+
+def _item(ctx: SyncContext, item: Item, event: ChangeEvent) -> Applied:
+    account = ctx.income_account(item.id)
+    if account is None and ctx.provider_name in PROVIDERS_NEEDING_INCOME_ACCOUNT:
+        raise Parked(ErrorCode.UNMAPPED_ITEM, f"mapping:{item.id}",
+                     f"item {item.name!r} has no income-account mapping")
+    link, synced_hash = _existing(ctx, event)
+    digest = payload_hash(ctx.provider_name, item, {"income_account": account})
+    if link is not None and digest == synced_hash:
+        return Applied("none", link, digest, unchanged=True)
+    operation = "update" if link else "create"
+    record = ctx.adapter.upsert_item(item, account, link, ctx.write_intent(operation))
+    return Applied(operation, record, digest)
+
+
+def _invoice(ctx: SyncContext, invoice: Invoice, event: ChangeEvent) -> Applied:
+    link, synced_hash = _existing(ctx, event)
+    if event.event_type in (EventType.VOIDED, EventType.DELETED) or invoice.status == "void":
+        if link is None:
+            # Never reached the books, so there is nothing to void there.
+            return Applied("none", None, None, unchanged=True)
+        if synced_hash == "void":
+            return Applied("none", link, "void", unchanged=True)
+        record = ctx.adapter.void_invoice(invoice, link, ctx.write_intent("void"))
+        return Applied("void", record, "void")
+    customer = ctx.ensure_dependency("customer", invoice.customer_id)
+    items = {line.item_id: ctx.ensure_dependency("item", line.item_id) for line in invoice.lines}
+    digest = payload_hash(ctx.provider_name, invoice,
+                          {"customer": customer.id, "items": {k: v.id for k, v in items.items()}})
+    if link is not None and digest == synced_hash:
+        return Applied("none", link, digest, unchanged=True)
+    operation = "update" if link else "create"
+    record = ctx.adapter.upsert_invoice(invoice, customer, items, link,
+                                        ctx.write_intent(operation))
+    return Applied(operation, record, digest)
+
+
+def _payment(ctx: SyncContext, payment: Payment, event: ChangeEvent) -> Applied:
+    link, synced_hash = _existing(ctx, event)
+    invoice = ctx.ensure_dependency("invoice", payment.invoice_id)
+    customer = ctx.ensure_dependency("customer", payment.customer_id)
+    digest = payload_hash(ctx.provider_name, payment, {"invoice": invoice.id})
+    if link is not None and digest == synced_hash:
+        return Applied("none", link, digest, unchanged=True)
+    operation = "update" if link else "payment"
+    record = ctx.adapter.record_payment(payment, invoice, customer, link,
+                                        ctx.write_intent(operation))
+    return Applied(operation, record, digest)

@@ -1,0 +1,274 @@
+"""The consumer loop: poll, decode, dispatch by tenant, commit what is safely done.
+
+Threads: the poll thread owns the Kafka consumer (poll, commit, rebalance callbacks) and
+publishes the status outbox; the dispatcher's pool runs the engine, one event per tenant
+at a time. Offsets are committed only up to the lowest unfinished offset per partition,
+so a crash replays from there and the engine's deduplication makes replays no-ops.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from consumers.dispatch import DONE, Done, KeyOrderedDispatcher, Outcome, RetryLater
+from consumers.engine import Origin, SyncEngine
+from consumers.offsets import OffsetTracker
+from producers.outbox import OutboxPublisher
+from schemas.codec import DecodeError
+from schemas.events import InvalidEvent
+from schemas.records import ChangeEvent
+from state import repository as repo
+
+__all__ = ["Delivery", "Redrive", "Worker", "WorkerOptions"]
+
+log = structlog.get_logger("worker")
+
+
+@dataclass
+class Delivery:
+    """A consumed Kafka record, decoded, on its way through the engine."""
+
+    origin: Origin
+    generation: int
+    event: ChangeEvent
+    payload: bytes
+    attempt: int = 1
+
+
+@dataclass
+class Redrive:
+    """A parked event that may now proceed (its dependency arrived)."""
+
+    account_id: str
+    event_id: str
+    attempt: int = 1
+
+
+Work = Delivery | Redrive
+
+
+@dataclass
+class WorkerOptions:
+    bootstrap: str
+    group_id: str
+    topics: list[str]
+    max_in_flight: int = 32
+    max_buffered: int = 2000  # pause fetching beyond this many events in the dispatcher
+    commit_interval_s: float = 1.0
+    drain_timeout_s: float = 20.0
+    consumer_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+class Worker:
+    def __init__(self, engine: SyncEngine, outbox: OutboxPublisher,
+                 options: WorkerOptions) -> None:
+        self._engine = engine
+        self._outbox = outbox
+        self._options = options
+        self._tracker = OffsetTracker()
+        self._tracker_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._paused = False
+        self._dispatcher: KeyOrderedDispatcher[Work] = KeyOrderedDispatcher(
+            self._handle, options.max_in_flight, self._on_done, thread_name_prefix="sync")
+        config: dict[str, Any] = {
+            "bootstrap.servers": options.bootstrap,
+            "group.id": options.group_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "cooperative-sticky",
+            "session.timeout.ms": 10000,
+            "heartbeat.interval.ms": 1000,
+            "max.poll.interval.ms": 300000,
+            "topic.metadata.refresh.interval.ms": 5000,
+        }
+        config.update(options.consumer_overrides)
+        self._consumer = Consumer(config)
+        self.processed = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- the poll thread ---------------------------------------------------------------
+
+    def run(self, until: Callable[[], bool] | None = None) -> None:
+        self._consumer.subscribe(self._options.topics, on_assign=self._on_assign,
+                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
+        last_commit = time.monotonic()
+        try:
+            while not self._stop.is_set() and not (until and until()):
+                message = self._consumer.poll(0.1)
+                if message is not None:
+                    self._accept(message)
+                self._flow_control()
+                if time.monotonic() - last_commit >= self._options.commit_interval_s:
+                    self._outbox.publish_all()
+                    self._commit()
+                    last_commit = time.monotonic()
+        finally:
+            self._shutdown()
+
+    def _accept(self, message: Message) -> None:
+        error = message.error()
+        if error is not None:
+            if error.code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer_error", error=str(error))
+            return
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        assert topic is not None and partition is not None and offset is not None
+        origin = Origin(topic, partition, offset)
+        with self._tracker_lock:
+            generation = self._tracker.started(topic, partition, offset)
+        payload = message.value()
+        key_bytes = message.key()
+        key = key_bytes.decode(errors="replace") if isinstance(key_bytes, bytes) else None
+        try:
+            if not isinstance(payload, bytes):
+                raise DecodeError("empty", "record has no value (tombstone)")
+            event = self._engine.decode(payload)
+        except (DecodeError, InvalidEvent, KeyError, TypeError, ValueError) as exc:
+            # A poison record never stalls the partition: dead-letter it and move on.
+            self._engine.reject(payload if isinstance(payload, bytes) else None, key, origin, exc)
+            self._finished(origin, generation)
+            return
+        self._dispatcher.submit(event.account_id,
+                                Delivery(origin, generation, event, payload))
+
+    def _flow_control(self) -> None:
+        pending = self._dispatcher.pending()
+        if not self._paused and pending >= self._options.max_buffered:
+            self._consumer.pause(self._consumer.assignment())
+            self._paused = True
+        elif self._paused and pending <= self._options.max_buffered // 2:
+            self._consumer.resume(self._consumer.assignment())
+            self._paused = False
+
+    def _commit(self, positions: dict[tuple[str, int], int] | None = None) -> None:
+        with self._tracker_lock:
+            positions = self._tracker.committable() if positions is None else positions
+        if not positions:
+            return
+        offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            log.warning("commit_failed", error=str(exc))
+            return
+        with self._tracker_lock:
+            self._tracker.mark_committed(
+                {tp: o for tp, o in positions.items() if tp in self._tracker.partitions()})
+
+    # -- rebalances --------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("partitions_assigned",
+                 partitions=[f"{p.topic}/{p.partition}" for p in partitions])
+        self._redrive_ready()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        revoked = {(p.topic, p.partition) for p in partitions}
+        log.info("partitions_revoked", partitions=sorted(f"{t}/{p}" for t, p in revoked))
+        # Queued work for these partitions is withdrawn (the next owner re-reads it from
+        # the committed offset); in-flight work finishes first, so its effect is recorded
+        # and committed here rather than replayed.
+        withdrawal = self._dispatcher.quiesce(
+            lambda w: isinstance(w, Delivery) and (w.origin.topic, w.origin.partition) in revoked,
+            timeout=self._options.drain_timeout_s)
+        self._outbox.publish_all()
+        with self._tracker_lock:
+            final = self._tracker.revoke(revoked)
+        if final:
+            try:
+                consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in final.items()],
+                                asynchronous=False)
+            except KafkaException as exc:
+                log.warning("commit_on_revoke_failed", error=str(exc))
+        log.info("revoke_done", withdrawn=len(withdrawal.abandoned), idle=withdrawal.idle)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Lost, not revoked: another member may own them already, so committing would be
+        # wrong. Withdraw queued work and forget; the owner replays, replays are no-ops.
+        lost = {(p.topic, p.partition) for p in partitions}
+        self._dispatcher.quiesce(
+            lambda w: isinstance(w, Delivery) and (w.origin.topic, w.origin.partition) in lost,
+            timeout=self._options.drain_timeout_s)
+        with self._tracker_lock:
+            self._tracker.revoke(lost)
+
+    # -- the dispatcher's threads -------------------------------------------------------
+
+    def _handle(self, work: Work) -> Outcome:
+        if isinstance(work, Redrive):
+            return self._handle_redrive(work)
+        try:
+            result = self._engine.process(work.event, work.payload, attempt=work.attempt,
+                                          origin=work.origin)
+        except Exception as exc:  # a bug must not lose the event: dead-letter it
+            log.exception("engine_crashed", event_id=work.event.event_id)
+            self._engine.reject(work.payload, work.event.account_id, work.origin, exc)
+            return DONE
+        if result.retry_after_s is not None:
+            work.attempt += 1
+            return RetryLater(result.retry_after_s, reason="transient provider error")
+        self._submit_redrives(work.event.account_id, result.redrive)
+        return DONE
+
+    def _handle_redrive(self, work: Redrive) -> Outcome:
+        with self._engine.db.transaction() as s:
+            parked = [p for p in repo.parked_for(s, work.account_id)
+                      if p.event_id == work.event_id]
+            payload = parked[0].payload if parked else None
+        if payload is None:
+            return DONE  # already re-driven by someone else
+        event = self._engine.decode(payload)
+        result = self._engine.process(event, payload, attempt=work.attempt, redrive=True)
+        if result.retry_after_s is not None:
+            work.attempt += 1
+            return RetryLater(result.retry_after_s, reason="transient provider error")
+        self._submit_redrives(work.account_id, result.redrive)
+        return DONE
+
+    def _submit_redrives(self, account_id: str, event_ids: tuple[str, ...]) -> None:
+        for event_id in event_ids:
+            self._dispatcher.submit(account_id, Redrive(account_id, event_id))
+
+    def _on_done(self, work: Work, outcome: Done | BaseException) -> None:
+        if isinstance(outcome, BaseException):
+            log.error("work_failed", error=repr(outcome))
+        if isinstance(work, Delivery):
+            self._finished(work.origin, work.generation)
+        self.processed += 1
+
+    def _finished(self, origin: Origin, generation: int) -> None:
+        with self._tracker_lock:
+            self._tracker.finished(origin.topic, origin.partition, origin.offset,
+                                   generation=generation)
+
+    def _redrive_ready(self) -> None:
+        """Re-drive parked events whose dependency got linked while nobody was watching
+        (for example, the process that linked it crashed before re-driving)."""
+        for account_id, event_id in self._engine.ready_parked():
+            self._dispatcher.submit(account_id, Redrive(account_id, event_id))
+
+    # -- shutdown ----------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        log.info("draining", pending=self._dispatcher.pending())
+        self._dispatcher.drain(timeout=self._options.drain_timeout_s)
+        withdrawal = self._dispatcher.close(timeout=self._options.drain_timeout_s)
+        try:
+            self._outbox.publish_all()
+        except Exception as exc:  # statuses stay in the outbox for the next run
+            log.warning("outbox_publish_failed", error=str(exc))
+        self._commit()
+        self._consumer.close()
+        log.info("stopped", abandoned=len(withdrawal.abandoned), processed=self.processed)
+
+

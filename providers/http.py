@@ -1,0 +1,104 @@
+"""The HTTP edge shared by the adapters: limiter, bearer token, one refresh on 401,
+and the classification of transport failures and common status codes.
+
+Provider-specific error bodies are mapped by the adapter's `classify` callback, which
+sees every non-2xx response first.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
+
+from providers.errors import (
+    PermanentProviderError,
+    ProviderError,
+    ReconnectRequired,
+    Throttled,
+    TransientProviderError,
+    UnknownOutcome,
+)
+from providers.ratelimit import RateLimiter
+from providers.tokens import ConnectionTokens
+from schemas.error_codes import ErrorCode
+
+__all__ = ["ProviderHttp", "retry_after_seconds"]
+
+Classifier = Callable[[httpx.Response], ProviderError | None]
+
+
+def retry_after_seconds(response: httpx.Response, default: float = 60.0) -> float:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return default
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value)
+        return max(parsed.timestamp() - time.time(), 0.0)
+
+
+class ProviderHttp:
+    def __init__(self, client: httpx.Client, tokens: ConnectionTokens, limiter: RateLimiter,
+                 classify: Classifier, headers: Mapping[str, str] | None = None) -> None:
+        self._client = client
+        self._tokens = tokens
+        self._limiter = limiter
+        self._classify = classify
+        self._headers = dict(headers or {})
+
+    def request(self, method: str, url: str, *, write: bool = False,
+                headers: Mapping[str, str] | None = None, **kwargs: Any) -> httpx.Response:
+        token = self._tokens.access_token()
+        response = self._send(method, url, token, write, headers, kwargs)
+        if response.status_code == 401:
+            token = self._tokens.refresh_after_rejection(token)
+            response = self._send(method, url, token, write, headers, kwargs)
+            if response.status_code == 401:
+                raise ReconnectRequired("the provider refuses a freshly refreshed token",
+                                        status=401)
+        if response.is_success:
+            return response
+        raise self._error(response)
+
+    def _send(self, method: str, url: str, token: str, write: bool,
+              headers: Mapping[str, str] | None, kwargs: dict[str, Any]) -> httpx.Response:
+        merged = {**self._headers, **(headers or {}), "Authorization": f"Bearer {token}"}
+        self._limiter.acquire()
+        try:
+            return self._client.request(method, url, headers=merged, **kwargs)
+        except httpx.TimeoutException as exc:
+            if write:
+                raise UnknownOutcome(f"{method} {url} timed out; the write may have been "
+                                     "applied") from exc
+            raise TransientProviderError(f"{method} {url} timed out",
+                                         code=ErrorCode.TIMEOUT) from exc
+        except httpx.TransportError as exc:
+            raise TransientProviderError(f"{method} {url}: {type(exc).__name__}") from exc
+        finally:
+            self._limiter.release()
+
+    def _error(self, response: httpx.Response) -> ProviderError:
+        specific = self._classify(response)
+        if specific is not None:
+            return specific
+        status = response.status_code
+        if status == 429:
+            scope = response.headers.get("X-Rate-Limit-Problem", "minute")
+            return Throttled(f"throttled by the provider ({scope})",
+                             retry_after=retry_after_seconds(response), scope=scope)
+        if status >= 500:
+            return TransientProviderError(f"provider answered {status}", status=status,
+                                          retry_after=None)
+        if status == 403:
+            return PermanentProviderError("the provider refused access", status=status,
+                                          code=ErrorCode.PERMISSION_DENIED)
+        if status == 409:
+            return TransientProviderError("the record is being modified by another request",
+                                          status=status, code=ErrorCode.CONFLICT)
+        return PermanentProviderError(f"provider answered {status}: {response.text[:300]}",
+                                      status=status)

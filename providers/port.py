@@ -1,0 +1,116 @@
+"""The provider port: what the sync engine and the control plane need from an accounting system.
+
+One adapter instance serves one connection (one BlueClerk account's company, organisation
+or FreshBooks account). Adapters are the only code that knows a provider's field names.
+Every write takes an idempotency key derived from the intent; adapters pass it to the
+provider where it is honoured and look the record up first where it is not.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+from schemas.records import Address, Customer, Invoice, Item, Payment
+
+__all__ = [
+    "AccountingProvider",
+    "WriteIntent",
+    "IncomeAccount",
+    "InboundChange",
+    "ProviderRecord",
+    "RemoteCustomer",
+    "RemoteItem",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteIntent:
+    """What the engine knows about a write before it is attempted."""
+
+    key: str  # deterministic idempotency key (<= 36 chars: fits every provider's limit)
+    # An earlier attempt ended with an unknown outcome (timeout): the record may exist
+    # already, so the adapter must look it up before creating.
+    after_unknown_outcome: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderRecord:
+    """A record in the books: its id, its version token (QuickBooks SyncToken) and total."""
+
+    id: str
+    version: str | None = None
+    total: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteCustomer:
+    id: str
+    display_name: str
+    given_name: str | None = None
+    family_name: str | None = None
+    company_name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    address: Address | None = None
+    active: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteItem:
+    id: str
+    name: str
+    sku: str | None = None
+    description: str | None = None
+    unit_price: Decimal = Decimal("0")
+    income_account_id: str | None = None
+    active: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class IncomeAccount:
+    id: str
+    name: str
+    code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InboundChange:
+    """A change made in the accounting system, to be published back to BlueClerk."""
+
+    entity_type: str  # customer | item | invoice | payment
+    provider_id: str
+    operation: str  # created | updated | deleted | voided
+    changed_at: dt.datetime
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+class AccountingProvider(Protocol):
+    name: str
+
+    def upsert_customer(self, customer: Customer, link: ProviderRecord | None,
+                        write: WriteIntent) -> ProviderRecord: ...
+
+    def upsert_item(self, item: Item, income_account_id: str | None,
+                    link: ProviderRecord | None, write: WriteIntent) -> ProviderRecord: ...
+
+    def upsert_invoice(self, invoice: Invoice, customer: ProviderRecord,
+                       items: Mapping[str, ProviderRecord], link: ProviderRecord | None,
+                       write: WriteIntent) -> ProviderRecord: ...
+
+    def void_invoice(self, invoice: Invoice, link: ProviderRecord, write: WriteIntent) -> ProviderRecord: ...
+
+    def record_payment(self, payment: Payment, invoice: ProviderRecord,
+                       customer: ProviderRecord, link: ProviderRecord | None,
+                       write: WriteIntent) -> ProviderRecord: ...
+
+    def list_customers(self) -> list[RemoteCustomer]: ...
+
+    def list_items(self) -> list[RemoteItem]: ...
+
+    def list_income_accounts(self) -> list[IncomeAccount]: ...
+
+    def fetch_changes(self, since: dt.datetime) -> list[InboundChange]: ...

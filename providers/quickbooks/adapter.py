@@ -1,0 +1,261 @@
+"""QuickBooks Online adapter: the provider port over the v3 Accounting API."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+import httpx
+
+from providers.errors import (
+    AuthExpired,
+    DuplicateName,
+    PermanentProviderError,
+    ProviderError,
+    RecordNotFound,
+    StaleVersion,
+    Throttled,
+    TotalMismatch,
+    TransientProviderError,
+)
+from providers.http import ProviderHttp, retry_after_seconds
+from providers.port import (
+    IncomeAccount,
+    InboundChange,
+    ProviderRecord,
+    RemoteCustomer,
+    RemoteItem,
+    WriteIntent,
+)
+from providers.quickbooks import translate
+from schemas.error_codes import ErrorCode
+from schemas.records import Address, Customer, Invoice, Item, Payment
+
+__all__ = ["QuickBooksAdapter", "classify_quickbooks_error"]
+
+MINOR_VERSION = "75"
+
+
+def _fault_errors(response: httpx.Response) -> tuple[str, list[dict[str, Any]]]:
+    try:
+        body = response.json()
+    except ValueError:
+        return "", []
+    fault = body.get("Fault") or body.get("fault") or {}
+    return str(fault.get("type", "")), list(fault.get("Error") or fault.get("error") or [])
+
+
+def classify_quickbooks_error(response: httpx.Response) -> ProviderError | None:
+    """Map QuickBooks' Fault envelope (and its XML 429s) to the service's errors."""
+    status = response.status_code
+    if status == 429 or "ThrottleExceeded" in response.text:
+        return Throttled("QuickBooks throttled the request (code 3001)",
+                         retry_after=retry_after_seconds(response, 60.0))
+    fault_type, errors = _fault_errors(response)
+    first = errors[0] if errors else {}
+    code = str(first.get("code", ""))
+    detail = f"{first.get('Message', '')}: {first.get('Detail', '')}".strip(": ")
+    if status == 401:
+        return AuthExpired(f"QuickBooks refused the token ({detail or 'code 3200'})", status=401)
+    if status >= 500:
+        return TransientProviderError(f"QuickBooks {status}: {detail}", status=status)
+    if code == "5010":
+        return StaleVersion(f"QuickBooks stale object: {detail}", status=status)
+    if code == "6240":
+        return DuplicateName(f"QuickBooks: {detail}", status=status)
+    if code == "610":
+        return RecordNotFound(f"QuickBooks: {detail}", status=status)
+    if status == 403 or fault_type.startswith("Authorizat"):
+        return PermanentProviderError(f"QuickBooks refused access: {detail}", status=status,
+                                      code=ErrorCode.PERMISSION_DENIED)
+    if status == 400:
+        return PermanentProviderError(f"QuickBooks rejected the data (code {code}): {detail}",
+                                      status=status)
+    return None
+
+
+class QuickBooksAdapter:
+    name = "quickbooks"
+
+    def __init__(self, http: ProviderHttp, api_base: str, realm_id: str) -> None:
+        self._http = http
+        self._base = f"{api_base.rstrip('/')}/{realm_id}"
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def _post(self, entity: str, body: dict[str, Any], write: WriteIntent,
+              operation: str | None = None) -> dict[str, Any]:
+        params = {"minorversion": MINOR_VERSION, "requestid": write.key[:50]}
+        if operation:
+            params["operation"] = operation
+        response = self._http.request("POST", f"{self._base}/{entity.lower()}", json=body,
+                                      params=params, write=True)
+        result: dict[str, Any] = response.json()[entity]
+        return result
+
+    def _get(self, entity: str, entity_id: str) -> dict[str, Any]:
+        response = self._http.request("GET", f"{self._base}/{entity.lower()}/{entity_id}",
+                                      params={"minorversion": MINOR_VERSION})
+        result: dict[str, Any] = response.json()[entity]
+        return result
+
+    def query(self, statement: str) -> dict[str, Any]:
+        response = self._http.request("GET", f"{self._base}/query",
+                                      params={"query": statement, "minorversion": MINOR_VERSION})
+        result: dict[str, Any] = response.json().get("QueryResponse", {})
+        return result
+
+    def _query_all(self, entity: str, where: str = "") -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        start = 1
+        while True:
+            page = self.query(f"SELECT * FROM {entity}{where} STARTPOSITION {start} "
+                              "MAXRESULTS 1000")
+            batch = page.get(entity, [])
+            rows.extend(batch)
+            if len(batch) < 1000:
+                return rows
+            start += 1000
+
+    def _find_one(self, entity: str, field: str, value: str) -> dict[str, Any] | None:
+        found = self.query(f"SELECT * FROM {entity} WHERE {field} = "
+                           f"{translate.quote_query_literal(value)}").get(entity, [])
+        return found[0] if found else None
+
+    @staticmethod
+    def _record(entity: dict[str, Any]) -> ProviderRecord:
+        total = entity.get("TotalAmt")
+        return ProviderRecord(str(entity["Id"]), str(entity.get("SyncToken", "0")),
+                              Decimal(str(total)) if total is not None else None)
+
+    def _upsert(self, entity: str, body: dict[str, Any], link: ProviderRecord | None,
+                write: WriteIntent, lookup: tuple[str, str] | None) -> dict[str, Any]:
+        if link is None and write.after_unknown_outcome and lookup is not None:
+            existing = self._find_one(entity, *lookup)
+            if existing is not None:
+                link = self._record(existing)
+        if link is None:
+            return self._post(entity, body, write)
+        update = {**body, "Id": link.id, "SyncToken": link.version or "0", "sparse": True}
+        try:
+            return self._post(entity, update, write)
+        except StaleVersion:
+            # Someone edited the record in QuickBooks: re-read its SyncToken, retry once.
+            current = self._get(entity, link.id)
+            update["SyncToken"] = str(current["SyncToken"])
+            return self._post(entity, update, WriteIntent(write.key[:44] + "-stale"))
+
+    # -- the port -------------------------------------------------------------------
+
+    def upsert_customer(self, customer: Customer, link: ProviderRecord | None,
+                        write: WriteIntent) -> ProviderRecord:
+        body = translate.customer_body(customer)
+        entity = self._upsert("Customer", body, link, write,
+                              ("DisplayName", body["DisplayName"]))
+        return self._record(entity)
+
+    def upsert_item(self, item: Item, income_account_id: str | None,
+                    link: ProviderRecord | None, write: WriteIntent) -> ProviderRecord:
+        body = translate.item_body(item, income_account_id)
+        return self._record(self._upsert("Item", body, link, write, ("Name", body["Name"])))
+
+    def upsert_invoice(self, invoice: Invoice, customer: ProviderRecord,
+                       items: Mapping[str, ProviderRecord], link: ProviderRecord | None,
+                       write: WriteIntent) -> ProviderRecord:
+        body = translate.invoice_body(invoice, customer.id, {k: v.id for k, v in items.items()})
+        entity = self._upsert("Invoice", body, link, write, ("DocNumber", body["DocNumber"]))
+        record = self._record(entity)
+        if record.total is not None and record.total != invoice.total:
+            raise TotalMismatch(invoice.total, record.total, invoice.currency, record.id)
+        return record
+
+    def void_invoice(self, invoice: Invoice, link: ProviderRecord,
+                     write: WriteIntent) -> ProviderRecord:
+        body = {"Id": link.id, "SyncToken": link.version or "0"}
+        try:
+            entity = self._post("Invoice", body, write, operation="void")
+        except StaleVersion:
+            current = self._get("Invoice", link.id)
+            body["SyncToken"] = str(current["SyncToken"])
+            entity = self._post("Invoice", body, WriteIntent(write.key[:44] + "-stale"),
+                                operation="void")
+        return self._record(entity)
+
+    def record_payment(self, payment: Payment, invoice: ProviderRecord,
+                       customer: ProviderRecord, link: ProviderRecord | None,
+                       write: WriteIntent) -> ProviderRecord:
+        deposit = self._deposit_account()
+        body = translate.payment_body(payment, customer.id, invoice.id, deposit)
+        entity = self._upsert("Payment", body, link, write,
+                              ("PaymentRefNum", body["PaymentRefNum"]))
+        return self._record(entity)
+
+    def _deposit_account(self) -> str | None:
+        found = self._find_one("Account", "Name", "Undeposited Funds")
+        return str(found["Id"]) if found else None
+
+    def list_customers(self) -> list[RemoteCustomer]:
+        return [_remote_customer(c) for c in self._query_all("Customer")]
+
+    def list_items(self) -> list[RemoteItem]:
+        return [
+            RemoteItem(
+                id=str(i["Id"]), name=i["Name"], sku=i.get("Sku"),
+                description=i.get("Description"),
+                unit_price=Decimal(str(i.get("UnitPrice", "0"))),
+                income_account_id=(i.get("IncomeAccountRef") or {}).get("value"),
+                active=bool(i.get("Active", True)),
+            )
+            for i in self._query_all("Item")
+        ]
+
+    def list_income_accounts(self) -> list[IncomeAccount]:
+        rows = self._query_all("Account", " WHERE AccountType = 'Income'")
+        return [IncomeAccount(str(a["Id"]), a["Name"], a.get("AcctNum")) for a in rows]
+
+    def fetch_changes(self, since: dt.datetime) -> list[InboundChange]:
+        response = self._http.request(
+            "GET", f"{self._base}/cdc",
+            params={"entities": "Customer,Item,Invoice,Payment",
+                    "changedSince": since.isoformat(), "minorversion": MINOR_VERSION},
+        )
+        changes: list[InboundChange] = []
+        for block in response.json().get("CDCResponse", []):
+            for query in block.get("QueryResponse", []):
+                for entity, rows in query.items():
+                    if not isinstance(rows, list):
+                        continue
+                    for row in rows:
+                        changes.append(_inbound(entity, row))
+        return changes
+
+
+def _remote_customer(c: dict[str, Any]) -> RemoteCustomer:
+    addr = c.get("BillAddr") or {}
+    return RemoteCustomer(
+        id=str(c["Id"]), display_name=c.get("DisplayName", ""), given_name=c.get("GivenName"),
+        family_name=c.get("FamilyName"), company_name=c.get("CompanyName"),
+        email=(c.get("PrimaryEmailAddr") or {}).get("Address"),
+        phone=(c.get("PrimaryPhone") or {}).get("FreeFormNumber"),
+        address=Address(addr.get("Line1"), addr.get("Line2"), addr.get("City"),
+                        addr.get("CountrySubDivisionCode"), addr.get("PostalCode"),
+                        addr.get("Country")) if addr else None,
+        active=bool(c.get("Active", True)),
+    )
+
+
+def _inbound(entity: str, row: dict[str, Any]) -> InboundChange:
+    meta = row.get("MetaData") or {}
+    changed = meta.get("LastUpdatedTime") or dt.datetime.now(dt.UTC).isoformat()
+    if row.get("status") == "Deleted":
+        operation = "deleted"
+    elif str(row.get("PrivateNote", "")).startswith("Voided"):
+        operation = "voided"
+    elif meta.get("CreateTime") == meta.get("LastUpdatedTime"):
+        operation = "created"
+    else:
+        operation = "updated"
+    return InboundChange(entity.lower(), str(row["Id"]), operation,
+                         dt.datetime.fromisoformat(str(changed).replace("Z", "+00:00")), row)

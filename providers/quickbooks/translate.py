@@ -1,0 +1,149 @@
+"""Canonical records -> QuickBooks Online v3 JSON (field names from Intuit's XSDs)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from schemas.money import quantize_money
+from schemas.records import Address, Customer, Invoice, Item, Payment
+
+__all__ = [
+    "customer_body",
+    "display_name",
+    "invoice_body",
+    "item_body",
+    "payment_body",
+    "payment_ref",
+    "quote_query_literal",
+]
+
+_TAX_MODES = {"exclusive": "TaxExcluded", "inclusive": "TaxInclusive", "none": "NotApplicable"}
+
+
+def quote_query_literal(value: str) -> str:
+    """Quote a string for QuickBooks' query language: backslash escapes \\ and '."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def display_name(customer: Customer) -> str:
+    # QuickBooks forbids ':' in DisplayName (it separates sub-customers) and caps it at
+    # 500 characters; both are rewritten rather than failing the customer.
+    return customer.display_name.replace(":", " -").strip()[:500]
+
+
+def _address(address: Address | None) -> dict[str, str] | None:
+    if address is None:
+        return None
+    fields = {
+        "Line1": address.line1, "Line2": address.line2, "City": address.city,
+        "CountrySubDivisionCode": address.region, "PostalCode": address.postal_code,
+        "Country": address.country,
+    }
+    return {k: v for k, v in fields.items() if v}
+
+
+def customer_body(customer: Customer) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "DisplayName": display_name(customer),
+        "GivenName": customer.given_name or "",
+        "FamilyName": customer.family_name or "",
+        "CompanyName": customer.company_name or "",
+        "PrimaryEmailAddr": {"Address": customer.email or ""},
+        "PrimaryPhone": {"FreeFormNumber": customer.phone or ""},
+        "CurrencyRef": {"value": customer.currency},
+        "Active": customer.active,
+    }
+    address = _address(customer.billing_address)
+    if address:
+        body["BillAddr"] = address
+    return body
+
+
+def _money(value: Decimal) -> str:
+    return format(value, "f")
+
+
+def item_body(item: Item, income_account_id: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "Name": item.name.replace(":", " -")[:100],
+        "Type": "Service",
+        "UnitPrice": _money(item.unit_price),
+        "Taxable": item.taxable,
+        "Active": item.active,
+    }
+    if item.sku:
+        body["Sku"] = item.sku
+    if item.description:
+        body["Description"] = item.description[:4000]
+    if income_account_id:
+        body["IncomeAccountRef"] = {"value": income_account_id}
+    return body
+
+
+def invoice_body(invoice: Invoice, customer_id: str, item_ids: dict[str, str]) -> dict[str, Any]:
+    """Lines at gross (Qty x UnitPrice); line discounts as one discount line; the tax
+    total stated explicitly, which QuickBooks honours instead of recomputing."""
+    lines: list[dict[str, Any]] = []
+    discount = Decimal(0)
+    for line in invoice.lines:
+        gross = quantize_money(line.quantity * line.unit_price, invoice.currency)
+        discount += gross - line.amount
+        detail: dict[str, Any] = {
+            "ItemRef": {"value": item_ids[line.item_id]},
+            "Qty": _money(line.quantity),
+            "UnitPrice": _money(line.unit_price),
+            "TaxCodeRef": {"value": "TAX" if line.tax_rate_percent > 0 else "NON"},
+        }
+        lines.append({
+            "DetailType": "SalesItemLineDetail",
+            "Amount": _money(gross),
+            "Description": (line.description or "")[:4000],
+            "SalesItemLineDetail": detail,
+        })
+    if discount:
+        lines.append({
+            "DetailType": "DiscountLineDetail",
+            "Amount": _money(discount),
+            "DiscountLineDetail": {"PercentBased": False},
+        })
+    body: dict[str, Any] = {
+        "CustomerRef": {"value": customer_id},
+        "DocNumber": invoice.number[:21],
+        "TxnDate": invoice.issue_date.isoformat(),
+        "CurrencyRef": {"value": invoice.currency},
+        "GlobalTaxCalculation": _TAX_MODES[invoice.tax_mode],
+        "Line": lines,
+    }
+    if invoice.due_date:
+        body["DueDate"] = invoice.due_date.isoformat()
+    if invoice.tax_mode != "none":
+        body["TxnTaxDetail"] = {"TotalTax": _money(invoice.tax_total)}
+    if invoice.memo:
+        body["CustomerMemo"] = {"value": invoice.memo[:1000]}
+    return body
+
+
+def payment_body(payment: Payment, customer_id: str, invoice_id: str,
+                 deposit_account_id: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "CustomerRef": {"value": customer_id},
+        "TotalAmt": _money(payment.amount),
+        "TxnDate": payment.paid_on.isoformat(),
+        "CurrencyRef": {"value": payment.currency},
+        "PaymentRefNum": payment_ref(payment),
+        "Line": [{
+            "Amount": _money(payment.amount),
+            "LinkedTxn": [{"TxnId": invoice_id, "TxnType": "Invoice"}],
+        }],
+    }
+    if deposit_account_id:
+        body["DepositToAccountRef"] = {"value": deposit_account_id}
+    return body
+
+
+def payment_ref(payment: Payment) -> str:
+    """A short, stable reference (PaymentRefNum holds 21 characters) to find it again."""
+    import hashlib
+
+    return "BC-" + hashlib.sha1(payment.id.encode()).hexdigest()[:16]

@@ -1,0 +1,81 @@
+"""A client-side rate limiter per connection, sized from the provider's published limits.
+
+The aim is that the provider's 429 is the exception: calls wait briefly for a slot, and
+when the wait would be long the limiter raises `Throttled` so the engine defers the
+tenant's work (freeing the worker thread) instead of blocking other tenants.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from providers.errors import Throttled
+
+__all__ = ["RateLimiter", "RateLimits"]
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    per_minute: int
+    concurrent: int
+    per_day: int | None = None
+
+
+class RateLimiter:
+    def __init__(self, limits: RateLimits, clock: Callable[[], float] = time.monotonic,
+                 max_wait_s: float = 2.0) -> None:
+        self.limits = limits
+        self._clock = clock
+        self._max_wait = max_wait_s
+        self._lock = threading.Condition()
+        self._minute: deque[float] = deque()
+        self._day: deque[float] = deque()
+        self._in_flight = 0
+        self.throttled_total = 0
+
+    def _prune(self, now: float) -> None:
+        while self._minute and self._minute[0] <= now - 60:
+            self._minute.popleft()
+        while self._day and self._day[0] <= now - 86400:
+            self._day.popleft()
+
+    def acquire(self) -> None:
+        """Take one request slot, waiting at most `max_wait_s`; else raise Throttled."""
+        deadline = self._clock() + self._max_wait
+        with self._lock:
+            while True:
+                now = self._clock()
+                self._prune(now)
+                wait = 0.0
+                scope = ""
+                if self.limits.per_day is not None and len(self._day) >= self.limits.per_day:
+                    wait, scope = self._day[0] + 86400 - now, "day"
+                elif len(self._minute) >= self.limits.per_minute:
+                    wait, scope = self._minute[0] + 60 - now, "minute"
+                elif self._in_flight >= self.limits.concurrent:
+                    wait, scope = 0.05, "concurrent"
+                if not scope:
+                    self._minute.append(now)
+                    self._day.append(now)
+                    self._in_flight += 1
+                    return
+                if now + wait > deadline:
+                    self.throttled_total += 1
+                    raise Throttled(f"local {scope} limit reached", retry_after=max(wait, 0.05),
+                                    scope=scope, status=None)
+                self._lock.wait(timeout=wait)
+
+    def release(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            self._lock.notify()
+
+    def usage(self) -> dict[str, int]:
+        with self._lock:
+            self._prune(self._clock())
+            return {"minute": len(self._minute), "day": len(self._day),
+                    "in_flight": self._in_flight, "throttled": self.throttled_total}

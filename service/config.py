@@ -1,0 +1,180 @@
+"""Configuration from the environment, with local defaults that run on one machine.
+
+Every setting is an environment variable (twelve-factor); `Settings.from_env()` is the
+only place that reads them. Secrets are kept out of `repr` so they never reach a log.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from providers.oauth import ClientCredentials, OAuthEndpoints
+from providers.ratelimit import RateLimits
+
+__all__ = ["PROVIDERS", "ProviderSettings", "Settings", "Topics"]
+
+PROVIDERS = ("quickbooks", "xero", "freshbooks")
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    prefix: str = "blueclerk."
+
+    def entity(self, entity_type: str) -> str:
+        return f"{self.prefix}{entity_type}s"
+
+    @property
+    def changes(self) -> list[str]:
+        return [self.entity(e) for e in ("customer", "item", "invoice", "payment")]
+
+    @property
+    def status(self) -> str:
+        return f"{self.prefix}sync-status"
+
+    @property
+    def dead_letter(self) -> str:
+        return f"{self.prefix}accounting-sync.dlq"
+
+    @property
+    def inbound(self) -> str:
+        return f"{self.prefix}accounting-changes"
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSettings:
+    name: str
+    api_base: str
+    oauth: OAuthEndpoints
+    credentials: ClientCredentials
+    limits: RateLimits
+    identity_url: str = ""  # Xero connections / FreshBooks users/me
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def _limits(prefix: str, per_minute: int, concurrent: int, per_day: int | None) -> RateLimits:
+    day = os.environ.get(f"{prefix}_RATE_PER_DAY")
+    return RateLimits(
+        per_minute=int(_env(f"{prefix}_RATE_PER_MINUTE", str(per_minute))),
+        concurrent=int(_env(f"{prefix}_CONCURRENT", str(concurrent))),
+        per_day=int(day) if day else per_day,
+    )
+
+
+def _providers(sandbox: str | None, redirect_uri: str) -> dict[str, ProviderSettings]:
+    def url(real: str, local: str) -> str:
+        return f"{sandbox.rstrip('/')}{local}" if sandbox else real
+
+    def creds(prefix: str) -> ClientCredentials:
+        return ClientCredentials(_env(f"{prefix}_CLIENT_ID", "blueclerk-local"),
+                                 _env(f"{prefix}_CLIENT_SECRET", "local-secret"), redirect_uri)
+
+    qbo_api = "https://quickbooks.api.intuit.com/v3/company"
+    return {
+        "quickbooks": ProviderSettings(
+            "quickbooks",
+            _env("QBO_API_BASE", url(qbo_api, "/quickbooks/v3/company")),
+            OAuthEndpoints(
+                url("https://appcenter.intuit.com/connect/oauth2", "/quickbooks/connect/oauth2"),
+                url("https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer",
+                    "/quickbooks/oauth2/v1/tokens/bearer"),
+                url("https://developer.api.intuit.com/v2/oauth2/tokens/revoke",
+                    "/quickbooks/v2/oauth2/tokens/revoke"),
+                "com.intuit.quickbooks.accounting", revoke_style="json_basic"),
+            creds("QBO"), _limits("QBO", 500, 10, None)),
+        "xero": ProviderSettings(
+            "xero",
+            _env("XERO_API_BASE", url("https://api.xero.com/api.xro/2.0", "/xero/api.xro/2.0")),
+            OAuthEndpoints(
+                url("https://login.xero.com/identity/connect/authorize",
+                    "/xero/identity/connect/authorize"),
+                url("https://identity.xero.com/connect/token", "/xero/connect/token"),
+                url("https://identity.xero.com/connect/revocation", "/xero/connect/revocation"),
+                "offline_access accounting.contacts accounting.settings accounting.invoices "
+                "accounting.payments", revoke_style="form_basic"),
+            creds("XERO"), _limits("XERO", 60, 5, 5000),
+            identity_url=url("https://api.xero.com/connections", "/xero/connections")),
+        "freshbooks": ProviderSettings(
+            "freshbooks",
+            _env("FRESHBOOKS_API_BASE", url("https://api.freshbooks.com", "/freshbooks")),
+            OAuthEndpoints(
+                url("https://auth.freshbooks.com/oauth/authorize", "/freshbooks/oauth/authorize"),
+                url("https://api.freshbooks.com/auth/oauth/token",
+                    "/freshbooks/auth/oauth/token"),
+                url("https://api.freshbooks.com/auth/oauth/revoke",
+                    "/freshbooks/auth/oauth/revoke"),
+                "user:profile:read user:clients:read user:clients:write user:invoices:read "
+                "user:invoices:write user:payments:read user:payments:write "
+                "user:billable_items:read user:billable_items:write user:taxes:read",
+                token_auth_method="client_secret_post", use_pkce=False,
+                revoke_style="json_body"),
+            creds("FRESHBOOKS"), _limits("FRESHBOOKS", 100, 5, None),
+            identity_url=url("https://api.freshbooks.com/auth/api/v1/users/me",
+                             "/freshbooks/auth/api/v1/users/me")),
+    }
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str | None
+    database_url: str
+    token_key: str = field(repr=False)
+    topics: Topics = field(default_factory=Topics)
+    schema_registry_url: str | None = None
+    consumer_group: str = "blueclerk-accounting-sync"
+    max_in_flight: int = 32
+    retry_max_attempts: int = 8
+    retry_base_delay_s: float = 0.5
+    retry_max_delay_s: float = 300.0
+    http_timeout_s: float = 30.0
+    sandbox_url: str | None = None
+    providers: dict[str, ProviderSettings] = field(default_factory=dict, repr=False)
+    control_token: str = field(default="local-control-token", repr=False)
+    log_level: str = "info"
+    metrics_port: int | None = None
+    poll_inbound_s: float = 0.0
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        sandbox = os.environ.get("SANDBOX_URL")
+        redirect = _env("OAUTH_REDIRECT_URI", "http://127.0.0.1:8700/oauth/callback")
+        metrics = os.environ.get("METRICS_PORT")
+        return cls(
+            kafka_bootstrap=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"),
+            database_url=_env("DATABASE_URL", f"sqlite:///{_ROOT / 'var' / 'sync.db'}"),
+            token_key=_local_token_key(),
+            topics=Topics(_env("TOPIC_PREFIX", "blueclerk.")),
+            schema_registry_url=os.environ.get("SCHEMA_REGISTRY_URL") or None,
+            consumer_group=_env("CONSUMER_GROUP", "blueclerk-accounting-sync"),
+            max_in_flight=int(_env("MAX_IN_FLIGHT", "32")),
+            retry_max_attempts=int(_env("RETRY_MAX_ATTEMPTS", "8")),
+            retry_base_delay_s=float(_env("RETRY_BASE_DELAY_S", "0.5")),
+            retry_max_delay_s=float(_env("RETRY_MAX_DELAY_S", "300")),
+            http_timeout_s=float(_env("HTTP_TIMEOUT_S", "30")),
+            sandbox_url=sandbox,
+            providers=_providers(sandbox, redirect),
+            control_token=_env("CONTROL_API_TOKEN", "local-control-token"),
+            log_level=_env("LOG_LEVEL", "info"),
+            metrics_port=int(metrics) if metrics else None,
+            poll_inbound_s=float(_env("POLL_INBOUND_S", "0")),
+        )
+
+
+def _local_token_key() -> str:
+    """TOKEN_ENCRYPTION_KEY, or for local runs a key kept in var/ (mode 0600)."""
+    key = os.environ.get("TOKEN_ENCRYPTION_KEY")
+    if key:
+        return key
+    from state.crypto import generate_key
+
+    path = Path(_env("LOCAL_KEY_FILE", str(_ROOT / "var" / "token.key")))
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(generate_key())
+        path.chmod(0o600)
+    return path.read_text().strip()

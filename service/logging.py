@@ -1,0 +1,59 @@
+"""Structured JSON logs (structlog) that never carry a secret.
+
+Every line is one JSON object with the tenant (`account_id`) and `event_id` bound where
+known. A redaction processor removes secret-named keys and bearer/refresh token values
+from any string before rendering, as a last line of defence.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+__all__ = ["configure_logging", "redact"]
+
+_SECRET_KEYS = re.compile(r"(token|secret|password|authorization|verifier|code_verifier|key)$",
+                          re.IGNORECASE)
+_BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+_TOKEN_PARAM = re.compile(r"((?:access|refresh)_token[\"'=:\s]+)[^\s&\"',}]+", re.IGNORECASE)
+_ALLOWED = {"idempotency_key", "key", "partition_key"}
+
+
+def _scrub(value: str) -> str:
+    return _TOKEN_PARAM.sub(r"\1[redacted]", _BEARER.sub(r"\1[redacted]", value))
+
+
+def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key in list(event_dict):
+        value = event_dict[key]
+        if key not in _ALLOWED and _SECRET_KEYS.search(key):
+            event_dict[key] = "[redacted]"
+        elif isinstance(value, str):
+            event_dict[key] = _scrub(value)
+    return event_dict
+
+
+def configure_logging(level: str = "info") -> None:
+    logging.basicConfig(format="%(message)s", stream=sys.stderr,
+                        level=getattr(logging, level.upper(), logging.INFO))
+    for noisy in ("httpx", "httpcore", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            redact,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            getattr(logging, level.upper(), logging.INFO)),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )

@@ -1,0 +1,91 @@
+"""Builds one provider adapter per connection, with its tokens, limiter and HTTP client."""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+
+from providers.errors import PermanentProviderError
+from providers.http import ProviderHttp
+from providers.oauth import OAuthFlow
+from providers.port import AccountingProvider
+from providers.ratelimit import RateLimiter
+from providers.tokens import ConnectionTokens
+from schemas.error_codes import ErrorCode
+from service.config import Settings
+from state.connections import ConnectionInfo, ConnectionStore
+
+__all__ = ["ProviderDirectory"]
+
+
+class ProviderDirectory:
+    def __init__(self, settings: Settings, connections: ConnectionStore) -> None:
+        self._settings = settings
+        self._connections = connections
+        self._lock = threading.Lock()
+        self._adapters: dict[tuple[str, str, str], AccountingProvider] = {}
+        self._limiters: dict[tuple[str, str], RateLimiter] = {}
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(settings.http_timeout_s, connect=5.0),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        )
+
+    def oauth(self, provider: str) -> OAuthFlow:
+        config = self._settings.providers[provider]
+        return OAuthFlow(config.oauth, config.credentials, self._settings.http_timeout_s)
+
+    def limiter(self, account_id: str, provider: str) -> RateLimiter:
+        with self._lock:
+            key = (account_id, provider)
+            if key not in self._limiters:
+                self._limiters[key] = RateLimiter(self._settings.providers[provider].limits)
+            return self._limiters[key]
+
+    def limiters(self) -> dict[tuple[str, str], RateLimiter]:
+        with self._lock:
+            return dict(self._limiters)
+
+    def adapter(self, info: ConnectionInfo) -> AccountingProvider:
+        key = (info.account_id, info.provider, info.tenant_id)
+        with self._lock:
+            cached = self._adapters.get(key)
+        if cached is not None:
+            return cached
+        adapter = self._build(info)
+        with self._lock:
+            return self._adapters.setdefault(key, adapter)
+
+    def forget(self, account_id: str) -> None:
+        with self._lock:
+            for key in [k for k in self._adapters if k[0] == account_id]:
+                del self._adapters[key]
+
+    def _build(self, info: ConnectionInfo) -> AccountingProvider:
+        config = self._settings.providers.get(info.provider)
+        if config is None:
+            raise PermanentProviderError(f"unknown provider {info.provider!r}",
+                                         code=ErrorCode.UNSUPPORTED)
+        flow = self.oauth(info.provider)
+        tokens = ConnectionTokens(self._connections, info.account_id, flow.refresh)
+        limiter = self.limiter(info.account_id, info.provider)
+        if info.provider == "quickbooks":
+            from providers.quickbooks.adapter import QuickBooksAdapter, classify_quickbooks_error
+
+            http = ProviderHttp(self._client, tokens, limiter, classify_quickbooks_error,
+                                {"Accept": "application/json"})
+            return QuickBooksAdapter(http, config.api_base, info.tenant_id)
+        if info.provider == "xero":
+            from providers.xero.adapter import XeroAdapter, classify_xero_error
+
+            http = ProviderHttp(self._client, tokens, limiter, classify_xero_error,
+                                {"Accept": "application/json", "xero-tenant-id": info.tenant_id})
+            return XeroAdapter(http, config.api_base)
+        from providers.freshbooks.adapter import FreshBooksAdapter, classify_freshbooks_error
+
+        http = ProviderHttp(self._client, tokens, limiter, classify_freshbooks_error,
+                            {"Accept": "application/json"})
+        return FreshBooksAdapter(http, config.api_base, info.tenant_id)
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,180 @@
+"""Queries and writes the sync engine makes, as plain functions over a Session.
+
+Callers own the transaction: every function here runs inside the caller's unit of work,
+so an outcome, its link, its processed-event row and its status commit together.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from state.models import (
+    DeadLetter,
+    EntityLink,
+    IncomeAccountMapping,
+    Intent,
+    OutboxMessage,
+    ParkedEvent,
+    ProcessedEvent,
+    Snapshot,
+    SyncSettings,
+)
+
+__all__ = [
+    "add_dead_letter",
+    "add_outbox",
+    "begin_intent",
+    "complete_intent",
+    "get_link",
+    "get_mapping",
+    "get_settings",
+    "get_snapshot",
+    "mark_processed",
+    "mark_published",
+    "park",
+    "parked_for",
+    "processed_status",
+    "save_link",
+    "save_snapshot",
+    "unpark",
+    "unpublished",
+]
+
+
+def processed_status(s: Session, event_id: str) -> str | None:
+    row = s.get(ProcessedEvent, event_id)
+    return row.status if row else None
+
+
+def mark_processed(s: Session, event_id: str, account_id: str, status: str) -> None:
+    row = s.get(ProcessedEvent, event_id)
+    if row is None:
+        s.add(ProcessedEvent(event_id=event_id, account_id=account_id, status=status))
+    else:
+        row.status = status
+        row.processed_at = dt.datetime.now(dt.UTC)
+
+
+def get_link(s: Session, account_id: str, entity_type: str, entity_id: str) -> EntityLink | None:
+    return s.get(EntityLink, (account_id, entity_type, entity_id))
+
+
+def save_link(s: Session, account_id: str, entity_type: str, entity_id: str, provider: str,
+              provider_id: str, provider_version: str | None, applied_version: int,
+              payload_hash: str | None) -> EntityLink:
+    link = get_link(s, account_id, entity_type, entity_id)
+    if link is None:
+        link = EntityLink(account_id=account_id, entity_type=entity_type, entity_id=entity_id)
+        s.add(link)
+        link.last_applied_version = 0
+    link.provider = provider
+    link.provider_id = provider_id
+    link.provider_version = provider_version
+    link.last_applied_version = max(link.last_applied_version or 0, applied_version)
+    link.payload_hash = payload_hash
+    return link
+
+
+def save_snapshot(s: Session, account_id: str, entity_type: str, entity_id: str, version: int,
+                  payload: bytes, record_created_at: dt.datetime) -> None:
+    """Keep the newest snapshot per record; an older version never overwrites a newer."""
+    row = s.get(Snapshot, (account_id, entity_type, entity_id))
+    if row is None:
+        s.add(Snapshot(account_id=account_id, entity_type=entity_type, entity_id=entity_id,
+                       entity_version=version, payload=payload,
+                       record_created_at=record_created_at))
+    elif version > row.entity_version:
+        row.entity_version = version
+        row.payload = payload
+        row.record_created_at = record_created_at
+
+
+def get_snapshot(s: Session, account_id: str, entity_type: str, entity_id: str) -> Snapshot | None:
+    return s.get(Snapshot, (account_id, entity_type, entity_id))
+
+
+def get_settings(s: Session, account_id: str) -> SyncSettings | None:
+    return s.get(SyncSettings, account_id)
+
+
+def get_mapping(s: Session, account_id: str, item_id: str) -> IncomeAccountMapping | None:
+    return s.get(IncomeAccountMapping, (account_id, item_id))
+
+
+def park(s: Session, *, event_id: str, account_id: str, entity_type: str, entity_id: str,
+         reason: str, waits_for: str | None, payload: bytes) -> None:
+    existing = s.execute(select(ParkedEvent).where(ParkedEvent.event_id == event_id)
+                         ).scalar_one_or_none()
+    if existing is None:
+        s.add(ParkedEvent(event_id=event_id, account_id=account_id, entity_type=entity_type,
+                          entity_id=entity_id, reason=reason, waits_for=waits_for,
+                          payload=payload))
+    else:
+        existing.reason = reason
+        existing.waits_for = waits_for
+
+
+def parked_for(s: Session, account_id: str, *, reason: str | None = None,
+               waits_for: Sequence[str] | None = None) -> list[ParkedEvent]:
+    """Parked events of an account in arrival order, optionally filtered."""
+    query = select(ParkedEvent).where(ParkedEvent.account_id == account_id)
+    if reason is not None:
+        query = query.where(ParkedEvent.reason == reason)
+    if waits_for is not None:
+        query = query.where(ParkedEvent.waits_for.in_(list(waits_for)))
+    return list(s.execute(query.order_by(ParkedEvent.id)).scalars())
+
+
+def unpark(s: Session, event_id: str) -> None:
+    s.execute(delete(ParkedEvent).where(ParkedEvent.event_id == event_id))
+
+
+def add_outbox(s: Session, *, account_id: str, topic_kind: str, key: str, value: bytes,
+               status: str | None = None, error_code: str | None = None,
+               entity_type: str | None = None, entity_id: str | None = None,
+               message: str | None = None) -> None:
+    s.add(OutboxMessage(account_id=account_id, topic_kind=topic_kind, key=key, value=value,
+                        status=status, error_code=error_code, entity_type=entity_type,
+                        entity_id=entity_id, message=message))
+
+
+def unpublished(s: Session, limit: int = 500) -> list[OutboxMessage]:
+    return list(s.execute(select(OutboxMessage).where(OutboxMessage.published_at.is_(None))
+                          .order_by(OutboxMessage.id).limit(limit)).scalars())
+
+
+def mark_published(s: Session, ids: Sequence[int]) -> None:
+    if ids:
+        s.execute(update(OutboxMessage).where(OutboxMessage.id.in_(list(ids)))
+                  .values(published_at=dt.datetime.now(dt.UTC)))
+
+
+def add_dead_letter(s: Session, *, account_id: str | None, entity_type: str | None,
+                    entity_id: str | None, topic: str, partition: int, offset: int,
+                    error_code: str, reason: str, payload: bytes | None) -> None:
+    s.add(DeadLetter(account_id=account_id, entity_type=entity_type, entity_id=entity_id,
+                     topic=topic, partition=partition, offset=offset, error_code=error_code,
+                     reason=reason, payload=payload))
+
+
+def begin_intent(s: Session, *, key: str, account_id: str, entity_type: str, entity_id: str,
+                 operation: str) -> bool:
+    """Record an attempt; True when an earlier attempt of this intent may have landed."""
+    intent = s.get(Intent, key)
+    if intent is None:
+        s.add(Intent(idempotency_key=key, account_id=account_id, entity_type=entity_type,
+                     entity_id=entity_id, operation=operation, attempts=1, state="pending"))
+        return False
+    intent.attempts += 1
+    return intent.state == "pending"
+
+
+def complete_intent(s: Session, key: str, provider_id: str | None) -> None:
+    intent = s.get(Intent, key)
+    if intent is not None:
+        intent.state = "done"
+        intent.provider_id = provider_id
