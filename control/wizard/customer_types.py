@@ -101,7 +101,8 @@ BUILDER_TERMS: dict[str, float] = {
     "drywall": 2.6, "masonry": 2.6, "carpentry": 2.4, "custom homes": 3.5,
     "design build": 3.2, "design-build": 3.2, "build": 1.8, "building": 1.6,
     "restoration": 1.4, "structures": 1.8, "sitework": 2.6, "paving": 2.0,
-    "new construction": 2.5, "spec home": 2.5, "subdivision": 2.0, "tract": 1.2,
+    "developer": 2.0, "new construction": 2.5, "spec homes": 2.5, "spec home": 2.5,
+    "subdivision": 2.0, "tract": 1.2,
     "plumbing": 1.8, "electric": 1.8, "electrical": 1.9, "hvac": 1.8, "mechanical": 1.8,
     "heating": 1.4, "insulation": 2.0, "siding": 2.0, "flooring": 1.8, "tile": 1.2,
     "painting": 1.2, "cabinets": 1.6, "cabinetry": 1.6, "glazing": 2.0, "welding": 1.6,
@@ -182,7 +183,7 @@ def _fold(text: str) -> str:
     """Casefold and strip accents, keeping CJK characters and word punctuation as spaces."""
     decomposed = unicodedata.normalize("NFKD", text)
     stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
-    stripped = stripped.casefold().replace("&", " and ").replace("'", "").replace("’", "")
+    stripped = stripped.casefold().replace("&", " and ").replace("'", "").replace("\u2019", "")
     return " ".join(re.sub(r"[^\w\-]+", " ", stripped).split())
 
 
@@ -275,8 +276,8 @@ def _score_names(c: ImportCandidate, s: _Scorer) -> None:
         shape = _person_shape(display)
         if shape:
             s.add(("Homeowner",), 1.2, shape)
-    if words and words[0] in HONORIFICS or re.search(r"\b(mr|mrs|ms|dr)\.?\s*(and|&)", display,
-                                                     re.IGNORECASE):
+    couple = re.search(r"\b(mr|mrs|ms|dr)\.?\s*(and|&)", display, re.IGNORECASE)
+    if (words and words[0] in HONORIFICS) or couple:
         s.add(("Homeowner",), 1.5, "honorific in the name")
     if re.search(r"\b(family|household|residence)\b", folded):
         s.add(("Homeowner",), 1.5, "name refers to a family or residence")
@@ -290,12 +291,16 @@ def _person_shape(display: str) -> str | None:
         if len(text.replace(" ", "").replace("\u3000", "")) <= 6:
             return "short Japanese name with no company form"
         return None
-    if re.fullmatch(r"[^\W\d_][\w'’\-]+,\s*[^\W\d_][\w'’.\-]*(\s+[^\W\d_]\.?)?", text):
+    if re.fullmatch(r"[^\W\d_][\w'\u2019\-]+,\s*[^\W\d_][\w'\u2019.\-]*(\s+[^\W\d_]\.?)?", text):
         return "name written 'Family, Given'"
     parts = text.replace(",", " ").split()
-    if 2 <= len(parts) <= 4 and all(re.fullmatch(r"[^\W\d_][\w'’.\-]*", p) for p in parts):
-        if all(p[0].isupper() for p in parts if p.lower() not in {"and", "de", "van", "von"}):
-            return "name shaped like a person's (2-4 capitalised words)"
+    lower_ok = {"and", "de", "van", "von", "del", "la", "da"}
+    if (
+        2 <= len(parts) <= 4
+        and all(re.fullmatch(r"[^\W\d_][\w'\u2019.\-]*", p) for p in parts)
+        and all(p[0].isupper() for p in parts if p.lower() not in lower_ok)
+    ):
+        return "name shaped like a person's (2-4 capitalised words)"
     return None
 
 
@@ -310,8 +315,10 @@ def _score_email(c: ImportCandidate, s: _Scorer) -> None:
         s.add(("Business",), 1.6, f"institutional e-mail domain {domain}")
     elif domain:
         label = domain.split(".")[0].replace("-", "")
-        b_hits = _domain_hits(label, BUILDER_TERMS)
-        o_hits = _domain_hits(label, BUSINESS_TERMS)
+        # A word already counted from the name is not counted again from the domain.
+        in_name = f" {_fold(' '.join(x for x in (c.display_name, c.company_name) if x))} "
+        b_hits = [h for h in _domain_hits(label, BUILDER_TERMS) if f" {h[0]} " not in in_name]
+        o_hits = [h for h in _domain_hits(label, BUSINESS_TERMS) if f" {h[0]} " not in in_name]
         s.add(_ORG, 0.9, f"company e-mail domain {domain}")
         if b_hits:
             s.add(("Builder",), 1.6, f"e-mail domain {domain} contains '{b_hits[0][0]}'")
