@@ -1,0 +1,484 @@
+"""FreshBooksAdapter against the FreshBooks simulator over real HTTP."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterator
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+import httpx
+import pytest
+
+from providers.errors import (
+    PermanentProviderError,
+    ProviderError,
+    RecordNotFound,
+    Throttled,
+    TotalMismatch,
+    UnknownOutcome,
+)
+from providers.freshbooks import translate
+from providers.freshbooks.adapter import FreshBooksAdapter, classify_freshbooks_error
+from providers.http import ProviderHttp
+from providers.oauth import ClientCredentials, OAuthEndpoints, OAuthFlow, TokenSet
+from providers.port import ProviderRecord, WriteIntent
+from providers.ratelimit import RateLimiter, RateLimits
+from providers.tokens import ConnectionTokens
+from sandbox.freshbooks.app import create_app
+from sandbox.serve import serve_in_thread
+from schemas.error_codes import ErrorCode
+from schemas.records import Address, Customer, Invoice, InvoiceLine, Item, Payment
+
+_n = itertools.count(1)
+CENT = Decimal("0.01")
+
+
+class MemoryTokenStore:
+    """TokenStore fake: one TokenSet per account, rotated under a lock."""
+
+    def __init__(self) -> None:
+        self._tokens: dict[str, TokenSet] = {}
+        self._lock = threading.Lock()
+        self.refreshes = 0
+
+    def put(self, account_id: str, tokens: TokenSet) -> None:
+        self._tokens[account_id] = tokens
+
+    def current(self, account_id: str) -> TokenSet:
+        return self._tokens[account_id]
+
+    def rotate(self, account_id: str, rejected_access: str | None,
+               refresh: Callable[[str], TokenSet]) -> TokenSet:
+        with self._lock:
+            stored = self._tokens[account_id]
+            if rejected_access is None:
+                if stored.expires_at - dt.timedelta(seconds=60) > dt.datetime.now(dt.UTC):
+                    return stored
+            elif stored.access_token != rejected_access:
+                return stored  # someone else refreshed already
+            fresh = refresh(stored.refresh_token)
+            self._tokens[account_id] = fresh
+            self.refreshes += 1
+            return fresh
+
+
+@pytest.fixture(scope="module")
+def base() -> Iterator[str]:
+    with serve_in_thread(create_app()) as url:
+        yield url
+
+
+@pytest.fixture
+def sim(base: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=base, timeout=10) as client:
+        yield client
+
+
+class Conn:
+    def __init__(self, base: str, sim: httpx.Client, timeout: float = 5.0) -> None:
+        self.base, self.sim = base, sim
+        self.tenant = f"ACCT{next(_n)}T{int(time.time() * 1000) % 1000000}"
+        r = sim.post("/_sandbox/grants", json={"tenant": self.tenant})
+        assert r.status_code == 200, r.text
+        self.store = MemoryTokenStore()
+        self.store.put(self.tenant, TokenSet.from_response(r.json()))
+        self.adapter = self.build(timeout)
+
+    def build(self, timeout: float) -> FreshBooksAdapter:
+        flow = OAuthFlow(
+            OAuthEndpoints(authorize_url=f"{self.base}/oauth/authorize",
+                           token_url=f"{self.base}/auth/oauth/token",
+                           revoke_url=f"{self.base}/auth/oauth/revoke", scope="",
+                           token_auth_method="client_secret_post", use_pkce=False,
+                           revoke_style="json_body"),
+            ClientCredentials("blueclerk-local", "local-secret", "http://127.0.0.1/cb"),
+        )
+        tokens = ConnectionTokens(self.store, self.tenant, flow.refresh)
+        limiter = RateLimiter(RateLimits(per_minute=10000, concurrent=10))
+        http = ProviderHttp(httpx.Client(timeout=timeout), tokens, limiter,
+                            classify_freshbooks_error)
+        return FreshBooksAdapter(http, self.base, self.tenant)
+
+    def books(self) -> dict[str, Any]:
+        r = self.sim.get(f"/_sandbox/books/{self.tenant}")
+        assert r.status_code == 200
+        body: dict[str, Any] = r.json()
+        return body
+
+    def faults(self, **plan: Any) -> None:
+        assert self.sim.put(f"/_sandbox/faults/{self.tenant}", json=plan).status_code == 200
+
+
+@pytest.fixture
+def conn(base: str, sim: httpx.Client) -> Conn:
+    return Conn(base, sim)
+
+
+def W(key: str = "k", unknown: bool = False) -> WriteIntent:
+    return WriteIntent(key, after_unknown_outcome=unknown)
+
+
+def q2(value: Decimal) -> Decimal:
+    return value.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def line(item_id: str, qty: str, price: str, discount: str = "0", tax: str = "0",
+         inclusive: bool = False, description: str | None = "Work") -> InvoiceLine:
+    """A line with BlueClerk's own amount: after discount, rounded; with tax when inclusive."""
+    gross = Decimal(qty) * Decimal(price) * (100 - Decimal(discount)) / 100
+    return InvoiceLine(item_id, description, Decimal(qty), Decimal(price), Decimal(discount),
+                       Decimal(tax), q2(gross))
+
+
+def invoice(number: str, customer_id: str, lines: list[InvoiceLine],
+            mode: str = "exclusive", total_delta: Decimal = Decimal(0),
+            status: str = "open") -> Invoice:
+    """Canonical totals: per-line tax rounded (exclusive); inclusive tax is backed out."""
+    if mode == "inclusive":
+        total = sum((li.amount for li in lines), Decimal(0))
+        tax = sum((li.amount - q2(li.amount * 100 / (100 + li.tax_rate_percent))
+                   for li in lines), Decimal(0))
+        subtotal = total - tax
+    else:
+        subtotal = sum((li.amount for li in lines), Decimal(0))
+        tax = sum((q2(li.amount * li.tax_rate_percent / 100) for li in lines), Decimal(0))
+        total = subtotal + tax
+    return Invoice(f"inv-{number}", customer_id, number, dt.date(2024, 3, 1),
+                   dt.date(2024, 3, 31), "USD", mode,  # type: ignore[arg-type]
+                   tuple(lines), subtotal, tax, total + total_delta, status=status)
+
+
+def customer(cid: str = "c1", **kw: Any) -> Customer:
+    fields: dict[str, Any] = {"display_name": "Ada Lovelace", "given_name": "Ada",
+                              "family_name": "Lovelace", "email": "ada@example.com"}
+    fields.update(kw)
+    return Customer(cid, **fields)
+
+
+def setup_sale(conn: Conn) -> tuple[ProviderRecord, dict[str, ProviderRecord]]:
+    cust = conn.adapter.upsert_customer(customer(), None, W())
+    item = conn.adapter.upsert_item(Item("i1", "Drain cleaning", unit_price=Decimal("19.99")),
+                                    None, None, W())
+    return cust, {"i1": item}
+
+
+# ---- customers -------------------------------------------------------------------------
+
+def test_customer_create_then_update_no_duplicate(conn: Conn) -> None:
+    a = conn.adapter
+    addr = Address("1 Main St", "Unit 2", "Springfield", "IL", "62701", "US")
+    first = a.upsert_customer(customer(phone="555-0100", billing_address=addr), None, W())
+    updated = a.upsert_customer(customer(phone="555-0199", billing_address=addr), first, W())
+    assert updated.id == first.id
+    # No link (e.g. the link was lost): the lookup by email + organization finds it.
+    again = a.upsert_customer(customer(phone="555-0123", billing_address=addr), None, W())
+    assert again.id == first.id
+    clients = conn.books()["clients"]
+    assert len(clients) == 1
+    c = clients[0]
+    assert (c["fname"], c["lname"], c["email"], c["organization"]) == (
+        "Ada", "Lovelace", "ada@example.com", "Ada Lovelace")
+    assert (c["bus_phone"], c["p_street"], c["p_street2"], c["p_city"], c["p_province"],
+            c["p_code"], c["p_country"]) == ("555-0123", "1 Main St", "Unit 2", "Springfield",
+                                             "IL", "62701", "US")
+    remote = a.list_customers()
+    assert [(r.id, r.display_name, r.email, r.phone, r.address) for r in remote] == [
+        (first.id, "Ada Lovelace", "ada@example.com", "555-0123", addr)]
+
+
+def test_distinct_customers_sharing_an_email_stay_distinct(conn: Conn) -> None:
+    a = conn.adapter
+    one = a.upsert_customer(customer("c1"), None, W())
+    two = a.upsert_customer(customer("c2", display_name="Bob Lovelace", given_name="Bob"),
+                            None, W())
+    assert one.id != two.id
+    assert len(conn.books()["clients"]) == 2
+
+
+def test_awkward_names_round_trip(conn: Conn) -> None:
+    a = conn.adapter
+    names = ["O'Brien & Sons \"Best\" Plumbing", "株式会社山田配管", "100% Pipes; DROP--"]
+    records = []
+    for n, name in enumerate(names):
+        c = Customer(f"c{n}", name, company_name=name, email=None)
+        records.append(a.upsert_customer(c, None, W()))
+        # Repeating without a link finds it by organization (no email): no duplicate.
+        assert a.upsert_customer(c, None, W()).id == records[-1].id
+    stored = {c["id"]: c["organization"] for c in conn.books()["clients"]}
+    assert stored == {int(r.id): n for r, n in zip(records, names, strict=True)}
+    assert sorted(r.display_name for r in a.list_customers()) == sorted(names)
+
+
+def test_inactive_customer_is_archived(conn: Conn) -> None:
+    rec = conn.adapter.upsert_customer(customer(active=False), None, W())
+    assert conn.books()["clients"][0]["vis_state"] == 2
+    assert [r.active for r in conn.adapter.list_customers()] == [False]
+    conn.adapter.upsert_customer(customer(active=True), rec, W())
+    assert conn.books()["clients"][0]["vis_state"] == 0
+
+
+def test_validation_error_names_the_field(conn: Conn) -> None:
+    with pytest.raises(PermanentProviderError) as err:
+        conn.adapter.upsert_customer(customer(email="not-an-email"), None, W())
+    assert err.value.code == ErrorCode.VALIDATION_FAILED
+    assert "email" in str(err.value)
+
+
+def test_update_of_unknown_client_is_not_found(conn: Conn) -> None:
+    with pytest.raises(RecordNotFound):
+        conn.adapter.upsert_customer(customer(), ProviderRecord("999999999"), W())
+
+
+# ---- items -----------------------------------------------------------------------------
+
+def test_item_create_update_and_list(conn: Conn) -> None:
+    a = conn.adapter
+    item = Item("i1", "Drain cleaning", sku="DR-1", description="Per hour",
+                unit_price=Decimal("95.50"))
+    rec = a.upsert_item(item, "income-uuid-ignored", None, W())
+    same = a.upsert_item(Item("i1", "Drain clean (renamed)", sku="DR-1",
+                              unit_price=Decimal("99")), None, None, W())
+    assert same.id == rec.id  # found by SKU
+    no_sku = a.upsert_item(Item("i2", "Call-out fee", unit_price=Decimal("40")), None, None,
+                           W())
+    assert a.upsert_item(Item("i2", "Call-out fee", unit_price=Decimal("45")), None, None,
+                         W()).id == no_sku.id  # found by name
+    items = {i.id: i for i in a.list_items()}
+    assert len(conn.books()["items"]) == 2
+    assert items[rec.id].name == "Drain clean (renamed)"
+    assert items[rec.id].unit_price == Decimal("99.00")
+    assert items[rec.id].income_account_id is None
+    assert items[no_sku.id].unit_price == Decimal("45.00")
+
+
+def test_income_accounts(conn: Conn) -> None:
+    accounts = conn.adapter.list_income_accounts()
+    assert {a.name for a in accounts} == {"Sales", "Services", "Other Income"}
+    assert all(a.id and a.code for a in accounts)
+
+
+# ---- invoices --------------------------------------------------------------------------
+
+def test_invoice_with_tax_and_discount_totals_to_the_cent(conn: Conn) -> None:
+    a = conn.adapter
+    cust, items = setup_sale(conn)
+    inv = invoice("INV-1001", "c1", [
+        line("i1", "3", "19.99", discount="15", tax="8.25"),
+        line("i1", "7", "19.99", discount="15", tax="8.25"),
+        line("i1", "1.5", "80.00", tax="8.25", description="Labour"),
+        line("i1", "2", "12.345", discount="10", tax="0"),
+    ])
+    rec = a.upsert_invoice(inv, cust, items, None, W())
+    assert rec.total == inv.total
+    stored = conn.books()["invoices"]
+    assert len(stored) == 1
+    assert Decimal(stored[0]["amount"]["amount"]) == inv.total
+    assert stored[0]["v3_status"] == "sent"
+    assert stored[0]["lines"][0]["name"] == "Drain cleaning"
+    assert stored[0]["lines"][0]["taxAmount1"] == "8.25"
+    # Update in place (no duplicate), also when the link is unknown.
+    inv2 = invoice("INV-1001", "c1", [line("i1", "4", "19.99", discount="5", tax="8.25")])
+    assert a.upsert_invoice(inv2, cust, items, rec, W()).id == rec.id
+    assert a.upsert_invoice(inv2, cust, items, None, W()).id == rec.id
+    stored = conn.books()["invoices"]
+    assert len(stored) == 1 and Decimal(stored[0]["amount"]["amount"]) == inv2.total
+
+
+def test_tax_inclusive_invoice_totals_to_the_cent(conn: Conn) -> None:
+    cust, items = setup_sale(conn)
+    # 0.05 at 10% has no exact net (0.04 + 0.00, 0.05 + 0.01): a rounding line covers it.
+    lines = [line("i1", "3", "11.00", tax="10", inclusive=True),
+             line("i1", "1", "0.05", tax="10", inclusive=True),
+             line("i1", "7", "19.99", discount="15", tax="20", inclusive=True)]
+    inv = invoice("INV-2001", "c1", lines, mode="inclusive")
+    rec = conn.adapter.upsert_invoice(inv, cust, items, None, W())
+    assert rec.total == inv.total
+    stored = conn.books()["invoices"][0]
+    assert Decimal(stored["amount"]["amount"]) == inv.total
+    assert stored["lines"][-1]["name"] == "Rounding"
+
+
+def test_account_tax_name_is_used(conn: Conn) -> None:
+    r = conn.sim.post(f"/_sandbox/seed/{conn.tenant}",
+                      json={"taxes": [{"name": "IL Sales Tax", "amount": "8.25"}]})
+    assert r.status_code == 200
+    cust, items = setup_sale(conn)
+    inv = invoice("INV-3001", "c1", [line("i1", "2", "50", tax="8.25")])
+    conn.adapter.upsert_invoice(inv, cust, items, None, W())
+    assert conn.books()["invoices"][0]["lines"][0]["taxName1"] == "IL Sales Tax"
+
+
+def test_mismatching_invoice_raises_before_writing(conn: Conn) -> None:
+    cust, items = setup_sale(conn)
+    inv = invoice("INV-4001", "c1", [line("i1", "2", "50", tax="10")], total_delta=CENT)
+    with pytest.raises(TotalMismatch) as err:
+        conn.adapter.upsert_invoice(inv, cust, items, None, W())
+    assert err.value.code == ErrorCode.TOTAL_MISMATCH
+    assert err.value.theirs == Decimal("110.00") and err.value.ours == Decimal("110.01")
+    assert conn.books()["invoices"] == []
+
+
+def test_mismatch_reported_by_freshbooks_leaves_a_draft(conn: Conn,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    cust, items = setup_sale(conn)
+    inv = invoice("INV-4002", "c1", [line("i1", "2", "50", tax="10")], total_delta=CENT)
+    # Simulate a prediction that agrees with BlueClerk: FreshBooks' reply must still win.
+    monkeypatch.setattr(translate, "freshbooks_totals",
+                        lambda lines, discount_value=Decimal(0): translate.FreshBooksTotals(
+                            inv.subtotal, Decimal(0), inv.tax_total, inv.total))
+    with pytest.raises(TotalMismatch) as err:
+        conn.adapter.upsert_invoice(inv, cust, items, None, W())
+    stored = conn.books()["invoices"]
+    assert err.value.provider_id == str(stored[0]["id"])
+    assert stored[0]["v3_status"] == "draft"
+
+
+def test_draft_invoice_is_not_sent(conn: Conn) -> None:
+    cust, items = setup_sale(conn)
+    inv = invoice("INV-5001", "c1", [line("i1", "1", "10")], status="draft")
+    conn.adapter.upsert_invoice(inv, cust, items, None, W())
+    assert conn.books()["invoices"][0]["v3_status"] == "draft"
+
+
+def test_payments_partial_then_full_and_void(conn: Conn) -> None:
+    a = conn.adapter
+    cust, items = setup_sale(conn)
+    inv = invoice("INV-6001", "c1", [line("i1", "5", "20", tax="10")])  # 110.00
+    rec = a.upsert_invoice(inv, cust, items, None, W())
+    p1 = Payment("p1", inv.id, "c1", Decimal("40.00"), "USD", dt.date(2024, 3, 5), "check",
+                 reference="CHK 1001")
+    r1 = a.record_payment(p1, rec, cust, None, W())
+    assert r1.total == Decimal("40.00")
+    assert conn.books()["invoices"][0]["v3_status"] == "partial"
+    # The same payment again without a link: found by its tag, not duplicated.
+    assert a.record_payment(p1, rec, cust, None, W(unknown=True)).id == r1.id
+    # A second payment equal in amount and date is a different payment.
+    p2 = Payment("p2", inv.id, "c1", Decimal("40.00"), "USD", dt.date(2024, 3, 5), "cash")
+    r2 = a.record_payment(p2, rec, cust, None, W())
+    assert r2.id != r1.id
+    p3 = Payment("p3", inv.id, "c1", Decimal("30.00"), "USD", dt.date(2024, 3, 6), "card")
+    a.record_payment(p3, rec, cust, None, W())
+    books = conn.books()
+    assert books["invoices"][0]["v3_status"] == "paid"
+    assert sorted(p["type"] for p in books["payments"]) == ["Check", "Check", "Credit Card"]
+    assert "method: cash" in next(p["note"] for p in books["payments"] if p["id"] == int(r2.id))
+    # An amount change replaces the payment (FreshBooks keeps amounts fixed).
+    p3b = Payment("p3", inv.id, "c1", Decimal("20.00"), "USD", dt.date(2024, 3, 6), "card")
+    r3b = a.record_payment(p3b, rec, cust, None, W())
+    live = [p for p in conn.books()["payments"] if p["vis_state"] == 0]
+    assert len(live) == 3 and r3b.total == Decimal("20.00")
+    assert conn.books()["invoices"][0]["v3_status"] == "partial"
+
+    voided = a.void_invoice(inv, rec, W())
+    assert voided.id == rec.id
+    assert conn.books()["invoices"][0]["vis_state"] == 1
+    assert a.void_invoice(inv, rec, W()).id == rec.id  # repeating is harmless
+
+
+def test_void_unknown_invoice_is_not_found(conn: Conn) -> None:
+    inv = invoice("X", "c1", [line("i1", "1", "1")])
+    with pytest.raises(RecordNotFound):
+        conn.adapter.void_invoice(inv, ProviderRecord("424242"), W())
+
+
+# ---- auth, throttling, unknown outcomes ------------------------------------------------
+
+def test_expired_token_is_refreshed_once_and_retried(conn: Conn) -> None:
+    conn.adapter.upsert_customer(customer(), None, W())
+    r = conn.sim.post(f"/_sandbox/tokens/{conn.tenant}/expire")
+    assert r.status_code == 200 and r.json()["expired"] >= 1
+    assert len(conn.adapter.list_customers()) == 1
+    assert conn.store.refreshes == 1
+
+
+def test_throttled_carries_retry_after(conn: Conn) -> None:
+    conn.faults(throttle_burst=1)
+    with pytest.raises(Throttled) as err:
+        conn.adapter.list_customers()
+    assert err.value.retry_after == 59.0
+    assert err.value.code == ErrorCode.THROTTLED
+    assert conn.adapter.list_customers() == []  # the burst is spent
+
+
+def test_server_error_is_transient(conn: Conn) -> None:
+    conn.faults(error_rate=1.0)
+    with pytest.raises(ProviderError) as err:
+        conn.adapter.list_items()
+    assert err.value.transient and err.value.code == ErrorCode.PROVIDER_UNAVAILABLE
+
+
+def test_unknown_outcome_then_retry_finds_the_record(conn: Conn) -> None:
+    slow = conn.build(timeout=1.0)
+    conn.faults(timeout_rate=1.0, hang_s=3)
+    with pytest.raises(UnknownOutcome):
+        slow.upsert_customer(customer(), None, W("k1"))
+    conn.faults()  # healthy again
+    rec = slow.upsert_customer(customer(), None, W("k1", unknown=True))
+    clients = conn.books()["clients"]
+    assert [str(c["id"]) for c in clients] == [rec.id]
+
+
+def test_unknown_outcome_on_invoice_and_payment(conn: Conn) -> None:
+    cust, items = setup_sale(conn)
+    slow = conn.build(timeout=1.0)
+    inv = invoice("INV-7001", "c1", [line("i1", "2", "50", tax="10")])
+    conn.faults(timeout_rate=1.0, hang_s=3)
+    with pytest.raises(UnknownOutcome):
+        slow.upsert_invoice(inv, cust, items, None, W("k2"))
+    conn.faults()
+    rec = slow.upsert_invoice(inv, cust, items, None, W("k2", unknown=True))
+    pay = Payment("p1", inv.id, "c1", Decimal("110.00"), "USD", dt.date(2024, 3, 5), "card")
+    conn.faults(timeout_rate=1.0, hang_s=3)
+    with pytest.raises(UnknownOutcome):
+        slow.record_payment(pay, rec, cust, None, W("k3"))
+    conn.faults()
+    slow.record_payment(pay, rec, cust, None, W("k3", unknown=True))
+    books = conn.books()
+    assert len(books["invoices"]) == 1 and len(books["payments"]) == 1
+    assert books["invoices"][0]["v3_status"] == "paid"
+
+
+# ---- lists and changes -----------------------------------------------------------------
+
+def test_lists_page_past_one_hundred(conn: Conn) -> None:
+    clients = [{"organization": f"Client {n:03d}"} for n in range(130)]
+    items = [{"name": f"Item {n:03d}", "unit_cost": {"amount": "1.00"}} for n in range(105)]
+    r = conn.sim.post(f"/_sandbox/seed/{conn.tenant}", json={"clients": clients,
+                                                              "items": items})
+    assert r.status_code == 200
+    assert len({c.id for c in conn.adapter.list_customers()}) == 130
+    assert len({i.id for i in conn.adapter.list_items()}) == 105
+
+
+def test_fetch_changes(conn: Conn) -> None:
+    old = "2020-01-01 10:00:00"
+    r = conn.sim.post(f"/_sandbox/seed/{conn.tenant}",
+                      json={"clients": [{"organization": "Old Co", "updated": old}],
+                            "items": [{"name": "Old item", "updated": old}]})
+    assert r.status_code == 200
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
+    a = conn.adapter
+    cust, items = setup_sale(conn)
+    inv = invoice("INV-8001", "c1", [line("i1", "1", "100")])
+    rec = a.upsert_invoice(inv, cust, items, None, W())
+    pay = a.record_payment(Payment("p1", inv.id, "c1", Decimal("10"), "USD",
+                                   dt.date(2024, 3, 2)), rec, cust, None, W())
+    changes = a.fetch_changes(since)
+    got = {(c.entity_type, c.provider_id) for c in changes}
+    assert got == {("customer", cust.id), ("item", items["i1"].id), ("invoice", rec.id),
+                   ("payment", pay.id)}
+    assert all(c.changed_at >= since.replace(microsecond=0) for c in changes)
+    ops = {c.entity_type: c.operation for c in changes}
+    assert ops["customer"] == "created"
+    a.void_invoice(inv, rec, W())
+    later = a.fetch_changes(since)
+    assert ("invoice", rec.id, "voided") in {(c.entity_type, c.provider_id, c.operation)
+                                             for c in later}
+    # Everything, back to the old seeded rows.
+    everything = a.fetch_changes(dt.datetime(2019, 12, 31, tzinfo=dt.UTC))
+    assert len([c for c in everything if c.entity_type == "customer"]) == 2
+    assert a.fetch_changes(dt.datetime.now(dt.UTC) + dt.timedelta(days=2)) == []
