@@ -1,0 +1,36 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+
+.PHONY: demo test test-fast lint bench tools venv clean
+
+$(STAMP): pyproject.toml
+	@scripts/ensure-tools.sh
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-*; touch $@
+
+venv: $(STAMP)
+
+demo: venv
+	$(PY) -m control.cli demo
+
+test: venv
+	TEST_POSTGRES_URL="$$(scripts/ensure-postgres.sh)" $(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: venv
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+bench: venv
+	$(PY) -m bench.run_all
+
+clean:
+	rm -rf $(VENV) .cache var .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,123 @@
+"""Test and benchmark harness: worker processes and a reader of the status topic."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from confluent_kafka import Consumer
+
+from schemas.codec import AvroCodec
+from schemas.status import SyncStatusEvent
+
+__all__ = ["StatusReader", "WorkerProcess", "connect_sandbox_account"]
+
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+class WorkerProcess:
+    """`blueclerk-sync worker` as a real OS process, killed or stopped like in production."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path | None = None) -> None:
+        self._env = {**os.environ, **env}
+        self._log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        out = self._log_path.open("ab") if self._log_path else subprocess.DEVNULL
+        self.proc = subprocess.Popen([sys.executable, "-m", "control.cli", "worker"],
+                                     env=self._env, cwd=_ROOT, stdout=out, stderr=out)
+        return self
+
+    def terminate(self, timeout: float = 60.0) -> int:
+        """SIGTERM: the worker drains, commits and exits."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: no drain, no commit; the next owner replays."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def __enter__(self) -> WorkerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.running:
+            self.kill()
+
+
+class StatusReader:
+    """Reads the sync-status topic from the beginning, keeping every status seen."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self._consumer = Consumer({
+            "bootstrap.servers": bootstrap, "group.id": f"status-reader-{uuid.uuid4()}",
+            "auto.offset.reset": "earliest", "enable.auto.commit": False,
+        })
+        self._consumer.subscribe([topic])
+        self._codec = AvroCodec()
+        self.statuses: list[SyncStatusEvent] = []
+        self._ids: set[str] = set()
+
+    def poll(self, seconds: float = 0.5) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            message = self._consumer.poll(0.1)
+            if message is None or message.error():
+                continue
+            value = message.value()
+            assert isinstance(value, bytes)
+            status = SyncStatusEvent.from_avro(self._codec.decode(value).value)
+            # The outbox publishes at least once; status_id makes a re-publish harmless.
+            if status.status_id not in self._ids:
+                self._ids.add(status.status_id)
+                self.statuses.append(status)
+
+    def wait_for(self, done: Callable[[list[SyncStatusEvent]], bool],
+                 timeout: float = 120.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.poll(0.5)
+            if done(self.statuses):
+                return True
+        return done(self.statuses)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def connect_sandbox_account(db_url: str, token_key: str, sandbox_url: str, provider: str,
+                            account_id: str, tenant: str,
+                            connected_at: dt.datetime | None = None) -> None:
+    """Connect a BlueClerk account to a simulator tenant without the browser consent."""
+    import httpx
+
+    from providers.oauth import TokenSet
+    from state.connections import ConnectionStore
+    from state.crypto import TokenCipher
+    from state.db import Database
+
+    grant = httpx.post(f"{sandbox_url}/{provider}/_sandbox/grants", json={"tenant": tenant},
+                       timeout=10)
+    grant.raise_for_status()
+    db = Database(db_url)
+    try:
+        ConnectionStore(db, TokenCipher(token_key)).connect(
+            account_id, provider, tenant, TokenSet.from_response(grant.json()),
+            connected_at=connected_at or dt.datetime.now(dt.UTC) - dt.timedelta(days=1))
+    finally:
+        db.dispose()
