@@ -62,6 +62,7 @@ class EngineResult:
     statuses: tuple[SyncStatusEvent, ...] = ()
     retry_after_s: float | None = None  # set: run the same event again after this delay
     redrive: tuple[str, ...] = ()  # parked event ids that may now proceed, in order
+    spend_attempt: bool = True  # False: the retry does not count against the budget
 
 
 class DeadLetterSink(Protocol):
@@ -296,6 +297,11 @@ class SyncEngine:
                 origin: Origin | None) -> EngineResult:
         log.warning("provider_error", error_code=error.code.value, transient=error.transient,
                     attempt=attempt, error=str(error))
+        if isinstance(error, Throttled) and error.status is None:
+            # Our own limiter asked us to wait: back-pressure, not a failure. The attempt
+            # is not spent and no status is published; the tenant's work is deferred.
+            return EngineResult(retry_after_s=max(error.retry_after or 0.05, 0.05),
+                                spend_attempt=False)
         if error.transient and attempt < self._retry.max_attempts:
             delay = self._retry.delay(attempt, error)
             status = self._status(event, info, SyncStatus.RETRYING, started, attempt,

@@ -215,7 +215,7 @@ class Worker:
             self._engine.reject(work.payload, work.event.account_id, work.origin, exc)
             return DONE
         if result.retry_after_s is not None:
-            work.attempt += 1
+            work.attempt += int(result.spend_attempt)
             return RetryLater(result.retry_after_s, reason="transient provider error")
         self._submit_redrives(work.event.account_id, result.redrive)
         return DONE
@@ -230,7 +230,7 @@ class Worker:
         event = self._engine.decode(payload)
         result = self._engine.process(event, payload, attempt=work.attempt, redrive=True)
         if result.retry_after_s is not None:
-            work.attempt += 1
+            work.attempt += int(result.spend_attempt)
             return RetryLater(result.retry_after_s, reason="transient provider error")
         self._submit_redrives(work.account_id, result.redrive)
         return DONE

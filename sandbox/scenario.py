@@ -8,9 +8,10 @@ currency's minor unit, tax per line rounded, then summed.
 from __future__ import annotations
 
 import datetime as dt
+import random
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
@@ -33,7 +34,7 @@ from schemas.records import (
 )
 from service.config import Topics
 
-__all__ = ["EventFactory", "build_invoice", "publish"]
+__all__ = ["EventFactory", "Week", "build_invoice", "field_service_week", "publish"]
 
 _ENTITY = {Customer: EntityType.CUSTOMER, Item: EntityType.ITEM, Invoice: EntityType.INVOICE,
            Payment: EntityType.PAYMENT}
@@ -114,3 +115,98 @@ def publish(producer: Producer, codec: AvroCodec, topics: Topics,
     if flush:
         producer.flush(30)
     return count
+
+
+_FIRST = ["Maria", "James", "Aiko", "Robert", "Linda", "Carlos", "Priya", "Tom", "Grace", "Omar"]
+_LAST = ["Rivera", "Smith", "Tanaka", "Kowalski", "Nguyen", "Okafor", "Brown", "Patel", "Lee",
+         "Garcia"]
+_SERVICES = [("Drain cleaning", "95.00"), ("Water heater install", "1450.00"),
+             ("Service call", "79.00"), ("Pipe repair (per hour)", "120.00"),
+             ("Faucet replacement", "185.50"), ("Sump pump", "640.00"),
+             ("Camera inspection", "225.00"), ("Gas line check", "150.00"),
+             ("Backflow test", "110.00"), ("Toilet install", "310.00"),
+             ("Emergency surcharge", "99.99"), ("Filter (each)", "12.35"),
+             ("Thermostat", "249.00"), ("Valve kit", "38.40"), ("Travel (per mile)", "0.655")]
+
+
+@dataclass
+class Week:
+    """A scripted week of a small field-service business, and what its books must show."""
+
+    events: list[ChangeEvent]
+    customers: dict[str, Customer]
+    items: dict[str, Item]
+    invoices: dict[str, Invoice]  # latest snapshot; status "void" for voided ones
+    payments: dict[str, Payment]
+
+
+def field_service_week(account_id: str, rng: random.Random, *, currency: str = "USD",
+                       customers: int = 40, items: int = 15, invoices: int = 120,
+                       payments: int = 80, created_at: dt.datetime | None = None) -> Week:
+    factory = EventFactory(account_id, created_at)
+    events: list[ChangeEvent] = []
+    tag = account_id[-4:]
+    people: dict[str, Customer] = {}
+    for i in range(customers):
+        cid = f"cust-{i:03d}"
+        if i == 0:
+            name = "O'Brien & Sons \"Best\" Plumbing"
+        elif i == 1:
+            name = "山田 太郎"
+        else:
+            name = f"{_FIRST[i % 10]} {_LAST[(i * 7) % 10]} {tag}-{i:03d}"
+        customer = Customer(cid, name, given_name=name.split()[0], email=f"{cid}@example.com",
+                            currency=currency)
+        people[cid] = customer
+        events.append(factory.event(customer))
+    catalogue: dict[str, Item] = {}
+    for i in range(items):
+        name, price = _SERVICES[i % len(_SERVICES)]
+        item = Item(f"item-{i:02d}", f"{name} {tag}" if i >= len(_SERVICES) else name,
+                    sku=f"SKU-{i:02d}", unit_price=Decimal(price), currency=currency)
+        catalogue[item.id] = item
+        events.append(factory.event(item))
+    books: dict[str, Invoice] = {}
+    tax_modes: list[TaxMode] = ["exclusive", "exclusive", "inclusive", "none"]
+    item_ids = sorted(catalogue)
+    for i in range(invoices):
+        lines = []
+        for _ in range(rng.randint(1, 4)):
+            item = catalogue[rng.choice(item_ids)]
+            qty = rng.choice(["1", "2", "0.5", "1.25", "3", "0.3333"])
+            discount = rng.choice(["0", "0", "10", "5"])
+            rate = rng.choice(["0", "8.25", "10"])
+            lines.append((item.id, qty, str(item.unit_price), discount, rate))
+        invoice = build_invoice(f"inv-{i:03d}", rng.choice(sorted(people)), f"{tag}-{1000 + i}",
+                                currency, tax_modes[i % len(tax_modes)], lines,
+                                dt.date(2026, 11, 2) + dt.timedelta(days=i % 5))
+        books[invoice.id] = invoice
+        events.append(factory.event(invoice))
+    invoice_ids = sorted(books)
+    for invoice_id in rng.sample(invoice_ids, k=min(len(invoice_ids) // 4, len(invoice_ids))):
+        old = books[invoice_id]  # an update: one more line
+        item = catalogue[rng.choice(item_ids)]
+        lines = [(line.item_id, str(line.quantity), str(line.unit_price),
+                  str(line.discount_percent), str(line.tax_rate_percent)) for line in old.lines]
+        lines.append((item.id, "1", str(item.unit_price), "0", "0"))
+        updated = build_invoice(old.id, old.customer_id, old.number, currency, old.tax_mode,
+                                lines, old.issue_date)
+        books[invoice_id] = updated
+        events.append(factory.event(updated))
+    paid: dict[str, Payment] = {}
+    payable = rng.sample(invoice_ids, k=min(payments, len(invoice_ids)))
+    for n, invoice_id in enumerate(payable):
+        invoice = books[invoice_id]
+        amount = invoice.total if n % 3 else quantize_money(invoice.total / 2, currency)
+        if amount <= 0:
+            continue
+        payment = Payment(f"pay-{n:03d}", invoice_id, invoice.customer_id, amount, currency,
+                          dt.date(2026, 11, 6), rng.choice(["card", "check", "cash"]))
+        paid[payment.id] = payment
+        events.append(factory.event(payment))
+    unpaid = [i for i in invoice_ids if i not in set(payable)]
+    for invoice_id in unpaid[: max(1, len(unpaid) // 4)]:
+        voided = replace(books[invoice_id], status="void")
+        books[invoice_id] = voided
+        events.append(factory.event(voided, EventType.VOIDED))
+    return Week(events, people, catalogue, books, paid)
