@@ -1,0 +1,434 @@
+"""Xero adapter: the provider port over the Accounting API 2.0 (providers.md section 2).
+
+Writes send one element in an array with `summarizeErrors=false` (per-element
+ValidationErrors come back in a 200) and an `Idempotency-Key` (Xero replays the
+response for 6 minutes). Past those 6 minutes a replay would create a second record,
+so after an unknown outcome the record is looked up by its external key first
+(contacts by ContactNumber, items by Code, invoices by InvoiceNumber, payments by the
+"BC-<id>" Reference among the invoice's payments) and adopted; the adopting write uses
+a derived key, since Xero refuses a key reused with another URL or body.
+
+Xero has no version tokens (last write wins), so `ProviderRecord.version` is None.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Mapping
+from decimal import Decimal
+from typing import Any
+
+import httpx
+
+from providers.errors import (
+    AuthExpired,
+    DuplicateName,
+    PermanentProviderError,
+    ProviderError,
+    RecordNotFound,
+    Throttled,
+    TotalMismatch,
+    TransientProviderError,
+)
+from providers.http import ProviderHttp, retry_after_seconds
+from providers.port import (
+    InboundChange,
+    IncomeAccount,
+    ProviderRecord,
+    RemoteCustomer,
+    RemoteItem,
+    WriteIntent,
+)
+from providers.xero import translate
+from providers.xero.translate import ItemRef
+from schemas.error_codes import ErrorCode
+from schemas.records import Customer, Invoice, Item, Payment
+
+__all__ = ["XeroAdapter", "classify_xero_error"]
+
+PAGE_SIZE = 100  # Xero's page size for paged GETs (Contacts, Invoices, Payments)
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json(parse_float=Decimal)
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _is_duplicate_name(message: str) -> bool:
+    low = message.lower()
+    return "contact name" in low and "already assigned" in low
+
+
+def _is_number_taken(message: str) -> bool:
+    low = message.lower()
+    return "contact number" in low and "already assigned" in low
+
+
+class _ContactNumberTaken(PermanentProviderError):
+    """Another contact holds the ContactNumber: the customer was created before."""
+
+
+def _validation_error(messages: list[str], status: int | None) -> ProviderError:
+    text = "; ".join(dict.fromkeys(m for m in messages if m)) or "validation failed"
+    if any(_is_duplicate_name(m) for m in messages):
+        return DuplicateName(f"Xero: {text}", status=status)
+    if any(_is_number_taken(m) for m in messages):
+        return _ContactNumberTaken(f"Xero: {text}", status=status)
+    if any("already exists" in m.lower() and "item code" in m.lower() for m in messages):
+        return DuplicateName(f"Xero: {text}", status=status)
+    return PermanentProviderError(f"Xero rejected the data: {text}", status=status,
+                                  code=ErrorCode.VALIDATION_FAILED)
+
+
+def _element_messages(element: Mapping[str, Any]) -> list[str]:
+    return [str(e.get("Message", "")) for e in element.get("ValidationErrors") or []
+            if isinstance(e, Mapping)]
+
+
+def classify_xero_error(response: httpx.Response) -> ProviderError | None:
+    """Map Xero's error bodies (providers.md 2.5) and status codes to the service's errors."""
+    status = response.status_code
+    if status == 401:
+        detail = _json(response).get("Detail") or "AuthenticationUnsuccessful"
+        return AuthExpired(f"Xero refused the token ({detail})", status=401)
+    if status == 403:
+        detail = _json(response).get("Detail") or response.text[:200]
+        return PermanentProviderError(f"Xero refused access ({detail}): the organisation may "
+                                      "be disconnected", status=403,
+                                      code=ErrorCode.PERMISSION_DENIED)
+    if status == 404:
+        return RecordNotFound("Xero: the resource was not found", status=404)
+    if status == 429:
+        scope = response.headers.get("X-Rate-Limit-Problem") or "minute"
+        return Throttled(f"Xero throttled the request ({scope} limit)",
+                         retry_after=retry_after_seconds(response, 60.0), scope=scope.lower())
+    if status >= 500:
+        retry = (retry_after_seconds(response) if "Retry-After" in response.headers
+                 else None)
+        return TransientProviderError(f"Xero {status}: {response.text[:200]}", status=status,
+                                      retry_after=retry)
+    if status == 400:
+        body = _json(response)
+        if not body:
+            return PermanentProviderError(f"Xero 400: {response.text[:300]}", status=400)
+        messages: list[str] = []
+        for element in body.get("Elements") or []:
+            if isinstance(element, Mapping):
+                messages.extend(_element_messages(element))
+        if not messages:
+            messages.append(str(body.get("Message") or body.get("Detail") or
+                                body.get("error") or response.text[:300]))
+        return _validation_error(messages, 400)
+    return None
+
+
+class XeroAdapter:
+    name = "xero"
+
+    def __init__(self, http: ProviderHttp, api_base: str) -> None:
+        self._http = http
+        self._base = api_base.rstrip("/")
+        self._items: dict[str, ItemRef] = {}  # ItemID -> code and sales account
+        self._bank_accounts: list[dict[str, Any]] | None = None
+        self._tax_types: dict[Decimal, str] | None = None
+        self._income_code: str | None = None
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def _get(self, path: str, params: Mapping[str, str] | None = None,
+             headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+        response = self._http.request("GET", f"{self._base}/{path}", params=dict(params or {}),
+                                      headers=headers)
+        return _json(response)
+
+    def _get_one(self, collection: str, ident: str) -> dict[str, Any] | None:
+        try:
+            rows = self._get(f"{collection}/{ident}").get(collection) or []
+        except RecordNotFound:
+            return None
+        return rows[0] if rows else None
+
+    def _write(self, method: str, path: str, collection: str, element: dict[str, Any],
+               key: str, unitdp: bool = False) -> dict[str, Any]:
+        params = {"summarizeErrors": "false"}
+        if unitdp:
+            params["unitdp"] = "4"
+        response = self._http.request(method, f"{self._base}/{path}",
+                                      json={collection: [element]}, params=params,
+                                      headers={"Idempotency-Key": key}, write=True)
+        rows = _json(response).get(collection) or []
+        if not rows or not isinstance(rows[0], dict):
+            raise TransientProviderError(f"Xero answered {method} {path} without a record",
+                                         status=response.status_code)
+        row: dict[str, Any] = rows[0]
+        messages = _element_messages(row)
+        if messages or row.get("StatusAttributeString") == "ERROR":
+            raise _validation_error(messages or ["the element was refused"], 400)
+        return row
+
+    def _pages(self, collection: str, params: Mapping[str, str] | None = None,
+               headers: Mapping[str, str] | None = None) -> Iterator[dict[str, Any]]:
+        page = 1
+        while True:
+            rows = self._get(collection, {**(params or {}), "page": str(page)},
+                             headers).get(collection) or []
+            yield from rows
+            if len(rows) < PAGE_SIZE:
+                return
+            page += 1
+
+    def _where(self, collection: str, field: str, value: str,
+               extra: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+        params = {"where": f"{field}=={translate.quote_where(value)}", **(extra or {})}
+        rows: list[dict[str, Any]] = self._get(collection, params).get(collection) or []
+        return rows
+
+    @staticmethod
+    def _adopt_key(write: WriteIntent) -> str:
+        return f"{write.key}:adopt"
+
+    # -- customers ------------------------------------------------------------------
+
+    def upsert_customer(self, customer: Customer, link: ProviderRecord | None,
+                        write: WriteIntent) -> ProviderRecord:
+        body = translate.contact_body(customer)
+        key = write.key
+        if link is None and write.after_unknown_outcome:
+            found = self._find_contact(body["ContactNumber"])
+            if found is not None:
+                link, key = ProviderRecord(str(found["ContactID"])), self._adopt_key(write)
+        if link is None:
+            try:
+                row = self._write("PUT", "Contacts", "Contacts", body, key)
+            except _ContactNumberTaken:
+                # Created by an earlier attempt whose link was lost: adopt it.
+                found = self._find_contact(body["ContactNumber"])
+                if found is None:
+                    raise
+                row = self._write("POST", f"Contacts/{found['ContactID']}", "Contacts", body,
+                                  self._adopt_key(write))
+        else:
+            row = self._write("POST", f"Contacts/{link.id}", "Contacts", body, key)
+        return ProviderRecord(str(row["ContactID"]))
+
+    def _find_contact(self, number: str) -> dict[str, Any] | None:
+        rows = self._where("Contacts", "ContactNumber", number, {"includeArchived": "true"})
+        return rows[0] if rows else None
+
+    # -- items ----------------------------------------------------------------------
+
+    def upsert_item(self, item: Item, income_account_id: str | None,
+                    link: ProviderRecord | None, write: WriteIntent) -> ProviderRecord:
+        body = translate.item_body(item, income_account_id)
+        key = write.key
+        if link is None and write.after_unknown_outcome:
+            found = self._where("Items", "Code", body["Code"])
+            if found:
+                link, key = ProviderRecord(str(found[0]["ItemID"])), self._adopt_key(write)
+        if link is None:
+            row = self._write("PUT", "Items", "Items", body, key, unitdp=True)
+        else:
+            row = self._write("POST", f"Items/{link.id}", "Items", body, key, unitdp=True)
+        item_id = str(row["ItemID"])
+        self._items[item_id] = ItemRef(str(row.get("Code") or body["Code"]),
+                                       (row.get("SalesDetails") or {}).get("AccountCode"))
+        return ProviderRecord(item_id)
+
+    def _item_ref(self, item_id: str) -> ItemRef:
+        ref = self._items.get(item_id)
+        if ref is None:
+            row = self._get_one("Items", item_id)
+            if row is None:
+                raise RecordNotFound(f"Xero has no item {item_id}")
+            ref = ItemRef(str(row["Code"]), (row.get("SalesDetails") or {}).get("AccountCode"))
+            self._items[item_id] = ref
+        return ref
+
+    # -- invoices -------------------------------------------------------------------
+
+    def upsert_invoice(self, invoice: Invoice, customer: ProviderRecord,
+                       items: Mapping[str, ProviderRecord], link: ProviderRecord | None,
+                       write: WriteIntent) -> ProviderRecord:
+        refs = {bc_id: self._item_ref(rec.id) for bc_id, rec in items.items()}
+        body = translate.invoice_body(invoice, customer.id, refs, self._default_income_code(),
+                                      self._tax_type_by_rate())
+        key = write.key
+        current: dict[str, Any] | None = None
+        if link is None and write.after_unknown_outcome:
+            current = self._find_invoice(invoice.number)
+            if current is not None:
+                key = self._adopt_key(write)
+        elif link is not None:
+            current = self._get_one("Invoices", link.id)
+            if current is None:
+                raise RecordNotFound(f"Xero has no invoice {link.id}")
+        if current is None:
+            row = self._write("PUT", "Invoices", "Invoices", body, key, unitdp=True)
+        else:
+            update = dict(body)
+            if Decimal(str(current.get("AmountPaid") or 0)) > 0 or current["Status"] == "PAID":
+                # Lines of an invoice with payments cannot change: only the header.
+                update = {k: body[k] for k in ("Reference", "DueDate") if k in body}
+            elif body["Status"] == "DRAFT" and current["Status"] != "DRAFT":
+                del update["Status"]  # an approved invoice cannot go back to draft
+            row = self._write("POST", f"Invoices/{current['InvoiceID']}", "Invoices", update,
+                              key, unitdp=True)
+        record = ProviderRecord(str(row["InvoiceID"]), None, Decimal(str(row["Total"])))
+        if record.total != invoice.total:
+            raise TotalMismatch(invoice.total, Decimal(str(row["Total"])), invoice.currency,
+                                record.id)
+        return record
+
+    def _find_invoice(self, number: str) -> dict[str, Any] | None:
+        rows = self._get("Invoices", {"InvoiceNumbers": number}).get("Invoices") or []
+        for row in rows:
+            if (row.get("Type") == "ACCREC" and row.get("Status") != "DELETED"
+                    and str(row.get("InvoiceNumber", "")).casefold() == number.casefold()):
+                return dict(row)
+        return None
+
+    def void_invoice(self, invoice: Invoice, link: ProviderRecord,
+                     write: WriteIntent) -> ProviderRecord:
+        current = self._get_one("Invoices", link.id)
+        if current is None:
+            raise RecordNotFound(f"Xero has no invoice {link.id}")
+        status = current["Status"]
+        if status not in ("VOIDED", "DELETED"):
+            target = "DELETED" if status in ("DRAFT", "SUBMITTED") else "VOIDED"
+            current = self._write("POST", f"Invoices/{link.id}", "Invoices",
+                                  {"InvoiceID": link.id, "Status": target}, write.key)
+        return ProviderRecord(str(current["InvoiceID"]), None, Decimal(str(current["Total"])))
+
+    # -- payments -------------------------------------------------------------------
+
+    def record_payment(self, payment: Payment, invoice: ProviderRecord,
+                       customer: ProviderRecord, link: ProviderRecord | None,
+                       write: WriteIntent) -> ProviderRecord:
+        key = write.key
+        if link is not None:
+            if link.total is None or link.total == payment.amount:
+                return link  # Xero payments cannot be edited; nothing to change
+            # The amount changed: delete the old payment, then record the new one.
+            self._delete_payment(link.id, f"{write.key}:delete")
+            key = f"{write.key}:replace"
+        elif write.after_unknown_outcome:
+            found = self._find_payment(invoice.id, payment.id)
+            if found is not None:
+                return found
+        body = translate.payment_body(payment, invoice.id,
+                                      self._bank_account_code(payment.currency))
+        row = self._write("PUT", "Payments", "Payments", body, key)
+        return ProviderRecord(str(row["PaymentID"]), None, Decimal(str(row["Amount"])))
+
+    def _delete_payment(self, payment_id: str, key: str) -> None:
+        try:
+            self._write("POST", f"Payments/{payment_id}", "Payments", {"Status": "DELETED"}, key)
+        except RecordNotFound:
+            pass
+        except PermanentProviderError as exc:
+            if "already been deleted" not in str(exc):
+                raise
+
+    def _find_payment(self, invoice_id: str, payment_id: str) -> ProviderRecord | None:
+        current = self._get_one("Invoices", invoice_id)
+        for p in (current or {}).get("Payments") or []:
+            if translate.reference_has_payment(p.get("Reference"), payment_id):
+                return ProviderRecord(str(p["PaymentID"]), None, Decimal(str(p["Amount"])))
+        return None
+
+    def _bank_account_code(self, currency: str) -> str:
+        if self._bank_accounts is None:
+            rows = self._get("Accounts", {"where": 'Type=="BANK"'}).get("Accounts") or []
+            self._bank_accounts = [a for a in rows
+                                   if a.get("Status", "ACTIVE") == "ACTIVE" and a.get("Code")]
+        if not self._bank_accounts:
+            raise PermanentProviderError("the Xero organisation has no bank account with a "
+                                         "code to receive payments into",
+                                         code=ErrorCode.VALIDATION_FAILED)
+        same = [a for a in self._bank_accounts if a.get("CurrencyCode") == currency]
+        return str((same or self._bank_accounts)[0]["Code"])
+
+    # -- reference data -------------------------------------------------------------
+
+    def _tax_type_by_rate(self) -> dict[Decimal, str]:
+        """Revenue tax rates by percentage; the first OUTPUT-reported type wins a tie."""
+        if self._tax_types is None:
+            rows = self._get("TaxRates").get("TaxRates") or []
+            ranked = sorted(rows, key=lambda r: r.get("ReportTaxType") != "OUTPUT")
+            found: dict[Decimal, str] = {}
+            for r in ranked:
+                if r.get("Status", "ACTIVE") != "ACTIVE" or r.get("CanApplyToRevenue") is False:
+                    continue
+                rate = r.get("EffectiveRate", r.get("DisplayTaxRate"))
+                if rate is None or not r.get("TaxType"):
+                    continue
+                found.setdefault(Decimal(str(rate)).normalize(), str(r["TaxType"]))
+            self._tax_types = {k: v for k, v in found.items() if k != 0}
+        return self._tax_types
+
+    def _default_income_code(self) -> str:
+        """For lines whose item has no sales account: Sales (200) or the first revenue one."""
+        if self._income_code is None:
+            accounts = self.list_income_accounts()
+            if not accounts:
+                raise PermanentProviderError("the Xero organisation has no revenue account",
+                                             code=ErrorCode.VALIDATION_FAILED)
+            codes = [a.id for a in accounts]
+            self._income_code = "200" if "200" in codes else codes[0]
+        return self._income_code
+
+    def list_customers(self) -> list[RemoteCustomer]:
+        return [translate.remote_customer(c)
+                for c in self._pages("Contacts", {"includeArchived": "true"})]
+
+    def list_items(self) -> list[RemoteItem]:
+        rows = self._get("Items", {"unitdp": "4"}).get("Items") or []
+        return [translate.remote_item(i) for i in rows]
+
+    def list_income_accounts(self) -> list[IncomeAccount]:
+        rows = self._get("Accounts", {"where": 'Class=="REVENUE"'}).get("Accounts") or []
+        return [IncomeAccount(str(a["Code"]), str(a.get("Name") or a["Code"]), str(a["Code"]))
+                for a in rows if a.get("Code") and a.get("Status", "ACTIVE") == "ACTIVE"]
+
+    # -- changes --------------------------------------------------------------------
+
+    _FEEDS = (("customer", "Contacts", "ContactID", True),
+              ("item", "Items", "ItemID", False),
+              ("invoice", "Invoices", "InvoiceID", True),
+              ("payment", "Payments", "PaymentID", True))
+
+    def fetch_changes(self, since: dt.datetime) -> list[InboundChange]:
+        """Records modified at or after `since` (to the second), oldest first."""
+        since_utc = (since if since.tzinfo else since.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
+        floor = since_utc.replace(microsecond=0)
+        headers = {"If-Modified-Since": floor.strftime("%Y-%m-%dT%H:%M:%S")}
+        changes: list[InboundChange] = []
+        for entity, collection, id_key, paged in self._FEEDS:
+            params = {"includeArchived": "true"} if collection == "Contacts" else {}
+            rows: Iterator[dict[str, Any]] | list[dict[str, Any]]
+            if paged:
+                rows = self._pages(collection, params, headers)
+            else:
+                rows = self._get(collection, params, headers).get(collection) or []
+            for row in rows:
+                changed = translate.parse_xero_date(row.get("UpdatedDateUTC"))
+                if changed is None or changed < floor:
+                    continue
+                changes.append(InboundChange(entity, str(row[id_key]),
+                                             _operation(entity, row), changed, row))
+        changes.sort(key=lambda c: c.changed_at)
+        return changes
+
+
+def _operation(entity: str, row: Mapping[str, Any]) -> str:
+    """Xero keeps no creation time on these records, so a change is "updated" unless its
+    status says voided or deleted."""
+    status = row.get("Status")
+    if entity == "invoice" and status == "VOIDED":
+        return "voided"
+    if status == "DELETED" or row.get("ContactStatus") == "GDPRREQUEST":
+        return "deleted"
+    return "updated"
