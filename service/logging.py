@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import structlog
@@ -28,13 +28,28 @@ def _scrub(value: str) -> str:
     return _TOKEN_PARAM.sub(r"\1[redacted]", _BEARER.sub(r"\1[redacted]", value))
 
 
-def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def _secret_key(key: object) -> bool:
+    return isinstance(key, str) and key not in _ALLOWED and bool(_SECRET_KEYS.search(key))
+
+
+def _clean(value: Any) -> Any:
+    """Scrub strings and secret-named keys at any depth (headers, token responses)."""
+    if isinstance(value, str):
+        return _scrub(value)
+    if isinstance(value, Mapping):
+        return {k: "[redacted]" if _secret_key(k) else _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_clean(v) for v in value]
+    return value
+
+
+def redact(_logger: Any, _method: str,
+           event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in list(event_dict):
-        value = event_dict[key]
-        if key not in _ALLOWED and _SECRET_KEYS.search(key):
+        if _secret_key(key):
             event_dict[key] = "[redacted]"
-        elif isinstance(value, str):
-            event_dict[key] = _scrub(value)
+        else:
+            event_dict[key] = _clean(event_dict[key])
     return event_dict
 
 
