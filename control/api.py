@@ -1,0 +1,299 @@
+"""The control plane's HTTP API for Settings > Integrations (FastAPI, described by OpenAPI).
+
+Every route but the OAuth redirect needs `Authorization: Bearer <control token>`; the
+redirect is protected by its single-use state instead (the browser carries no token).
+Every refusal has the body `{"error": {"code": "...", "message": "...what to do..."}}`.
+Handlers are plain `def`: FastAPI runs them in its thread pool, since they call providers.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from consumers.engine import SyncEngine
+from control import oauth_flow
+from control import service as svc
+from control.service import ControlContext, ControlError, KafkaSide
+from service.bootstrap import Services
+
+__all__ = ["create_control_app"]
+
+Account = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$",
+                              description="BlueClerk account id")]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class ConnectRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    provider: Literal["quickbooks", "xero", "freshbooks"]
+
+
+class CallbackRequest(BaseModel):
+    """The query parameters the provider put on the redirect."""
+
+    model_config = ConfigDict(extra="forbid")
+    state: str | None = None
+    code: str | None = None
+    error: str | None = None
+    error_description: str | None = None
+    realmId: str | None = None  # QuickBooks names it so
+    tenant: str | None = Field(None, description="Xero organisation / FreshBooks account to "
+                               "connect when the grant covers several (default: the first)")
+
+
+class SelectionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    provider_id: str = Field(min_length=1)
+    action: Literal["import", "link"] = "import"
+    link_to: str | None = Field(None, description="BlueClerk id to link to (action=link)")
+    customer_type: Literal["Homeowner", "Business", "Builder"] | None = None
+
+
+class ImportRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    selections: list[SelectionIn] = Field(min_length=1)
+
+
+class MappingRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    income_account_id: str = Field(min_length=1)
+
+
+class SettingsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sync_customers: bool | None = None
+    sync_items: bool | None = None
+    sync_invoices: bool | None = None
+    sync_payments: bool | None = None
+    auto_sync: bool | None = Field(None, description="recommended: on")
+
+
+class ReplayRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    record_id: int | None = None
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 404, 409, 422, 502, 503)}
+
+
+_BEARER = HTTPBearer(auto_error=False, description="the service token (CONTROL_API_TOKEN)")
+
+
+def _error(code: str, message: str, status: int) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def create_control_app(services: Services,
+                       engine_factory: Callable[[], SyncEngine] | None = None,
+                       publish_outbox: Callable[[], int] | None = None) -> FastAPI:
+    """The API over `services`. Without `engine_factory` the engine (and the outbox
+    publisher) are built from Settings on first use, against KAFKA_BOOTSTRAP_SERVERS."""
+    side: KafkaSide | None = None
+    if engine_factory is None:
+        side = KafkaSide(services)
+        engine_factory = side.engine
+        publish_outbox = publish_outbox or side.publish_outbox
+    ctx = ControlContext(services, engine_factory, publish_outbox)
+
+    def authorized(credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                          Depends(_BEARER)]) -> None:
+        expected = services.settings.control_token
+        if credentials is None or credentials.scheme.lower() != "bearer" or \
+                not hmac.compare_digest(credentials.credentials.encode(), expected.encode()):
+            raise ControlError("unauthorized", "send the service token as "
+                               "`Authorization: Bearer <token>` (CONTROL_API_TOKEN)", 401)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if side is not None:
+            side.close()
+
+    app = FastAPI(title="BlueClerk accounting sync: control plane", version="1",
+                  description=__doc__, responses=_ERRORS, lifespan=lifespan)
+    app.state.control = ctx
+
+    @app.exception_handler(ControlError)
+    async def control_error(_request: Request, exc: ControlError) -> JSONResponse:
+        response = _error(exc.code, exc.message, exc.status)
+        if exc.status == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: "
+            f"{e.get('msg')}" for e in exc.errors()[:5])
+        return _error("invalid_request", f"the request is not valid ({problems}); correct it "
+                      "and send it again", 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        message = {404: "no such endpoint; see /openapi.json",
+                   405: "this endpoint does not take that method; see /openapi.json"}.get(
+            exc.status_code, str(exc.detail))
+        return _error(code, message, exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def crashed(_request: Request, exc: Exception) -> JSONResponse:
+        svc.log.exception("control_api_error", error=str(exc))
+        return _error("internal", "the control plane failed unexpectedly; try again, and "
+                      "report it if it persists", 500)
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    auth = [Depends(authorized)]
+
+    # -- connect -----------------------------------------------------------------------
+    @app.post("/v1/accounts/{account_id}/connection", tags=["connection"], dependencies=auth,
+              summary="Start connecting an accounting system (returns the consent URL)")
+    def connect(account_id: Account, body: ConnectRequest) -> dict[str, Any]:
+        return oauth_flow.start_authorization(services, account_id, body.provider).to_json()
+
+    def _complete(params: oauth_flow.CallbackParams) -> dict[str, Any]:
+        info, reconnect = oauth_flow.complete_authorization(services, params)
+        redriven = svc.reconnected(ctx, info.account_id) if reconnect else {}
+        return {"account_id": info.account_id, "provider": info.provider,
+                "tenant_id": info.tenant_id, "status": info.status,
+                "connected_at": info.connected_at.isoformat(), "reconnected": reconnect,
+                "redriven": redriven}
+
+    @app.get("/oauth/callback", tags=["connection"],
+             summary="The OAuth redirect target (protected by the single-use state)")
+    def oauth_redirect(state: str | None = None, code: str | None = None,
+                       error: str | None = None, error_description: str | None = None,
+                       realmId: str | None = None,  # QuickBooks names it so
+                       tenant: str | None = None) -> dict[str, Any]:
+        return _complete(oauth_flow.CallbackParams(state, code, error, error_description,
+                                                   realmId, tenant))
+
+    @app.post("/v1/oauth/callback", tags=["connection"], dependencies=auth,
+              summary="Complete a connection with the redirect's parameters")
+    def oauth_callback(body: CallbackRequest) -> dict[str, Any]:
+        return _complete(oauth_flow.CallbackParams(body.state, body.code, body.error,
+                                                   body.error_description, body.realmId,
+                                                   body.tenant))
+
+    @app.get("/v1/accounts/{account_id}/status", tags=["connection"], dependencies=auth,
+             summary="Connection health, last sync, counts by status, recent errors")
+    def status(account_id: Account,
+               recent: Annotated[int, Query(ge=1, le=200)] = 20) -> dict[str, Any]:
+        return svc.status(ctx, account_id, recent)
+
+    @app.post("/v1/accounts/{account_id}/disconnect", tags=["connection"], dependencies=auth,
+              summary="Revoke the tokens and stop syncing (links are kept)")
+    def disconnect(account_id: Account) -> dict[str, Any]:
+        return svc.disconnect(ctx, account_id)
+
+    @app.post("/v1/accounts/{account_id}/sync-now", tags=["sync"], dependencies=auth,
+              summary="Send the changes that waited for Sync Now (auto-sync off)")
+    def sync_now(account_id: Account) -> dict[str, Any]:
+        return svc.sync_now(ctx, account_id)
+
+    @app.post("/v1/accounts/{account_id}/dead-letters/replay", tags=["sync"],
+              dependencies=auth, summary="Replay dead-lettered events after the cause is fixed")
+    def replay(account_id: Account, body: ReplayRequest | None = None) -> dict[str, Any]:
+        return svc.replay_dead_letters(ctx, account_id=account_id,
+                                       record_id=body.record_id if body else None)
+
+    # -- wizard ------------------------------------------------------------------------
+    @app.get("/v1/accounts/{account_id}/wizard", tags=["wizard"], dependencies=auth,
+             summary="Wizard progress: steps done, skipped or pending")
+    def progress(account_id: Account) -> dict[str, Any]:
+        return svc.wizard_progress(ctx, account_id)
+
+    @app.post("/v1/accounts/{account_id}/wizard/start", tags=["wizard"], dependencies=auth,
+              summary="Open or re-run the wizard (progress is kept)")
+    def start(account_id: Account) -> dict[str, Any]:
+        return svc.start_wizard(ctx, account_id)
+
+    @app.post("/v1/accounts/{account_id}/wizard/close", tags=["wizard"], dependencies=auth)
+    def close(account_id: Account) -> dict[str, Any]:
+        return svc.close_wizard(ctx, account_id)
+
+    @app.post("/v1/accounts/{account_id}/wizard/steps/{step}/skip", tags=["wizard"],
+              dependencies=auth)
+    def skip(account_id: Account,
+             step: Literal["customers", "items", "accounts", "settings", "summary"]
+             ) -> dict[str, Any]:
+        return svc.skip_step(ctx, account_id, step)
+
+    @app.get("/v1/accounts/{account_id}/wizard/customers", tags=["wizard"], dependencies=auth,
+             summary="Step 1: customers with suggested type and duplicate flags")
+    def customers(account_id: Account) -> dict[str, Any]:
+        return svc.list_customers(ctx, account_id)
+
+    @app.post("/v1/accounts/{account_id}/wizard/customers/import", tags=["wizard"],
+              dependencies=auth, summary="Step 1: import or link the selected customers")
+    def import_customers(account_id: Account, body: ImportRequest) -> dict[str, Any]:
+        return svc.import_customers(ctx, account_id,
+                                    [s.model_dump() for s in body.selections])
+
+    @app.get("/v1/accounts/{account_id}/wizard/items", tags=["wizard"], dependencies=auth,
+             summary="Step 2: services and items with matching BlueClerk items")
+    def items(account_id: Account) -> dict[str, Any]:
+        return svc.list_items(ctx, account_id)
+
+    @app.post("/v1/accounts/{account_id}/wizard/items/import", tags=["wizard"],
+              dependencies=auth, summary="Step 2: import or link the selected items")
+    def import_items(account_id: Account, body: ImportRequest) -> dict[str, Any]:
+        return svc.import_items(ctx, account_id,
+                                [s.model_dump(exclude={"customer_type"})
+                                 for s in body.selections])
+
+    @app.get("/v1/accounts/{account_id}/wizard/income-accounts", tags=["wizard"],
+             dependencies=auth, summary="Step 3: income accounts, mappings, unmapped items")
+    def accounts(account_id: Account) -> dict[str, Any]:
+        return svc.income_accounts(ctx, account_id)
+
+    @app.put("/v1/accounts/{account_id}/mappings/{item_id}", tags=["wizard"],
+             dependencies=auth, summary="Step 3: map one item (or change its mapping)")
+    def map_item(account_id: Account, item_id: Annotated[str, Path(min_length=1,
+                                                                   max_length=128)],
+                 body: MappingRequest) -> dict[str, Any]:
+        return svc.map_item(ctx, account_id, item_id, body.income_account_id)
+
+    @app.post("/v1/accounts/{account_id}/mappings/apply-to-unmapped", tags=["wizard"],
+              dependencies=auth, summary="Step 3: map every unmapped item to one account")
+    def map_all(account_id: Account, body: MappingRequest) -> dict[str, Any]:
+        return svc.map_all_unmapped(ctx, account_id, body.income_account_id)
+
+    @app.get("/v1/accounts/{account_id}/settings", tags=["wizard"], dependencies=auth,
+             summary="Step 4: sync settings")
+    def get_settings(account_id: Account) -> dict[str, Any]:
+        return svc.get_settings(ctx, account_id)
+
+    @app.put("/v1/accounts/{account_id}/settings", tags=["wizard"], dependencies=auth,
+             summary="Step 4: change sync settings (any time)")
+    def put_settings(account_id: Account, body: SettingsRequest) -> dict[str, Any]:
+        return svc.update_settings(ctx, account_id, body.model_dump(exclude_none=True))
+
+    @app.get("/v1/accounts/{account_id}/wizard/summary", tags=["wizard"], dependencies=auth,
+             summary="Step 5: what was imported, linked and mapped; what is unmapped")
+    def summary(account_id: Account) -> dict[str, Any]:
+        return svc.summary(ctx, account_id)
+
+    return app
