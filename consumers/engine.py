@@ -25,7 +25,7 @@ from providers.port import AccountingProvider, ProviderRecord, WriteIntent
 from schemas.codec import AvroCodec, DecodeError
 from schemas.error_codes import ErrorCode
 from schemas.events import InvalidEvent, event_from_avro
-from schemas.records import ChangeEvent, EntityType
+from schemas.records import ChangeEvent, EntityType, Record
 from schemas.status import SyncStatus, SyncStatusEvent
 from state import repository as repo
 from state.connections import ConnectionInfo, ConnectionStore
@@ -126,11 +126,24 @@ class _Context(SyncContext):
                                           entity_id=e.entity_id, operation=operation)
         return WriteIntent(key, after_unknown_outcome=uncertain)
 
+    def latest(self, entity_type: str, entity_id: str) -> Record | None:
+        with self._engine.db.transaction() as s:
+            snapshot = repo.get_snapshot(s, self._info.account_id, entity_type, entity_id)
+            payload = snapshot.payload if snapshot else None
+        return self._engine.decode(payload).record if payload else None
+
     def ensure_dependency(self, entity_type: str, entity_id: str) -> ProviderRecord:
+        ref = f"{entity_type}:{entity_id}"
+        with self._engine.db.transaction() as s:
+            pending = repo.parked_before(s, self._info.account_id, entity_type, entity_id, "")
+        if pending:
+            # The dependency has changes of its own still waiting: it is not in its
+            # final shape in the books yet (a payment must not beat an invoice update).
+            raise Parked(ErrorCode.MISSING_DEPENDENCY, ref,
+                         f"waiting for pending changes of {entity_type} {entity_id}")
         found = self.link(entity_type, entity_id)
         if found is not None:
             return found[0]
-        ref = f"{entity_type}:{entity_id}"
         with self._engine.db.transaction() as s:
             snapshot = repo.get_snapshot(s, self._info.account_id, entity_type, entity_id)
             payload = snapshot.payload if snapshot else None
@@ -225,6 +238,19 @@ class SyncEngine:
             gate = self._gate(s, event, info, payload, started, attempt)
             if gate is not None:
                 return gate
+            if repo.parked_before(s, event.account_id, event.entity_type.value,
+                                  event.entity_id, event.event_id):
+                # An earlier change of this record is waiting; applying this one first
+                # would reorder the record's history (a void overtaken by its create).
+                own = f"{event.entity_type.value}:{event.entity_id}"
+                repo.park(s, event_id=event.event_id, account_id=event.account_id,
+                          entity_type=event.entity_type.value, entity_id=event.entity_id,
+                          reason=ErrorCode.MISSING_DEPENDENCY.value, waits_for=own,
+                          payload=payload)
+                return self._finish(s, event, info, SyncStatus.WAITING_DEPENDENCY, started,
+                                    attempt, code=ErrorCode.MISSING_DEPENDENCY,
+                                    message="queued behind an earlier change of this record "
+                                    "that is waiting")
         assert info is not None
         try:
             adapter = self._adapters(info)
@@ -256,11 +282,16 @@ class SyncEngine:
             result = self._finish(s, event, info, status, started, attempt, code=code,
                                   record_id=applied.record.id if applied.record else None,
                                   operation=applied.operation)
-            waiting = repo.parked_for(
-                s, event.account_id, reason=ErrorCode.MISSING_DEPENDENCY.value,
-                waits_for=[f"{event.entity_type.value}:{event.entity_id}"])
+            waiting = self._waiting_on(s, event)
         self._connections.touch_sync(event.account_id)
-        return EngineResult(result.statuses, None, tuple(p.event_id for p in waiting))
+        return EngineResult(result.statuses, None, waiting)
+
+    @staticmethod
+    def _waiting_on(s: Session, event: ChangeEvent) -> tuple[str, ...]:
+        """Parked events that wait for this record: its dependents and its own later changes."""
+        return tuple(p.event_id for p in repo.parked_for(
+            s, event.account_id, reason=ErrorCode.MISSING_DEPENDENCY.value,
+            waits_for=[f"{event.entity_type.value}:{event.entity_id}"]))
 
     def _gate(self, s: Session, event: ChangeEvent, info: ConnectionInfo | None,
               payload: bytes, started: float, attempt: int) -> EngineResult | None:
@@ -325,8 +356,10 @@ class SyncEngine:
                 offset=origin.offset if origin else -1, error_code=code.value,
                 reason=message, payload=payload)
             repo.unpark(s, event.event_id)
-            return self._finish(s, event, info, final, started, attempt, code=code,
-                                message=message)
+            result = self._finish(s, event, info, final, started, attempt, code=code,
+                                  message=message)
+            # Later changes of this record were queued behind it; they may still apply.
+            return EngineResult(result.statuses, None, self._waiting_on(s, event))
 
     # -- parked events -----------------------------------------------------------------
 
@@ -339,7 +372,10 @@ class SyncEngine:
             ready = []
             for row in rows:
                 entity_type, _, entity_id = (row.waits_for or ":").partition(":")
-                if repo.get_link(s, row.account_id, entity_type, entity_id) is not None:
+                own = (entity_type, entity_id) == (row.entity_type, row.entity_id)
+                if (repo.get_link(s, row.account_id, entity_type, entity_id) is not None
+                        and not own) or (own and not repo.parked_before(
+                            s, row.account_id, row.entity_type, row.entity_id, row.event_id)):
                     ready.append((row.account_id, row.event_id))
             return ready
 

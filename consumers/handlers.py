@@ -78,6 +78,10 @@ class SyncContext:
     def income_account(self, item_id: str) -> str | None:
         raise NotImplementedError
 
+    def latest(self, entity_type: str, entity_id: str) -> Record | None:
+        """The newest snapshot seen of a record, if any."""
+        raise NotImplementedError
+
     def write_intent(self, operation: str) -> WriteIntent:
         raise NotImplementedError
 
@@ -154,6 +158,13 @@ def _invoice(ctx: SyncContext, invoice: Invoice, event: ChangeEvent) -> Applied:
 
 def _payment(ctx: SyncContext, payment: Payment, event: ChangeEvent) -> Applied:
     link, synced_hash = _existing(ctx, event)
+    known = ctx.latest("invoice", payment.invoice_id)
+    if isinstance(known, Invoice) and known.status != "void" and payment.amount > known.total:
+        # Topics are consumed independently: the invoice version this payment was taken
+        # against has not arrived yet. Wait for it rather than overpay the books.
+        raise Parked(ErrorCode.MISSING_DEPENDENCY, f"invoice:{payment.invoice_id}",
+                     f"payment {payment.amount} exceeds invoice total {known.total} seen so "
+                     "far; waiting for the invoice's newer version")
     invoice = ctx.ensure_dependency("invoice", payment.invoice_id)
     customer = ctx.ensure_dependency("customer", payment.customer_id)
     digest = payload_hash(ctx.provider_name, payment, {"invoice": invoice.id})

@@ -10,14 +10,17 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Consumer
 
 from schemas.codec import AvroCodec
 from schemas.status import SyncStatusEvent
 
-__all__ = ["StatusReader", "WorkerProcess", "connect_sandbox_account"]
+__all__ = ["BooksView", "StatusReader", "WorkerProcess", "connect_sandbox_account", "read_books"]
 
 _ROOT = Path(__file__).resolve().parent.parent
 
@@ -121,3 +124,48 @@ def connect_sandbox_account(db_url: str, token_key: str, sandbox_url: str, provi
             connected_at=connected_at or dt.datetime.now(dt.UTC) - dt.timedelta(days=1))
     finally:
         db.dispose()
+
+
+@dataclass
+class BooksView:
+    """What a provider's books hold, normalised across the three simulators."""
+
+    customers: list[str]
+    invoices: dict[str, tuple[Decimal, bool]]  # number -> (total, voided)
+    payments: list[tuple[str, Decimal]]  # (invoice number, amount)
+
+
+def read_books(sandbox_url: str, provider: str, tenant: str) -> BooksView:
+    import httpx
+
+    raw: dict[str, Any] = httpx.get(f"{sandbox_url}/{provider}/_sandbox/books/{tenant}",
+                                    timeout=30).json()
+    if provider == "quickbooks":
+        numbers = {i["Id"]: i["DocNumber"] for i in raw.get("Invoice", [])}
+        return BooksView(
+            [c["DisplayName"] for c in raw.get("Customer", [])],
+            {i["DocNumber"]: (Decimal(str(i["TotalAmt"])),
+                              str(i.get("PrivateNote", "")).startswith("Voided"))
+             for i in raw.get("Invoice", [])},
+            [(numbers[line["LinkedTxn"][0]["TxnId"]], Decimal(str(line["Amount"])))
+             for p in raw.get("Payment", []) for line in p.get("Line", [])],
+        )
+    if provider == "xero":
+        numbers = {i["InvoiceID"]: i["InvoiceNumber"] for i in raw.get("Invoices", [])}
+        return BooksView(
+            [c["Name"] for c in raw.get("Contacts", [])],
+            {i["InvoiceNumber"]: (Decimal(str(i["Total"])),
+                                  i.get("Status") in ("VOIDED", "DELETED"))
+             for i in raw.get("Invoices", [])},
+            [(numbers[p["Invoice"]["InvoiceID"]], Decimal(str(p["Amount"])))
+             for p in raw.get("Payments", []) if p.get("Status") != "DELETED"],
+        )
+    numbers = {i["id"]: i["invoice_number"] for i in raw.get("invoices", [])}
+    return BooksView(
+        [c.get("organization") or f"{c.get('fname', '')} {c.get('lname', '')}".strip()
+         for c in raw.get("clients", []) if c.get("vis_state", 0) != 1],
+        {i["invoice_number"]: (Decimal(i["amount"]["amount"]), i.get("vis_state") == 1)
+         for i in raw.get("invoices", [])},
+        [(numbers[p["invoiceid"]], Decimal(p["amount"]["amount"]))
+         for p in raw.get("payments", []) if p.get("vis_state", 0) != 1],
+    )

@@ -36,6 +36,7 @@ __all__ = [
     "mark_processed",
     "mark_published",
     "park",
+    "parked_before",
     "parked_for",
     "processed_status",
     "save_link",
@@ -127,6 +128,20 @@ def parked_for(s: Session, account_id: str, *, reason: str | None = None,
     if waits_for is not None:
         query = query.where(ParkedEvent.waits_for.in_(list(waits_for)))
     return list(s.execute(query.order_by(ParkedEvent.id)).scalars())
+
+
+def parked_before(s: Session, account_id: str, entity_type: str, entity_id: str,
+                  event_id: str) -> bool:
+    """Whether an earlier-parked event of the same record is still waiting."""
+    mine = s.execute(select(ParkedEvent.id).where(ParkedEvent.event_id == event_id)
+                     ).scalar_one_or_none()
+    query = select(ParkedEvent.id).where(
+        ParkedEvent.account_id == account_id, ParkedEvent.entity_type == entity_type,
+        ParkedEvent.entity_id == entity_id, ParkedEvent.event_id != event_id,
+        ParkedEvent.reason != "pending_manual")
+    if mine is not None:
+        query = query.where(ParkedEvent.id < mine)
+    return s.execute(query.limit(1)).first() is not None
 
 
 def unpark(s: Session, event_id: str) -> None:
