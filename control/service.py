@@ -872,9 +872,14 @@ def sync_now(ctx: ControlContext, account_id: str) -> dict[str, Any]:
 def reconnected(ctx: ControlContext, account_id: str) -> dict[str, int]:
     """After a reconnect: re-drive what failed with reconnect_required, in order."""
     with ctx.services.db.transaction() as s:
-        waiting = s.execute(select(func.count()).select_from(ParkedEvent).where(
+        waiting = list(s.execute(select(ParkedEvent.event_id).where(
             ParkedEvent.account_id == account_id,
-            ParkedEvent.reason == "reconnect_required")).scalar_one()
+            ParkedEvent.reason == "reconnect_required")).scalars())
+        if waiting:
+            # These ended `failed` (reconnect_required) and the engine re-drives only
+            # parked-status events, so their failed outcome is forgotten first.
+            s.execute(delete(ProcessedEvent).where(ProcessedEvent.event_id.in_(waiting),
+                                                   ProcessedEvent.status == "failed"))
     if not waiting:
         return {}
     statuses = ctx.engine().drive_parked(account_id, {"reconnect_required"})

@@ -12,6 +12,9 @@ from fastapi.testclient import TestClient
 
 from control.api import create_control_app
 from control.oauth_flow import sandbox_consent
+from sandbox.scenario import EventFactory
+from schemas.codec import AvroCodec
+from schemas.events import event_to_avro
 from service.bootstrap import Services, build_services
 from service.config import Settings, Topics
 from state.crypto import generate_key
@@ -177,15 +180,28 @@ class TestOneProviderPerAccount:
         with services.db.transaction() as s:
             assert s.get(EntityLink, (account, "customer", "c-1")) is not None
 
-    def test_reconnect_same_provider_is_allowed(self, api: TestClient,
-                                                services: Services) -> None:
+    def test_reconnect_redrives_what_waited(self, api: TestClient, services: Services,
+                                            sandbox_url: str) -> None:
         account, realm = f"acct-{uuid.uuid4().hex[:8]}", _tenant("quickbooks")
         _connect(api, account, "quickbooks", realm)
         first = services.connections.get(account)
         services.connections.set_status(account, "reconnect_required", "refresh refused")
+        # A change that arrives meanwhile waits for the reconnect.
+        event = EventFactory(account).customer("cust-rc", "Reconnect Waiting Customer")
+        payload = AvroCodec().encode("CustomerChangeEvent", event_to_avro(event))
+        engine = api.app.state.control.engine()  # type: ignore[attr-defined]
+        assert engine.process(event, payload).statuses[-1].status.value == "failed"
+        status = api.get(f"/v1/accounts/{account}/status", headers=AUTH).json()
+        assert status["health"] == "reconnect_required"
+        assert status["parked"] == {"reconnect_required": 1}
+        assert status["recent_errors"][0]["error_code"] == "reconnect_required"
+        assert status["recent_errors"][0]["what_to_do"]
         redirect = sandbox_consent(_start(api, account, "quickbooks"), tenant=realm)
         r = api.get("/oauth/callback", params=redirect)
         assert r.status_code == 200 and r.json()["reconnected"] is True
+        assert r.json()["redriven"] == {"synced": 1}
+        books = httpx.get(f"{sandbox_url}/quickbooks/_sandbox/books/{realm}", timeout=10).json()
+        assert [c["DisplayName"] for c in books["Customer"]] == ["Reconnect Waiting Customer"]
         again = services.connections.get(account)
         assert again is not None and first is not None
         assert again.status == "active" and again.connected_at == first.connected_at
