@@ -37,9 +37,6 @@ __all__ = ["DeadLetterSink", "EngineResult", "Origin", "SyncEngine"]
 
 log = structlog.get_logger("engine")
 
-# A redelivered event whose recorded status is final is a no-op; one that is parked
-# proceeds only when re-driven from the parked table, never from a redelivery.
-_PARKED = {SyncStatus.PENDING_MANUAL.value, SyncStatus.WAITING_DEPENDENCY.value}
 _SETTING_BY_ENTITY = {
     EntityType.CUSTOMER: "sync_customers",
     EntityType.ITEM: "sync_items",
@@ -125,6 +122,11 @@ class _Context(SyncContext):
                                           entity_type=e.entity_type.value,
                                           entity_id=e.entity_id, operation=operation)
         return WriteIntent(key, after_unknown_outcome=uncertain)
+
+    def applied_version(self, entity_type: str, entity_id: str) -> int:
+        with self._engine.db.transaction() as s:
+            row = repo.get_link(s, self._info.account_id, entity_type, entity_id)
+            return row.last_applied_version if row else 0
 
     def latest(self, entity_type: str, entity_id: str) -> Record | None:
         with self._engine.db.transaction() as s:
@@ -225,7 +227,9 @@ class SyncEngine:
         info = self._connections.get(event.account_id)
         with self.db.transaction() as s:
             prior = repo.processed_status(s, event.event_id)
-            if prior is not None and not (redrive and prior in _PARKED):
+            # The parked table is the truth for re-drives: a parked event may carry an
+            # interim status (waiting, pending_manual, or failed while disconnected).
+            if prior is not None and not (redrive and repo.is_parked(s, event.event_id)):
                 return EngineResult()  # a redelivery: its status was already recorded
             repo.save_snapshot(s, event.account_id, event.entity_type.value, event.entity_id,
                                event.entity_version, payload, event.record_created_at)
@@ -235,7 +239,8 @@ class SyncEngine:
                                     code=ErrorCode.STALE_VERSION, record_id=link.provider_id,
                                     message=f"version {event.entity_version} is not newer than "
                                     f"the applied version {link.last_applied_version}")
-            gate = self._gate(s, event, info, payload, started, attempt)
+            gate = self._gate(s, event, info, payload, started, attempt,
+                              linked=link is not None, redrive=redrive)
             if gate is not None:
                 return gate
             if repo.parked_before(s, event.account_id, event.entity_type.value,
@@ -294,7 +299,8 @@ class SyncEngine:
             waits_for=[f"{event.entity_type.value}:{event.entity_id}"]))
 
     def _gate(self, s: Session, event: ChangeEvent, info: ConnectionInfo | None,
-              payload: bytes, started: float, attempt: int) -> EngineResult | None:
+              payload: bytes, started: float, attempt: int, *, linked: bool,
+              redrive: bool) -> EngineResult | None:
         if info is None or info.status == "disconnected":
             return self._finish(s, event, info, SyncStatus.SKIPPED, started, attempt,
                                 code=ErrorCode.NOT_CONNECTED)
@@ -305,7 +311,8 @@ class SyncEngine:
             return self._finish(s, event, info, SyncStatus.SKIPPED, started, attempt,
                                 code=ErrorCode.SYNC_DISABLED,
                                 message=f"syncing {event.entity_type.value}s is turned off")
-        if event.record_created_at < info.connected_at:
+        if event.record_created_at < info.connected_at and not linked:
+            # No retroactive sync; a record the wizard imported or linked stays in sync.
             return self._finish(s, event, info, SyncStatus.SKIPPED, started, attempt,
                                 code=ErrorCode.PRE_CONNECTION)
         if info.status == "reconnect_required":
@@ -315,7 +322,7 @@ class SyncEngine:
             return self._finish(s, event, info, SyncStatus.FAILED, started, attempt,
                                 code=ErrorCode.RECONNECT_REQUIRED,
                                 message=info.status_reason)
-        if not settings.auto_sync:
+        if not settings.auto_sync and not redrive:  # Sync Now re-drives these
             repo.park(s, event_id=event.event_id, account_id=event.account_id,
                       entity_type=event.entity_type.value, entity_id=event.entity_id,
                       reason="pending_manual", waits_for=None, payload=payload)

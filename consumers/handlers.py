@@ -82,6 +82,10 @@ class SyncContext:
         """The newest snapshot seen of a record, if any."""
         raise NotImplementedError
 
+    def applied_version(self, entity_type: str, entity_id: str) -> int:
+        """The entity_version last applied to the books for a record (0: none)."""
+        raise NotImplementedError
+
     def write_intent(self, operation: str) -> WriteIntent:
         raise NotImplementedError
 
@@ -166,6 +170,11 @@ def _payment(ctx: SyncContext, payment: Payment, event: ChangeEvent) -> Applied:
                      f"payment {payment.amount} exceeds invoice total {known.total} seen so "
                      "far; waiting for the invoice's newer version")
     invoice = ctx.ensure_dependency("invoice", payment.invoice_id)
+    if payment.invoice_version is not None and \
+            ctx.applied_version("invoice", payment.invoice_id) < payment.invoice_version:
+        raise Parked(ErrorCode.MISSING_DEPENDENCY, f"invoice:{payment.invoice_id}",
+                     f"payment was taken against invoice version {payment.invoice_version}, "
+                     "which is not in the books yet")
     customer = ctx.ensure_dependency("customer", payment.customer_id)
     digest = payload_hash(ctx.provider_name, payment, {"invoice": invoice.id})
     if link is not None and digest == synced_hash:

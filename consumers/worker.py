@@ -76,6 +76,7 @@ class Worker:
         self._tracker_lock = threading.Lock()
         self._stop = threading.Event()
         self._paused = False
+        self._closing = False
         self._dispatcher: KeyOrderedDispatcher[Work] = KeyOrderedDispatcher(
             self._handle, options.max_in_flight, self._on_done, thread_name_prefix="sync")
         config: dict[str, Any] = {
@@ -170,7 +171,8 @@ class Worker:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("partitions_assigned",
                  partitions=[f"{p.topic}/{p.partition}" for p in partitions])
-        self._redrive_ready()
+        if not self._closing:
+            self._redrive_ready()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {(p.topic, p.partition) for p in partitions}
@@ -236,6 +238,8 @@ class Worker:
         return DONE
 
     def _submit_redrives(self, account_id: str, event_ids: tuple[str, ...]) -> None:
+        if self._closing:
+            return  # still parked in the database; the next assignment re-drives them
         for event_id in event_ids:
             self._dispatcher.submit(account_id, Redrive(account_id, event_id))
 
@@ -262,6 +266,7 @@ class Worker:
     def _shutdown(self) -> None:
         log.info("draining", pending=self._dispatcher.pending())
         self._dispatcher.drain(timeout=self._options.drain_timeout_s)
+        self._closing = True
         withdrawal = self._dispatcher.close(timeout=self._options.drain_timeout_s)
         try:
             self._outbox.publish_all()

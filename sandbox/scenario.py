@@ -91,6 +91,9 @@ class EventFactory:
             record_created_at=created_at or self.created_at, record=record,
         )
 
+    def version_of(self, entity_type: EntityType, entity_id: str) -> int:
+        return self._versions.get((entity_type, entity_id), 0)
+
     def customer(self, customer_id: str, name: str, **fields: Any) -> ChangeEvent:
         return self.event(Customer(id=customer_id, display_name=name, **fields))
 
@@ -201,7 +204,8 @@ def field_service_week(account_id: str, rng: random.Random, *, currency: str = "
         if amount <= 0:
             continue
         payment = Payment(f"pay-{n:03d}", invoice_id, invoice.customer_id, amount, currency,
-                          dt.date(2026, 11, 6), rng.choice(["card", "check", "cash"]))
+                          dt.date(2026, 11, 6), rng.choice(["card", "check", "cash"]),
+                          invoice_version=factory.version_of(EntityType.INVOICE, invoice_id))
         paid[payment.id] = payment
         events.append(factory.event(payment))
     unpaid = [i for i in invoice_ids if i not in set(payable)]

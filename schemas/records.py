@@ -122,6 +122,7 @@ class Payment:
     paid_on: dt.date
     method: str = "other"  # cash, check, card, bank_transfer, other
     reference: str | None = None
+    invoice_version: int | None = None  # the invoice version the payment was taken against
 
 
 Record = Customer | Item | Invoice | Payment

@@ -35,6 +35,7 @@ __all__ = [
     "get_snapshot",
     "mark_processed",
     "mark_published",
+    "is_parked",
     "park",
     "parked_before",
     "parked_for",
@@ -128,6 +129,11 @@ def parked_for(s: Session, account_id: str, *, reason: str | None = None,
     if waits_for is not None:
         query = query.where(ParkedEvent.waits_for.in_(list(waits_for)))
     return list(s.execute(query.order_by(ParkedEvent.id)).scalars())
+
+
+def is_parked(s: Session, event_id: str) -> bool:
+    return s.execute(select(ParkedEvent.id).where(ParkedEvent.event_id == event_id)
+                     ).first() is not None
 
 
 def parked_before(s: Session, account_id: str, entity_type: str, entity_id: str,

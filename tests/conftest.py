@@ -83,3 +83,13 @@ def sqlite_url(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'state.db'}"
     migrate(url)
     return url
+
+
+@pytest.fixture
+def fresh_postgres_url(postgres_url: str) -> str:
+    """An empty, migrated PostgreSQL database of its own (multi-process tests)."""
+    from state.db import migrate
+
+    url = _fresh_postgres(postgres_url)
+    migrate(url)
+    return url
