@@ -1,0 +1,175 @@
+"""Repository functions on SQLite and PostgreSQL: snapshots, links, parking, intents, outbox."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from state import repository as repo
+from state.db import Database
+from state.models import Intent, Snapshot
+
+T = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def db(database_url: str) -> Database:
+    return Database(database_url)
+
+
+def test_snapshot_keeps_the_newest_version(db: Database) -> None:
+    with db.transaction() as s:
+        repo.save_snapshot(s, "a", "customer", "c1", 2, b"v2", T)
+    with db.transaction() as s:
+        repo.save_snapshot(s, "a", "customer", "c1", 1, b"v1", T - dt.timedelta(days=1))
+        repo.save_snapshot(s, "a", "customer", "c1", 2, b"v2-again", T)
+    with db.transaction() as s:
+        row = repo.get_snapshot(s, "a", "customer", "c1")
+        assert row is not None and (row.entity_version, bytes(row.payload)) == (2, b"v2")
+        assert row.record_created_at == T
+    with db.transaction() as s:
+        repo.save_snapshot(s, "a", "customer", "c1", 7, b"v7", T)
+    with db.transaction() as s:
+        row = repo.get_snapshot(s, "a", "customer", "c1")
+        assert row is not None and (row.entity_version, bytes(row.payload)) == (7, b"v7")
+        assert repo.get_snapshot(s, "b", "customer", "c1") is None  # per tenant
+        assert s.query(Snapshot).count() == 1
+
+
+def test_links_never_go_back_in_version(db: Database) -> None:
+    with db.transaction() as s:
+        repo.save_link(s, "a", "invoice", "i1", "quickbooks", "130", "0", 3, "h3")
+    with db.transaction() as s:
+        repo.save_link(s, "a", "invoice", "i1", "quickbooks", "130", "1", 2, "h2")
+    with db.transaction() as s:
+        link = repo.get_link(s, "a", "invoice", "i1")
+        assert link is not None
+        assert (link.provider_id, link.provider_version, link.last_applied_version,
+                link.payload_hash) == ("130", "1", 3, "h2")
+        assert repo.get_link(s, "a", "invoice", "i2") is None
+
+
+def test_processed_events(db: Database) -> None:
+    with db.transaction() as s:
+        assert repo.processed_status(s, "e1") is None
+        repo.mark_processed(s, "e1", "a", "waiting_dependency")
+    with db.transaction() as s:
+        assert repo.processed_status(s, "e1") == "waiting_dependency"
+        repo.mark_processed(s, "e1", "a", "synced")
+    with db.transaction() as s:
+        assert repo.processed_status(s, "e1") == "synced"
+
+
+def test_intents_report_an_uncertain_earlier_attempt(db: Database) -> None:
+    kw = {"key": "k1", "account_id": "a", "entity_type": "customer", "entity_id": "c1",
+          "operation": "create"}
+    with db.transaction() as s:
+        assert repo.begin_intent(s, **kw) is False  # first attempt
+    with db.transaction() as s:
+        assert repo.begin_intent(s, **kw) is True  # the first may have landed
+        repo.complete_intent(s, "k1", "58")
+    with db.transaction() as s:
+        assert repo.begin_intent(s, **kw) is False  # done: nothing uncertain
+        intent = s.get(Intent, "k1")
+        assert intent is not None
+        assert (intent.state, intent.attempts, intent.provider_id) == ("done", 3, "58")
+        repo.complete_intent(s, "missing", None)  # no row: nothing happens
+
+
+def test_parking_in_arrival_order(db: Database) -> None:
+    with db.transaction() as s:
+        for n, (entity_id, reason, waits) in enumerate([
+            ("inv1", "missing_dependency", "customer:c1"),
+            ("i2", "unmapped_item", "mapping:i2"),
+            ("inv2", "missing_dependency", "customer:c1"),
+            ("c9", "pending_manual", None),
+        ]):
+            repo.park(s, event_id=f"e{n}", account_id="a", entity_type="invoice",
+                      entity_id=entity_id, reason=reason, waits_for=waits,
+                      payload=f"p{n}".encode())
+        repo.park(s, event_id="other", account_id="b", entity_type="invoice",
+                  entity_id="inv1", reason="missing_dependency", waits_for="customer:c1",
+                  payload=b"x")
+    with db.transaction() as s:
+        assert [p.event_id for p in repo.parked_for(s, "a")] == ["e0", "e1", "e2", "e3"]
+        assert [p.event_id for p in repo.parked_for(
+            s, "a", reason="missing_dependency", waits_for=["customer:c1"])] == ["e0", "e2"]
+        assert [bytes(p.payload) for p in repo.parked_for(s, "a", reason="unmapped_item")] \
+            == [b"p1"]
+        assert repo.is_parked(s, "e1") and not repo.is_parked(s, "nope")
+        # parking again updates the reason, it does not duplicate the event
+        repo.park(s, event_id="e0", account_id="a", entity_type="invoice", entity_id="inv1",
+                  reason="missing_dependency", waits_for="item:i1", payload=b"p0")
+    with db.transaction() as s:
+        assert repo.parked_for(s, "a")[0].waits_for == "item:i1"
+        assert len(repo.parked_for(s, "a")) == 4
+        repo.unpark(s, "e0")
+        repo.unpark(s, "never-parked")
+    with db.transaction() as s:
+        assert [p.event_id for p in repo.parked_for(s, "a")] == ["e1", "e2", "e3"]
+
+
+def test_parked_before_orders_changes_of_one_record(db: Database) -> None:
+    with db.transaction() as s:
+        for n in range(3):
+            repo.park(s, event_id=f"v{n}", account_id="a", entity_type="invoice",
+                      entity_id="inv1", reason="missing_dependency",
+                      waits_for="customer:c1", payload=b"")
+        repo.park(s, event_id="manual", account_id="a", entity_type="invoice",
+                  entity_id="inv2", reason="pending_manual", waits_for=None, payload=b"")
+    with db.transaction() as s:
+        assert not repo.parked_before(s, "a", "invoice", "inv1", "v0")
+        assert repo.parked_before(s, "a", "invoice", "inv1", "v2")
+        assert repo.parked_before(s, "a", "invoice", "inv1", "")  # anything waiting
+        assert not repo.parked_before(s, "a", "invoice", "inv2", "")  # manual does not block
+        assert not repo.parked_before(s, "b", "invoice", "inv1", "")
+
+
+def test_outbox_publish_marking(db: Database) -> None:
+    with db.transaction() as s:
+        for n in range(5):
+            repo.add_outbox(s, account_id="a", topic_kind="status", key=f"a/customer/c{n}",
+                            value=f"status-{n}".encode(), status="synced",
+                            entity_type="customer", entity_id=f"c{n}")
+    with db.transaction() as s:
+        pending = repo.unpublished(s)
+        assert [bytes(m.value) for m in pending] == [f"status-{n}".encode() for n in range(5)]
+        assert all(m.published_at is None for m in pending)
+        first_two = [m.id for m in pending[:2]]
+        assert len(repo.unpublished(s, limit=3)) == 3
+    with db.transaction() as s:
+        repo.mark_published(s, first_two)
+        repo.mark_published(s, [])  # a no-op
+    with db.transaction() as s:
+        rest = repo.unpublished(s)
+        assert [m.key for m in rest] == ["a/customer/c2", "a/customer/c3", "a/customer/c4"]
+        repo.mark_published(s, [m.id for m in rest])
+    with db.transaction() as s:
+        assert repo.unpublished(s) == []
+
+
+def test_a_failed_transaction_leaves_no_trace(db: Database) -> None:
+    with pytest.raises(RuntimeError), db.transaction() as s:
+        repo.add_outbox(s, account_id="a", topic_kind="status", key="k", value=b"v")
+        repo.mark_processed(s, "e1", "a", "synced")
+        s.flush()
+        raise RuntimeError("crash between the outcome and the commit")
+    with db.transaction() as s:
+        assert repo.unpublished(s) == []
+        assert repo.processed_status(s, "e1") is None
+
+
+def test_dead_letters_and_settings(db: Database) -> None:
+    with db.transaction() as s:
+        repo.add_dead_letter(s, account_id=None, entity_type=None, entity_id=None,
+                             topic="blueclerk.items", partition=3, offset=2**40,
+                             error_code="undecodable", reason="bad magic", payload=b"\x07")
+        assert repo.get_settings(s, "a") is None
+        assert repo.get_mapping(s, "a", "i1") is None
+    from state.models import DeadLetter
+
+    with db.transaction() as s:
+        (row,) = s.query(DeadLetter).all()
+        assert (row.topic, row.partition, row.offset, bytes(row.payload or b"")) == (
+            "blueclerk.items", 3, 2**40, b"\x07")
