@@ -400,9 +400,6 @@ def test_wizard_walk(api: TestClient, services: Services, sandbox_url: str,
     assert rerun["next_step"] == "customers" and rerun["counts"]["customers_imported"] == 2
 
 
-@pytest.mark.xfail(reason="needs consumers/engine.py: the pre-connection gate skips records "
-                   "created before the connection even when the wizard linked them",
-                   strict=False)
 @pytest.mark.parametrize("provider", ["quickbooks", "xero", "freshbooks"])
 def test_linked_item_stays_in_sync(api: TestClient, services: Services, sandbox_url: str,
                                    topics: Topics, provider: str) -> None:
@@ -427,9 +424,6 @@ def test_linked_item_stays_in_sync(api: TestClient, services: Services, sandbox_
     assert _item_names(w.books(), provider).count("Service Call") == 1
 
 
-@pytest.mark.xfail(reason="needs consumers/engine.py: a pending_manual event re-driven by "
-                   "Sync Now is parked again while auto-sync is off (the gate ignores redrive)",
-                   strict=False)
 @pytest.mark.parametrize("provider", ["quickbooks", "freshbooks"])
 def test_sync_now(api: TestClient, services: Services, sandbox_url: str, topics: Topics,
                   provider: str) -> None:
