@@ -8,6 +8,7 @@ sees every non-2xx response first.
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -36,10 +37,14 @@ def retry_after_seconds(response: httpx.Response, default: float = 60.0) -> floa
     if value is None:
         return default
     try:
-        return max(float(value), 0.0)
+        seconds = float(value)
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value)
-        return max(parsed.timestamp() - time.time(), 0.0)
+        try:
+            parsed = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return default  # a garbled header still means "throttled": wait the default
+        seconds = parsed.timestamp() - time.time()
+    return max(seconds, 0.0) if math.isfinite(seconds) else default
 
 
 class ProviderHttp:
