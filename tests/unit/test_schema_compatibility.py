@@ -125,7 +125,7 @@ def test_old_data_reads_with_the_current_schema(name: str, version: int, path: P
         assert buf.tell() == len(buf.getvalue())
         assert isinstance(read, dict)
         # every field the reader knows is present (filled from defaults when new)
-        assert {f["name"] for f in reader["fields"]} == set(read)
+        assert {f["name"] for f in _current(name)["fields"]} == set(read)
 
 
 @pytest.mark.parametrize(("name", "version", "path"), HISTORY_CASES)
