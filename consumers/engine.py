@@ -27,6 +27,7 @@ from schemas.error_codes import ErrorCode
 from schemas.events import InvalidEvent, event_from_avro
 from schemas.records import ChangeEvent, EntityType, Record
 from schemas.status import SyncStatus, SyncStatusEvent
+from service.metrics import EVENTS, SYNC_SECONDS
 from state import repository as repo
 from state.connections import ConnectionInfo, ConnectionStore
 from state.db import Database
@@ -445,6 +446,8 @@ class SyncEngine:
         result = self._status(event, info, status, started, attempt, **kwargs)  # type: ignore[arg-type]
         repo.mark_processed(s, event.event_id, event.account_id, status.value)
         self._add_status(s, result)
+        EVENTS.labels(event.entity_type.value, status.value, result.provider or "none").inc()
+        SYNC_SECONDS.labels(event.entity_type.value).observe(time.monotonic() - started)
         log.info("event_finished", status=status.value,
                  error_code=result.error_code.value if result.error_code else None,
                  entity_type=event.entity_type.value, entity_id=event.entity_id,

@@ -24,6 +24,7 @@ from producers.outbox import OutboxPublisher
 from schemas.codec import DecodeError
 from schemas.events import InvalidEvent
 from schemas.records import ChangeEvent
+from service.metrics import DISPATCH_PENDING
 from state import repository as repo
 
 __all__ = ["Delivery", "Redrive", "Worker", "WorkerOptions"]
@@ -144,6 +145,7 @@ class Worker:
 
     def _flow_control(self) -> None:
         pending = self._dispatcher.pending()
+        DISPATCH_PENDING.set(pending)
         if not self._paused and pending >= self._options.max_buffered:
             self._consumer.pause(self._consumer.assignment())
             self._paused = True

@@ -24,8 +24,13 @@ def _settings():  # type: ignore[no-untyped-def]
 def cmd_worker(args: argparse.Namespace) -> int:
     from service.bootstrap import build_services, build_worker
 
-    services = build_services(_settings())
+    settings = _settings()
+    services = build_services(settings)
     worker = build_worker(services)
+    if settings.metrics_port:
+        from service.metrics import serve_metrics
+
+        serve_metrics(settings.metrics_port, services.providers.limiters)
 
     def stop(signum: int, _frame: object) -> None:
         worker.stop()  # SIGTERM drains in-flight work and commits before exit

@@ -26,6 +26,7 @@ from providers.errors import (
 from providers.ratelimit import RateLimiter
 from providers.tokens import ConnectionTokens
 from schemas.error_codes import ErrorCode
+from service.metrics import PROVIDER_REQUESTS
 
 __all__ = ["ProviderHttp", "retry_after_seconds"]
 
@@ -49,7 +50,9 @@ def retry_after_seconds(response: httpx.Response, default: float = 60.0) -> floa
 
 class ProviderHttp:
     def __init__(self, client: httpx.Client, tokens: ConnectionTokens, limiter: RateLimiter,
-                 classify: Classifier, headers: Mapping[str, str] | None = None) -> None:
+                 classify: Classifier, headers: Mapping[str, str] | None = None,
+                 provider: str = "") -> None:
+        self._provider = provider
         self._client = client
         self._tokens = tokens
         self._limiter = limiter
@@ -67,8 +70,11 @@ class ProviderHttp:
                 raise ReconnectRequired("the provider refuses a freshly refreshed token",
                                         status=401)
         if response.is_success:
+            PROVIDER_REQUESTS.labels(self._provider, "ok").inc()
             return response
-        raise self._error(response)
+        error = self._error(response)
+        PROVIDER_REQUESTS.labels(self._provider, error.code.value).inc()
+        raise error
 
     def _send(self, method: str, url: str, token: str, write: bool,
               headers: Mapping[str, str] | None, kwargs: dict[str, Any]) -> httpx.Response:

@@ -13,9 +13,13 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import structlog
+
 from providers.errors import Throttled
 
 __all__ = ["RateLimiter", "RateLimits"]
+
+log = structlog.get_logger("ratelimit")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,8 +31,10 @@ class RateLimits:
 
 class RateLimiter:
     def __init__(self, limits: RateLimits, clock: Callable[[], float] = time.monotonic,
-                 max_wait_s: float = 2.0) -> None:
+                 max_wait_s: float = 2.0, name: str = "") -> None:
         self.limits = limits
+        self.name = name
+        self._last_warning = -1e18
         self._clock = clock
         self._max_wait = max_wait_s
         self._lock = threading.Condition()
@@ -62,12 +68,24 @@ class RateLimiter:
                     self._minute.append(now)
                     self._day.append(now)
                     self._in_flight += 1
+                    self._warn_if_near(now)
                     return
                 if now + wait > deadline:
                     self.throttled_total += 1
                     raise Throttled(f"local {scope} limit reached", retry_after=max(wait, 0.05),
                                     scope=scope, status=None)
                 self._lock.wait(timeout=wait)
+
+    def _warn_if_near(self, now: float) -> None:
+        """Log quota use once a minute when a window is over 80% used."""
+        day = self.limits.per_day
+        near = len(self._minute) >= 0.8 * self.limits.per_minute or (
+            day is not None and len(self._day) >= 0.8 * day)
+        if near and now - self._last_warning >= 60:
+            self._last_warning = now
+            log.warning("rate_limit_quota_high", name=self.name, minute_used=len(self._minute),
+                        minute_limit=self.limits.per_minute, day_used=len(self._day),
+                        day_limit=day)
 
     def release(self) -> None:
         with self._lock:

@@ -137,7 +137,9 @@ class AvroCodec:
                     f"no known schema has fingerprint {data[2:10].hex()}",
                 )
             return self._read(writer, data[10:], expected)
-        if data[0] == _CONFLUENT_MAGIC and len(data) >= 5:
+        if data[0] == _CONFLUENT_MAGIC:
+            if len(data) < 5:
+                raise DecodeError("truncated", "Confluent header is truncated")
             (schema_id,) = struct.unpack(">I", data[1:5])
             return self._read(self._registry_writer(schema_id), data[5:], expected)
         raise DecodeError("bad_magic", f"unrecognised wire format (first byte 0x{data[0]:02x})")

@@ -135,10 +135,18 @@ def validate_event(event: ChangeEvent) -> None:
 
 
 def _check_text(record: Record) -> None:
-    for name, value in asdict(record).items():
+    def walk(name: str, value: object) -> None:
         if isinstance(value, str) and len(value) > _MAX_TEXT:
             raise InvalidEvent(ErrorCode.SCHEMA_INVALID,
                                f"{name} is {len(value)} characters; the limit is {_MAX_TEXT}")
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{name}.{key}" if name else str(key), inner)
+        elif isinstance(value, list | tuple):
+            for index, inner in enumerate(value):
+                walk(f"{name}[{index}]", inner)
+
+    walk("", asdict(record))
 
 
 def _check_amount(name: str, amount: Decimal, currency: str | None = None) -> None:

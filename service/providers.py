@@ -39,7 +39,8 @@ class ProviderDirectory:
         with self._lock:
             key = (account_id, provider)
             if key not in self._limiters:
-                self._limiters[key] = RateLimiter(self._settings.providers[provider].limits)
+                self._limiters[key] = RateLimiter(self._settings.providers[provider].limits,
+                                                  name=f"{provider}/{account_id}")
             return self._limiters[key]
 
     def limiters(self) -> dict[tuple[str, str], RateLimiter]:
@@ -73,18 +74,19 @@ class ProviderDirectory:
             from providers.quickbooks.adapter import QuickBooksAdapter, classify_quickbooks_error
 
             http = ProviderHttp(self._client, tokens, limiter, classify_quickbooks_error,
-                                {"Accept": "application/json"})
+                                {"Accept": "application/json"}, "quickbooks")
             return QuickBooksAdapter(http, config.api_base, info.tenant_id)
         if info.provider == "xero":
             from providers.xero.adapter import XeroAdapter, classify_xero_error
 
             http = ProviderHttp(self._client, tokens, limiter, classify_xero_error,
-                                {"Accept": "application/json", "xero-tenant-id": info.tenant_id})
+                                {"Accept": "application/json", "xero-tenant-id": info.tenant_id},
+                                "xero")
             return XeroAdapter(http, config.api_base)
         from providers.freshbooks.adapter import FreshBooksAdapter, classify_freshbooks_error
 
         http = ProviderHttp(self._client, tokens, limiter, classify_freshbooks_error,
-                            {"Accept": "application/json"})
+                            {"Accept": "application/json"}, "freshbooks")
         return FreshBooksAdapter(http, config.api_base, info.tenant_id)
 
     def close(self) -> None:
