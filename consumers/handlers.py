@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -92,16 +91,13 @@ class SyncContext:
 
 def apply_event(ctx: SyncContext, event: ChangeEvent) -> Applied:
     record = event.record
-    handler: Callable[[SyncContext, Any, ChangeEvent], Applied]
     if isinstance(record, Customer):
-        handler = _customer
-    elif isinstance(record, Item):
-        handler = _item
-    elif isinstance(record, Invoice):
-        handler = _invoice
-    else:
-        handler = _payment
-    return handler(ctx, record, event)
+        return _customer(ctx, record, event)
+    if isinstance(record, Item):
+        return _item(ctx, record, event)
+    if isinstance(record, Invoice):
+        return _invoice(ctx, record, event)
+    return _payment(ctx, record, event)
 
 
 def _existing(ctx: SyncContext, event: ChangeEvent) -> tuple[ProviderRecord | None, str | None]:

@@ -8,11 +8,15 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from service.config import Settings
 
 __all__ = ["main"]
 
 
-def _settings():  # type: ignore[no-untyped-def]
+def _settings() -> Settings:
     from service.config import Settings
     from service.logging import configure_logging
 

@@ -54,7 +54,7 @@ def produce_and_wait(producer: Producer, records: list[dict[str, Any]],
 def ensure_topics(bootstrap: str, topics: list[str], partitions: int = 3,
                   compacted: tuple[str, ...] = ()) -> None:
     """Create missing topics (local runs and tests; production provisions them)."""
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     existing = set(admin.list_topics(timeout=10).topics)
@@ -65,7 +65,7 @@ def ensure_topics(bootstrap: str, topics: list[str], partitions: int = 3,
     ]
     if not wanted:
         return
-    for topic, future in admin.create_topics(wanted).items():
+    for future in admin.create_topics(wanted).values():
         try:
             future.result(timeout=30)
         except KafkaException as exc:

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from authlib.integrations.httpx_client import OAuth2Client
 from authlib.integrations.base_client.errors import OAuthError
+from authlib.integrations.httpx_client import OAuth2Client
 
 from providers.errors import ReconnectRequired, TransientProviderError
 
@@ -39,7 +39,8 @@ class ClientCredentials:
     redirect_uri: str
 
     def __repr__(self) -> str:  # never print the secret
-        return f"ClientCredentials(client_id={self.client_id!r}, redirect_uri={self.redirect_uri!r})"
+        return (f"ClientCredentials(client_id={self.client_id!r}, "
+                f"redirect_uri={self.redirect_uri!r})")
 
 
 @dataclass(frozen=True, slots=True)

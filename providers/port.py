@@ -18,12 +18,12 @@ from schemas.records import Address, Customer, Invoice, Item, Payment
 
 __all__ = [
     "AccountingProvider",
-    "WriteIntent",
-    "IncomeAccount",
     "InboundChange",
+    "IncomeAccount",
     "ProviderRecord",
     "RemoteCustomer",
     "RemoteItem",
+    "WriteIntent",
 ]
 
 
@@ -101,7 +101,8 @@ class AccountingProvider(Protocol):
                        items: Mapping[str, ProviderRecord], link: ProviderRecord | None,
                        write: WriteIntent) -> ProviderRecord: ...
 
-    def void_invoice(self, invoice: Invoice, link: ProviderRecord, write: WriteIntent) -> ProviderRecord: ...
+    def void_invoice(self, invoice: Invoice, link: ProviderRecord,
+                     write: WriteIntent) -> ProviderRecord: ...
 
     def record_payment(self, payment: Payment, invoice: ProviderRecord,
                        customer: ProviderRecord, link: ProviderRecord | None,

@@ -158,7 +158,7 @@ class AvroCodec:
             registered = self._registry.get_schema(schema_id)
         except Exception as exc:
             raise DecodeError("unknown_schema", f"schema id {schema_id}: {exc}") from exc
-        parsed = parse_schema(json.loads(registered.schema_str))
+        parsed: Any = parse_schema(json.loads(registered.schema_str))
         writer = (_short_name(str(parsed["name"])), parsed)
         self._registry_schemas[schema_id] = writer
         return writer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
 
-__all__ = ["MINOR_UNITS", "UnknownCurrency", "minor_unit", "quantize_money", "is_known_currency"]
+__all__ = ["MINOR_UNITS", "UnknownCurrency", "is_known_currency", "minor_unit", "quantize_money"]
 
 # ISO 4217 minor units for the currencies BlueClerk accounts bill in. A code that is
 # not listed is rejected rather than guessed: a wrong exponent silently changes totals.

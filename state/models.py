@@ -56,7 +56,8 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
             raise ValueError("naive datetime given to a UTC column")
         return value.astimezone(dt.UTC)
 
-    def process_result_value(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+    def process_result_value(self, value: dt.datetime | None,
+                             dialect: Dialect) -> dt.datetime | None:
         if value is None:
             return None
         return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
@@ -167,7 +168,8 @@ class ParkedEvent(Base):
     account_id: Mapped[str] = mapped_column(String(64))
     entity_type: Mapped[str] = mapped_column(String(16))
     entity_id: Mapped[str] = mapped_column(String(128))
-    reason: Mapped[str] = mapped_column(String(24))  # waiting_dependency|unmapped_item|pending_manual
+    # missing_dependency | unmapped_item | pending_manual | reconnect_required
+    reason: Mapped[str] = mapped_column(String(24))
     waits_for: Mapped[str | None] = mapped_column(String(160))  # "customer:c-1", "item:i-2"
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     parked_at: Mapped[dt.datetime] = mapped_column(default=_utcnow)

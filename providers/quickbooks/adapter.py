@@ -22,8 +22,8 @@ from providers.errors import (
 )
 from providers.http import ProviderHttp, retry_after_seconds
 from providers.port import (
-    IncomeAccount,
     InboundChange,
+    IncomeAccount,
     ProviderRecord,
     RemoteCustomer,
     RemoteItem,
