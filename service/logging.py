@@ -53,6 +53,19 @@ def redact(_logger: Any, _method: str,
     return event_dict
 
 
+class _StderrLogger:
+    """Writes each line to whatever `sys.stderr` is at call time (not at configure time),
+    so a replaced or closed stream (test capture, daemon re-exec) is never written to."""
+
+    def __init__(self, *_args: Any) -> None:
+        pass
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    debug = info = warning = warn = error = critical = exception = fatal = log = msg
+
+
 def configure_logging(level: str = "info") -> None:
     logging.basicConfig(format="%(message)s", stream=sys.stderr,
                         level=getattr(logging, level.upper(), logging.INFO))
@@ -69,6 +82,6 @@ def configure_logging(level: str = "info") -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             getattr(logging, level.upper(), logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=_StderrLogger,
         cache_logger_on_first_use=True,
     )
