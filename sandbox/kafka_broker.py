@@ -95,6 +95,10 @@ class KafkaBroker:
     _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False, repr=False)
 
     @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
 
@@ -157,6 +161,7 @@ class KafkaBroker:
         self._proc = subprocess.Popen(
             self._java_cmd(libs, "kafka.Kafka", str(config)),
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while not self._ready():
@@ -200,6 +205,17 @@ class KafkaBroker:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+def _die_with_parent() -> None:
+    """Linux: the JVM gets SIGTERM when the thread that started it dies, even by SIGKILL
+    (no orphans); start brokers from a long-lived thread."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def _cluster_id() -> str:
