@@ -103,9 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run the whole path end to end on local defaults")
     p.add_argument("--customers", type=int, default=24)
     p.set_defaults(func=cmd_demo)
-    from control import operations
+    from control import operations, report
 
     operations.register(sub)
+    report.register(sub)
     return parser
 
 

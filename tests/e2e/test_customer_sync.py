@@ -13,6 +13,7 @@ import httpx
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from control.report import read_statuses, summarise
 from producers.kafka import make_producer
 from sandbox.harness import StatusReader, WorkerProcess, connect_sandbox_account
 from sandbox.scenario import EventFactory, publish
@@ -157,6 +158,11 @@ def test_three_tenants_end_with_one_customer_each_and_replay_changes_nothing(
     assert counts[SyncStatus.SYNCED] >= 3 * CUSTOMERS_PER_TENANT
     assert counts[SyncStatus.SKIPPED] > 0  # the out-of-order versions
     books_before = _assert_books_match(sandbox_url, realms, latest)
+    report = summarise(read_statuses(kafka_bootstrap, topics.status))  # what analysts run
+    assert report["events"] == len(distinct_events)
+    assert sum(report["by_provider_entity_status"].values()) == len(distinct_events)
+    assert report["by_provider_entity_status"]["quickbooks/customer/synced"] == \
+        counts[SyncStatus.SYNCED]
 
     # A new consumer group re-reads every topic from the beginning: nothing may change.
     env = _worker_env(kafka_bootstrap, db_url, key, sandbox_url, topics, "sync-e2e-replay")
