@@ -23,7 +23,7 @@ from providers.errors import (
     TransientProviderError,
     UnknownOutcome,
 )
-from providers.ratelimit import RateLimiter
+from providers.ratelimit import Limiter
 from providers.tokens import ConnectionTokens
 from schemas.error_codes import ErrorCode
 from service.metrics import PROVIDER_REQUESTS
@@ -49,7 +49,7 @@ def retry_after_seconds(response: httpx.Response, default: float = 60.0) -> floa
 
 
 class ProviderHttp:
-    def __init__(self, client: httpx.Client, tokens: ConnectionTokens, limiter: RateLimiter,
+    def __init__(self, client: httpx.Client, tokens: ConnectionTokens, limiter: Limiter,
                  classify: Classifier, headers: Mapping[str, str] | None = None,
                  provider: str = "") -> None:
         self._provider = provider

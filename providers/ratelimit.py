@@ -10,14 +10,15 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 
 from providers.errors import Throttled
 
-__all__ = ["RateLimiter", "RateLimits"]
+__all__ = ["Limiter", "LimiterChain", "RateLimiter", "RateLimits"]
 
 log = structlog.get_logger("ratelimit")
 
@@ -97,3 +98,31 @@ class RateLimiter:
             self._prune(self._clock())
             return {"minute": len(self._minute), "day": len(self._day),
                     "in_flight": self._in_flight, "throttled": self.throttled_total}
+
+
+class Limiter(Protocol):
+    def acquire(self) -> None: ...
+
+    def release(self) -> None: ...
+
+
+class LimiterChain:
+    """Several limits on one call (per connection, then per app): all or none are taken."""
+
+    def __init__(self, limiters: Sequence[Limiter]) -> None:
+        self._limiters = list(limiters)
+
+    def acquire(self) -> None:
+        taken: list[Limiter] = []
+        try:
+            for limiter in self._limiters:
+                limiter.acquire()
+                taken.append(limiter)
+        except BaseException:
+            for limiter in reversed(taken):
+                limiter.release()
+            raise
+
+    def release(self) -> None:
+        for limiter in reversed(self._limiters):
+            limiter.release()

@@ -51,6 +51,7 @@ class ProviderSettings:
     credentials: ClientCredentials
     limits: RateLimits
     identity_url: str = ""  # Xero connections / FreshBooks users/me
+    app_per_minute: int | None = None  # a limit across all connections of this app
 
 
 def _env(name: str, default: str) -> str:
@@ -98,7 +99,8 @@ def _providers(sandbox: str | None, redirect_uri: str) -> dict[str, ProviderSett
                 "offline_access accounting.contacts accounting.settings accounting.invoices "
                 "accounting.payments", revoke_style="form_basic"),
             creds("XERO"), _limits("XERO", 60, 5, 5000),
-            identity_url=url("https://api.xero.com/connections", "/xero/connections")),
+            identity_url=url("https://api.xero.com/connections", "/xero/connections"),
+            app_per_minute=int(_env("XERO_APP_RATE_PER_MINUTE", "10000"))),
         "freshbooks": ProviderSettings(
             "freshbooks",
             _env("FRESHBOOKS_API_BASE", url("https://api.freshbooks.com", "/freshbooks")),

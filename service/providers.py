@@ -10,7 +10,7 @@ from providers.errors import PermanentProviderError
 from providers.http import ProviderHttp
 from providers.oauth import OAuthFlow
 from providers.port import AccountingProvider
-from providers.ratelimit import RateLimiter
+from providers.ratelimit import Limiter, LimiterChain, RateLimiter, RateLimits
 from providers.tokens import ConnectionTokens
 from schemas.error_codes import ErrorCode
 from service.config import Settings
@@ -26,6 +26,12 @@ class ProviderDirectory:
         self._lock = threading.Lock()
         self._adapters: dict[tuple[str, str, str], AccountingProvider] = {}
         self._limiters: dict[tuple[str, str], RateLimiter] = {}
+        # Limits across all of this app's connections (Xero: 10,000 calls a minute).
+        self._app_limiters = {
+            name: RateLimiter(RateLimits(per_minute=config.app_per_minute, concurrent=1_000_000),
+                              name=f"{name}/app")
+            for name, config in settings.providers.items() if config.app_per_minute
+        }
         self._client = httpx.Client(
             timeout=httpx.Timeout(settings.http_timeout_s, connect=5.0),
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
@@ -69,7 +75,10 @@ class ProviderDirectory:
                                          code=ErrorCode.UNSUPPORTED)
         flow = self.oauth(info.provider)
         tokens = ConnectionTokens(self._connections, info.account_id, flow.refresh)
-        limiter = self.limiter(info.account_id, info.provider)
+        connection_limiter = self.limiter(info.account_id, info.provider)
+        app_limiter = self._app_limiters.get(info.provider)
+        limiter: Limiter = (LimiterChain([connection_limiter, app_limiter]) if app_limiter
+                            else connection_limiter)
         if info.provider == "quickbooks":
             from providers.quickbooks.adapter import QuickBooksAdapter, classify_quickbooks_error
 

@@ -173,3 +173,24 @@ def test_many_threads_never_exceed_the_cap() -> None:
     assert peak <= 3
     assert limiter.usage()["minute"] == 80
     assert limiter.usage()["in_flight"] == 0
+
+
+def test_limiter_chain_takes_all_limits_or_none() -> None:
+    from providers.ratelimit import LimiterChain
+
+    now = [0.0]
+    tenant = RateLimiter(RateLimits(per_minute=100, concurrent=5), clock=lambda: now[0],
+                         max_wait_s=0)
+    app = RateLimiter(RateLimits(per_minute=2, concurrent=100), clock=lambda: now[0],
+                      max_wait_s=0)
+    chain = LimiterChain([tenant, app])
+    chain.acquire()
+    chain.release()
+    chain.acquire()
+    chain.release()
+    with pytest.raises(Throttled) as refused:
+        chain.acquire()  # the app-wide minute is used up
+    assert refused.value.scope == "minute"
+    # The tenant's slot taken before the refusal was given back.
+    assert tenant.usage()["in_flight"] == 0
+    assert app.usage()["in_flight"] == 0
