@@ -282,3 +282,4 @@ def register(sub: Any) -> None:
     which.add_argument("--record", type=int, help="dead_letters row id")
     which.add_argument("--all", action="store_true")
     p.set_defaults(func=_run(_replay))
+    __import__("control.inbound_cli", fromlist=["register"]).register(sub)

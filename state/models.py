@@ -232,3 +232,22 @@ class OAuthState(Base):
 
 
 __all__ += ["OAuthState"]
+
+
+class InboundCursor(Base):
+    """How far the inbound poller has read an account's changes in the accounting system.
+
+    `polled_through` is the `since` of the next fetch; `boundary_keys` (JSON) holds the
+    changes already handled with a change time at or after it, which the next fetch
+    reads again and must not emit twice. Both move in the transaction that writes the
+    changes' events to the outbox.
+    """
+
+    __tablename__ = "inbound_cursors"
+    account_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    polled_through: Mapped[dt.datetime]
+    boundary_keys: Mapped[str] = mapped_column(Text, default="[]")
+    updated_at: Mapped[dt.datetime] = mapped_column(default=_utcnow, onupdate=_utcnow)
+
+
+__all__ += ["InboundCursor"]
