@@ -187,27 +187,36 @@ class SyncEngine:
         return self._codec.encode(event_schema, value)
 
     def reject(self, payload: bytes | None, key: str | None, origin: Origin,
-               error: DecodeError | InvalidEvent | Exception) -> SyncStatusEvent:
-        """An undecodable or invalid record: dead letter and a dead_lettered status."""
+               error: Exception, event: ChangeEvent | None = None) -> SyncStatusEvent | None:
+        """A record that cannot be processed (undecodable, invalid, or one that crashed the
+        engine): dead letter and a dead_lettered status, once per record even on replay."""
         code = error.code if isinstance(error, InvalidEvent) else (
-            ErrorCode.UNDECODABLE if isinstance(error, DecodeError) else ErrorCode.SCHEMA_INVALID)
+            ErrorCode.UNDECODABLE if isinstance(error, DecodeError) else
+            ErrorCode.SCHEMA_INVALID if event is None else ErrorCode.INTERNAL)
+        source = event.event_id if event else f"{origin.topic}/{origin.partition}/{origin.offset}"
+        with self.db.transaction() as s:
+            if repo.processed_status(s, source) is not None:
+                return None  # a replay: already dead-lettered
         self._dead_letters.dead_letter(payload, key, origin, error, code)
-        source = f"{origin.topic}/{origin.partition}/{origin.offset}"
         status = SyncStatusEvent(
-            source_event_id=source, account_id=key or "unknown",
-            entity_type=origin.topic.rsplit(".", 1)[-1].rstrip("s") or "unknown",
-            entity_id="unknown", operation="none", status=SyncStatus.DEAD_LETTERED,
-            occurred_at=dt.datetime.now(dt.UTC), error_code=code,
-            message=f"{error} — {type(error).__name__}; the record was dead-lettered",
+            source_event_id=source, account_id=event.account_id if event else key or "unknown",
+            entity_type=event.entity_type.value if event else
+            origin.topic.rsplit(".", 1)[-1].rstrip("s") or "unknown",
+            entity_id=event.entity_id if event else "unknown", operation="none",
+            status=SyncStatus.DEAD_LETTERED,
+            occurred_at=event.occurred_at if event else dt.datetime.now(dt.UTC),
+            entity_version=event.entity_version if event else None, error_code=code,
+            message=f"{error} ({type(error).__name__}); the record was dead-lettered",
         )
         with self.db.transaction() as s:
-            repo.add_dead_letter(s, account_id=key, entity_type=None, entity_id=None,
+            repo.add_dead_letter(s, account_id=status.account_id, entity_type=None
+                                 if event is None else status.entity_type,
+                                 entity_id=event.entity_id if event else None,
                                  topic=origin.topic, partition=origin.partition,
                                  offset=origin.offset, error_code=code.value, reason=str(error),
                                  payload=payload)
-            if repo.processed_status(s, source) is None:
-                repo.mark_processed(s, source, key or "unknown", status.status.value)
-                self._add_status(s, status)
+            repo.mark_processed(s, source, status.account_id, status.status.value)
+            self._add_status(s, status)
         return status
 
     # -- the pipeline ----------------------------------------------------------------

@@ -216,7 +216,8 @@ class Worker:
                                           origin=work.origin)
         except Exception as exc:  # a bug must not lose the event: dead-letter it
             log.exception("engine_crashed", event_id=work.event.event_id)
-            self._engine.reject(work.payload, work.event.account_id, work.origin, exc)
+            self._engine.reject(work.payload, work.event.account_id, work.origin, exc,
+                                event=work.event)
             return DONE
         if result.retry_after_s is not None:
             work.attempt += int(result.spend_attempt)
