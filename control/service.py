@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
@@ -30,6 +29,7 @@ from control.wizard.customer_types import (
     suggest_customer_type,
 )
 from control.wizard.duplicates import ExistingCustomer, find_duplicates
+from producers.inbound_changes import add_change_event, change_id_for
 from providers.errors import ProviderError, ReconnectRequired
 from providers.port import AccountingProvider, IncomeAccount, RemoteCustomer, RemoteItem
 from schemas.error_codes import ADVICE, ErrorCode
@@ -446,17 +446,16 @@ def _selections(raw: Sequence[Mapping[str, Any]]) -> list[Selection]:
 def _inbound_event(ctx: ControlContext, s: Session, info: ConnectionInfo, entity_type: str,
                    provider_id: str, entity_id: str, operation: str,
                    record: dict[str, Any], details: dict[str, str]) -> None:
-    value = {
-        "change_id": str(uuid.uuid4()), "account_id": info.account_id,
-        "provider": info.provider, "entity_type": entity_type,
-        "provider_record_id": provider_id, "entity_id": entity_id, "operation": operation,
-        "changed_at": _now(ctx), "customer": record if entity_type == "customer" else None,
-        "item": record if entity_type == "item" else None, "details": details,
-    }
-    repo.add_outbox(s, account_id=info.account_id, topic_kind="inbound", key=info.account_id,
-                    value=ctx.services.codec.encode("AccountingChangeEvent", value),
-                    entity_type=entity_type, entity_id=entity_id,
-                    message=f"{operation} {entity_type} {provider_id} as {entity_id}")
+    changed_at = _now(ctx)
+    add_change_event(
+        s, ctx.services.codec,
+        change_id=change_id_for(info.account_id, info.provider, entity_type, provider_id,
+                                changed_at),
+        account_id=info.account_id, provider=info.provider, entity_type=entity_type,
+        provider_id=provider_id, entity_id=entity_id, operation=operation,
+        changed_at=changed_at, details=details,
+        customer=record if entity_type == "customer" else None,
+        item=record if entity_type == "item" else None)
 
 
 def _check_link_target(s: Session, info: ConnectionInfo, entity_type: str, target: str,
