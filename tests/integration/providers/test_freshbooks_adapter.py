@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -27,6 +26,7 @@ from providers.http import ProviderHttp
 from providers.oauth import ClientCredentials, OAuthEndpoints, OAuthFlow, TokenSet
 from providers.port import ProviderRecord, WriteIntent
 from providers.ratelimit import RateLimiter, RateLimits
+from providers.testing import MemoryTokenStore
 from providers.tokens import ConnectionTokens
 from sandbox.freshbooks.app import create_app
 from sandbox.serve import serve_in_thread
@@ -35,35 +35,6 @@ from schemas.records import Address, Customer, Invoice, InvoiceLine, Item, Payme
 
 _n = itertools.count(1)
 CENT = Decimal("0.01")
-
-
-class MemoryTokenStore:
-    """TokenStore fake: one TokenSet per account, rotated under a lock."""
-
-    def __init__(self) -> None:
-        self._tokens: dict[str, TokenSet] = {}
-        self._lock = threading.Lock()
-        self.refreshes = 0
-
-    def put(self, account_id: str, tokens: TokenSet) -> None:
-        self._tokens[account_id] = tokens
-
-    def current(self, account_id: str) -> TokenSet:
-        return self._tokens[account_id]
-
-    def rotate(self, account_id: str, rejected_access: str | None,
-               refresh: Callable[[str], TokenSet]) -> TokenSet:
-        with self._lock:
-            stored = self._tokens[account_id]
-            if rejected_access is None:
-                if stored.expires_at - dt.timedelta(seconds=60) > dt.datetime.now(dt.UTC):
-                    return stored
-            elif stored.access_token != rejected_access:
-                return stored  # someone else refreshed already
-            fresh = refresh(stored.refresh_token)
-            self._tokens[account_id] = fresh
-            self.refreshes += 1
-            return fresh
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +55,7 @@ class Conn:
         self.tenant = f"ACCT{next(_n)}T{int(time.time() * 1000) % 1000000}"
         r = sim.post("/_sandbox/grants", json={"tenant": self.tenant})
         assert r.status_code == 200, r.text
-        self.store = MemoryTokenStore()
-        self.store.put(self.tenant, TokenSet.from_response(r.json()))
+        self.store = MemoryTokenStore(TokenSet.from_response(r.json()))
         self.adapter = self.build(timeout)
 
     def build(self, timeout: float) -> FreshBooksAdapter:

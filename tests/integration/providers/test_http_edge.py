@@ -24,33 +24,11 @@ from providers.errors import (
 from providers.http import ProviderHttp, retry_after_seconds
 from providers.oauth import TokenSet
 from providers.ratelimit import RateLimiter, RateLimits
+from providers.testing import MemoryTokenStore
 from providers.tokens import ConnectionTokens
 from schemas.error_codes import ErrorCode
 
 Handler = Callable[[httpx.Request], httpx.Response]
-
-
-class MemoryTokenStore:
-    def __init__(self, expires_in: float = 3600) -> None:
-        self.tokens = TokenSet("tok-1", "ref-1",
-                               dt.datetime.now(dt.UTC) + dt.timedelta(seconds=expires_in))
-        self.refreshes = 0
-        self._lock = threading.Lock()
-
-    def current(self, account_id: str) -> TokenSet:
-        return self.tokens
-
-    def rotate(self, account_id: str, rejected_access: str | None,
-               refresh: Callable[[str], TokenSet]) -> TokenSet:
-        with self._lock:
-            if rejected_access is None:
-                if self.tokens.expires_at - dt.timedelta(seconds=60) > dt.datetime.now(dt.UTC):
-                    return self.tokens
-            elif self.tokens.access_token != rejected_access:
-                return self.tokens
-            self.tokens = refresh(self.tokens.refresh_token)
-            self.refreshes += 1
-            return self.tokens
 
 
 def rotating_refresh(token: str) -> TokenSet:
@@ -69,7 +47,8 @@ class Edge:
             self.requests.append(request)
             return handler(request)
 
-        self.store = MemoryTokenStore(expires_in)
+        self.store = MemoryTokenStore(TokenSet(
+            "tok-1", "ref-1", dt.datetime.now(dt.UTC) + dt.timedelta(seconds=expires_in)))
         self.limiter = RateLimiter(limits or RateLimits(per_minute=1000, concurrent=5),
                                    max_wait_s=0.1)
         tokens = ConnectionTokens(self.store, account or f"acct-{id(self)}", refresh)

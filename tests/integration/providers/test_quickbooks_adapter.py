@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -27,6 +27,7 @@ from providers.oauth import ClientCredentials, OAuthEndpoints, OAuthFlow, TokenS
 from providers.port import ProviderRecord, WriteIntent
 from providers.quickbooks.adapter import QuickBooksAdapter, classify_quickbooks_error
 from providers.ratelimit import RateLimiter, RateLimits
+from providers.testing import MemoryTokenStore
 from providers.tokens import ConnectionTokens, TokenStore
 from sandbox.scenario import build_invoice
 from schemas.records import Customer, Invoice, Item, Payment
@@ -36,28 +37,6 @@ from state.db import Database
 
 CLIENT = ("blueclerk-local", "local-secret")
 KEY = generate_key()
-
-
-class MemoryTokenStore:
-    """TokenStore fake: one TokenSet per account, rotated under a lock."""
-
-    def __init__(self, tokens: TokenSet) -> None:
-        self.tokens = tokens
-        self._lock = threading.Lock()
-
-    def current(self, account_id: str) -> TokenSet:
-        return self.tokens
-
-    def rotate(self, account_id: str, rejected_access: str | None,
-               refresh: Callable[[str], TokenSet]) -> TokenSet:
-        with self._lock:
-            if rejected_access is None:
-                if self.tokens.expires_at - dt.timedelta(seconds=60) > dt.datetime.now(dt.UTC):
-                    return self.tokens
-            elif self.tokens.access_token != rejected_access:
-                return self.tokens
-            self.tokens = refresh(self.tokens.refresh_token)
-            return self.tokens
 
 
 class CountingFlow:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -26,6 +25,7 @@ from providers.http import ProviderHttp
 from providers.oauth import ClientCredentials, OAuthEndpoints, OAuthFlow, TokenSet
 from providers.port import ProviderRecord, WriteIntent
 from providers.ratelimit import RateLimiter, RateLimits
+from providers.testing import MemoryTokenStore
 from providers.tokens import ConnectionTokens
 from providers.xero import translate
 from providers.xero.adapter import XeroAdapter, classify_xero_error
@@ -37,35 +37,6 @@ from schemas.error_codes import ErrorCode
 from schemas.records import Address, Customer, Invoice, Item, Payment
 
 FAST = XeroLimits(per_minute=100000, app_per_minute=1000000, per_day=1000000, concurrent=50)
-
-
-class MemoryTokenStore:
-    """TokenStore fake: one TokenSet per account, rotated under a lock."""
-
-    def __init__(self) -> None:
-        self._tokens: dict[str, TokenSet] = {}
-        self._lock = threading.Lock()
-        self.refreshes = 0
-
-    def put(self, account_id: str, tokens: TokenSet) -> None:
-        self._tokens[account_id] = tokens
-
-    def current(self, account_id: str) -> TokenSet:
-        return self._tokens[account_id]
-
-    def rotate(self, account_id: str, rejected_access: str | None,
-               refresh: Callable[[str], TokenSet]) -> TokenSet:
-        with self._lock:
-            stored = self._tokens[account_id]
-            if rejected_access is None:
-                if stored.expires_at - dt.timedelta(seconds=60) > dt.datetime.now(dt.UTC):
-                    return stored
-            elif stored.access_token != rejected_access:
-                return stored  # another caller refreshed already
-            fresh = refresh(stored.refresh_token)
-            self._tokens[account_id] = fresh
-            self.refreshes += 1
-            return fresh
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +59,7 @@ class Conn:
         self.tenant = tenant or str(uuid.uuid4())
         r = sim.post("/_sandbox/grants", json={"tenant": self.tenant})
         assert r.status_code == 200, r.text
-        self.store = MemoryTokenStore()
-        self.store.put(self.tenant, TokenSet.from_response(r.json()))
+        self.store = MemoryTokenStore(TokenSet.from_response(r.json()))
         self.adapter = self.build()
 
     def build(self, timeout: float = 5.0, tenant_header: str | None = None) -> XeroAdapter:
