@@ -10,6 +10,7 @@ event ended with the status it should.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from pathlib import Path
 import httpx
 from confluent_kafka import Consumer
 
+from control.report import read_statuses, summarise
 from producers.kafka import ensure_topics, make_producer
 from providers.oauth import TokenSet
 from sandbox.app import create_sandbox
@@ -81,6 +83,9 @@ def run_demo(events: int = 24) -> int:
         finally:
             worker.send_signal(signal.SIGTERM)
             code = worker.wait(timeout=60)
+        report = summarise(read_statuses(bootstrap, topics.status))
+        _print("analyst report (blueclerk-sync report): "
+               f"{json.dumps(report['by_provider_entity_status'])}")
         books = httpx.get(f"{sandbox}/quickbooks/_sandbox/books/{REALM}").json()
         customers = books.get("Customer", [])
         _print(f"worker exited with {code}; QuickBooks now holds {len(customers)} customers")
