@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from consumers.dispatch import DONE, Done, KeyOrderedDispatcher, Outcome, RetryLater
 from consumers.engine import Origin, SyncEngine
@@ -214,6 +215,10 @@ class Worker:
         try:
             result = self._engine.process(work.event, work.payload, attempt=work.attempt,
                                           origin=work.origin)
+        except (OperationalError, InterfaceError) as exc:
+            # The database is unreachable: an infrastructure blip, not the event's fault.
+            log.warning("database_unavailable", error=str(exc).splitlines()[0])
+            return RetryLater(2.0, reason="database unavailable")
         except Exception as exc:  # a bug must not lose the event: dead-letter it
             log.exception("engine_crashed", event_id=work.event.event_id)
             self._engine.reject(work.payload, work.event.account_id, work.origin, exc,
