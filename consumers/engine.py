@@ -29,7 +29,7 @@ from schemas.records import ChangeEvent, EntityType, Record
 from schemas.status import SyncStatus, SyncStatusEvent
 from service.metrics import EVENTS, SYNC_SECONDS
 from state import repository as repo
-from state.connections import ConnectionInfo, ConnectionStore
+from state.connections import ConnectionInfo, ConnectionStore, connection_info, mark_synced
 from state.db import Database
 from state.locks import TenantLocks
 from state.models import ParkedEvent, SyncSettings
@@ -94,15 +94,21 @@ class RetryPolicy:
 
 class _Context(SyncContext):
     def __init__(self, engine: SyncEngine, info: ConnectionInfo, adapter: AccountingProvider,
-                 event: ChangeEvent) -> None:
+                 event: ChangeEvent, own_link: tuple[ProviderRecord, str | None] | None = None,
+                 own_known: bool = False) -> None:
         self._engine = engine
         self._info = info
         self.provider_name = info.provider
         self.adapter = adapter
         self._event = event
+        # The event's own link, read in the engine's first transaction (saves a round trip).
+        self._own = (event.entity_type.value, event.entity_id, own_link)
+        self._own_known = own_known
         self._resolving: set[str] = set()
 
     def link(self, entity_type: str, entity_id: str) -> tuple[ProviderRecord, str | None] | None:
+        if self._own_known and (entity_type, entity_id) == self._own[:2]:
+            return self._own[2]
         with self._engine.db.transaction() as s:
             row = repo.get_link(s, self._info.account_id, entity_type, entity_id)
             if row is None or row.provider != self._info.provider:
@@ -234,8 +240,8 @@ class SyncEngine:
     def _process(self, event: ChangeEvent, payload: bytes, attempt: int,
                  origin: Origin | None, redrive: bool) -> EngineResult:
         started = time.monotonic()
-        info = self._connections.get(event.account_id)
         with self.db.transaction() as s:
+            info = connection_info(s, event.account_id)
             prior = repo.processed_status(s, event.event_id)
             # The parked table is the truth for re-drives: a parked event may carry an
             # interim status (waiting, pending_manual, or failed while disconnected).
@@ -249,6 +255,9 @@ class SyncEngine:
                                     code=ErrorCode.STALE_VERSION, record_id=link.provider_id,
                                     message=f"version {event.entity_version} is not newer than "
                                     f"the applied version {link.last_applied_version}")
+            own_link = (ProviderRecord(link.provider_id, link.provider_version),
+                        link.payload_hash) if link is not None and info is not None \
+                and link.provider == info.provider else None
             gate = self._gate(s, event, info, payload, started, attempt,
                               linked=link is not None, redrive=redrive)
             if gate is not None:
@@ -269,7 +278,7 @@ class SyncEngine:
         assert info is not None
         try:
             adapter = self._adapters(info)
-            applied = apply_event(_Context(self, info, adapter, event), event)
+            applied = apply_event(_Context(self, info, adapter, event, own_link, True), event)
         except Parked as parked:
             with self.db.transaction() as s:
                 repo.park(s, event_id=event.event_id, account_id=event.account_id,
@@ -298,7 +307,7 @@ class SyncEngine:
                                   record_id=applied.record.id if applied.record else None,
                                   operation=applied.operation)
             waiting = self._waiting_on(s, event)
-        self._connections.touch_sync(event.account_id)
+            mark_synced(s, event.account_id)
         return EngineResult(result.statuses, None, waiting)
 
     @staticmethod

@@ -15,7 +15,7 @@ from state.crypto import TokenCipher
 from state.db import Database
 from state.models import Connection, SyncSettings
 
-__all__ = ["ConnectionInfo", "ConnectionStore"]
+__all__ = ["ConnectionInfo", "ConnectionStore", "connection_info", "mark_synced"]
 
 _EARLY_REFRESH = dt.timedelta(seconds=60)
 
@@ -33,6 +33,19 @@ class ConnectionInfo:
 def _info(row: Connection) -> ConnectionInfo:
     return ConnectionInfo(row.account_id, row.provider, row.tenant_id, row.status,
                           row.connected_at, row.status_reason)
+
+
+def connection_info(s: Session, account_id: str) -> ConnectionInfo | None:
+    """The connection as seen inside the caller's transaction."""
+    row = s.get(Connection, account_id)
+    return _info(row) if row else None
+
+
+def mark_synced(s: Session, account_id: str) -> None:
+    """Record the last successful sync inside the caller's transaction."""
+    row = s.get(Connection, account_id)
+    if row is not None:
+        row.last_sync_at = dt.datetime.now(dt.UTC)
 
 
 class ConnectionStore:
