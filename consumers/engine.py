@@ -189,9 +189,6 @@ class SyncEngine:
         decoded = self._codec.decode(payload)
         return event_from_avro(decoded.schema_name, decoded.value)
 
-    def encode(self, event_schema: str, value: dict[str, object]) -> bytes:
-        return self._codec.encode(event_schema, value)
-
     def reject(self, payload: bytes | None, key: str | None, origin: Origin,
                error: Exception, event: ChangeEvent | None = None) -> SyncStatusEvent | None:
         """A record that cannot be processed (undecodable, invalid, or one that crashed the

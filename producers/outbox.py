@@ -7,16 +7,14 @@ delivers them to Kafka and marks them published. A crash between the two republi
 
 from __future__ import annotations
 
-import datetime as dt
 import threading
 
 from confluent_kafka import Producer
-from sqlalchemy import select
 
 from producers.kafka import produce_and_wait
 from service.config import Topics
+from state import repository as repo
 from state.db import Database
-from state.models import OutboxMessage
 
 __all__ = ["OutboxPublisher"]
 
@@ -33,11 +31,7 @@ class OutboxPublisher:
     def publish_pending(self) -> int:
         """Publish one batch of unpublished messages; returns how many."""
         with self._lock, self._db.transaction() as s:
-            rows = list(s.execute(
-                select(OutboxMessage).where(OutboxMessage.published_at.is_(None))
-                .order_by(OutboxMessage.id).limit(self._batch)
-                .with_for_update(skip_locked=True)
-            ).scalars())
+            rows = repo.unpublished(s, self._batch, claim=True)
             if not rows:
                 return 0
             produce_and_wait(self._producer, [
@@ -45,9 +39,7 @@ class OutboxPublisher:
                  else self._topics.inbound, "key": r.key.encode(), "value": r.value}
                 for r in rows
             ])
-            now = dt.datetime.now(dt.UTC)
-            for row in rows:
-                row.published_at = now
+            repo.mark_published(s, [r.id for r in rows])
             return len(rows)
 
     def publish_all(self) -> int:

@@ -155,6 +155,4 @@ class ConnectionStore:
 
     def touch_sync(self, account_id: str) -> None:
         with self._db.transaction() as s:
-            row = s.get(Connection, account_id)
-            if row is not None:
-                row.last_sync_at = self._clock()
+            mark_synced(s, account_id)

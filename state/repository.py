@@ -163,9 +163,14 @@ def add_outbox(s: Session, *, account_id: str, topic_kind: str, key: str, value:
                         entity_id=entity_id, message=message))
 
 
-def unpublished(s: Session, limit: int = 500) -> list[OutboxMessage]:
-    return list(s.execute(select(OutboxMessage).where(OutboxMessage.published_at.is_(None))
-                          .order_by(OutboxMessage.id).limit(limit)).scalars())
+def unpublished(s: Session, limit: int = 500, *, claim: bool = False) -> list[OutboxMessage]:
+    """Unpublished messages in order; `claim` locks them (PostgreSQL: rows another
+    publisher holds are skipped) until the caller's transaction ends."""
+    query = (select(OutboxMessage).where(OutboxMessage.published_at.is_(None))
+             .order_by(OutboxMessage.id).limit(limit))
+    if claim:
+        query = query.with_for_update(skip_locked=True)
+    return list(s.execute(query).scalars())
 
 
 def mark_published(s: Session, ids: Sequence[int]) -> None:
