@@ -456,9 +456,12 @@ class SyncEngine:
         )
 
     def _finish(self, s: Session, event: ChangeEvent, info: ConnectionInfo | None,
-                status: SyncStatus, started: float, attempt: int, **kwargs: object
-                ) -> EngineResult:
-        result = self._status(event, info, status, started, attempt, **kwargs)  # type: ignore[arg-type]
+                status: SyncStatus, started: float, attempt: int, *,
+                code: ErrorCode | None = None, message: str | None = None,
+                record_id: str | None = None, operation: str = "none") -> EngineResult:
+        """Record the event's outcome and its status in the caller's transaction."""
+        result = self._status(event, info, status, started, attempt, code=code,
+                              message=message, record_id=record_id, operation=operation)
         repo.mark_processed(s, event.event_id, event.account_id, status.value)
         self._add_status(s, result)
         EVENTS.labels(event.entity_type.value, status.value, result.provider or "none").inc()

@@ -105,18 +105,13 @@ def _existing(ctx: SyncContext, event: ChangeEvent) -> tuple[ProviderRecord | No
     return (found[0], found[1]) if found else (None, None)
 
 
-def sync_customer(ctx: SyncContext, customer: Customer, link: ProviderRecord | None,
-                  write: WriteIntent) -> ProviderRecord:
-    return ctx.adapter.upsert_customer(customer, link, write)
-
-
 def _customer(ctx: SyncContext, customer: Customer, event: ChangeEvent) -> Applied:
     link, synced_hash = _existing(ctx, event)
     digest = payload_hash(ctx.provider_name, customer)
     if link is not None and digest == synced_hash:
         return Applied("none", link, digest, unchanged=True)
     operation = "update" if link else "create"
-    record = sync_customer(ctx, customer, link, ctx.write_intent(operation))
+    record = ctx.adapter.upsert_customer(customer, link, ctx.write_intent(operation))
     return Applied(operation, record, digest)
 
 
