@@ -93,3 +93,19 @@ def fresh_postgres_url(postgres_url: str) -> str:
     url = _fresh_postgres(postgres_url)
     migrate(url)
     return url
+
+
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A skipped test fails the run: every service a test needs is started, not assumed."""
+    if _skipped and exitstatus == 0:
+        print(f"\n{len(_skipped)} test(s) skipped, which this suite does not allow: "
+              f"{_skipped[:5]}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

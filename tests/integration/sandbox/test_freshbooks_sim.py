@@ -18,17 +18,15 @@ from sandbox.faults import FaultPlan, FaultSwitchboard
 from sandbox.freshbooks import FreshBooksLimits, create_app
 from sandbox.serve import serve_in_thread
 
-FIXTURES = Path(__file__).resolve().parents[4] / "shared" / "specs" / "freshbooks-sdk-fixtures"
+# FreshBooks' recorded SDK responses (MIT, copied from shared/specs with their licence).
+FIXTURES = Path(__file__).resolve().parents[2] / "data" / "freshbooks-sdk-fixtures"
 CLIENT_ID, SECRET = "blueclerk-local", "local-secret"
 REDIRECT = "http://localhost/callback"
 _n = itertools.count(1)
 
 
 def fixture(name: str) -> Any:
-    path = FIXTURES / name
-    if not path.exists():
-        pytest.skip(f"fixture {name} not available")
-    return json.loads(path.read_text())
+    return json.loads((FIXTURES / name).read_text())
 
 
 @pytest.fixture(scope="module")
