@@ -133,6 +133,8 @@ class BooksView:
     customers: list[str]
     invoices: dict[str, tuple[Decimal, bool]]  # number -> (total, voided)
     payments: list[tuple[str, Decimal]]  # (invoice number, amount)
+    invoice_numbers: list[str]  # every invoice in the books, duplicates included
+    items: list[str]
 
 
 def read_books(sandbox_url: str, provider: str, tenant: str) -> BooksView:
@@ -149,6 +151,8 @@ def read_books(sandbox_url: str, provider: str, tenant: str) -> BooksView:
              for i in raw.get("Invoice", [])},
             [(numbers[line["LinkedTxn"][0]["TxnId"]], Decimal(str(line["Amount"])))
              for p in raw.get("Payment", []) for line in p.get("Line", [])],
+            [i["DocNumber"] for i in raw.get("Invoice", [])],
+            [i["Name"] for i in raw.get("Item", [])],
         )
     if provider == "xero":
         numbers = {i["InvoiceID"]: i["InvoiceNumber"] for i in raw.get("Invoices", [])}
@@ -159,6 +163,9 @@ def read_books(sandbox_url: str, provider: str, tenant: str) -> BooksView:
              for i in raw.get("Invoices", [])},
             [(numbers[p["Invoice"]["InvoiceID"]], Decimal(str(p["Amount"])))
              for p in raw.get("Payments", []) if p.get("Status") != "DELETED"],
+            [i["InvoiceNumber"] for i in raw.get("Invoices", [])
+             if i.get("Status") != "DELETED"],
+            [i["Name"] for i in raw.get("Items", [])],
         )
     numbers = {i["id"]: i["invoice_number"] for i in raw.get("invoices", [])}
     return BooksView(
@@ -168,4 +175,6 @@ def read_books(sandbox_url: str, provider: str, tenant: str) -> BooksView:
          for i in raw.get("invoices", [])},
         [(numbers[p["invoiceid"]], Decimal(p["amount"]["amount"]))
          for p in raw.get("payments", []) if p.get("vis_state", 0) != 1],
+        [i["invoice_number"] for i in raw.get("invoices", [])],
+        [i["name"] for i in raw.get("items", []) if i.get("vis_state", 0) != 1],
     )

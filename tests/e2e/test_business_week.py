@@ -122,6 +122,8 @@ def test_a_week_of_business_matches_the_books_for_every_provider(
         books = read_books(sandbox_url, provider, tenant)
         assert sorted(books.customers) == sorted(c.display_name for c in week.customers.values())
         assert set(books.invoices) == {i.number for i in week.invoices.values()}
+        assert sorted(books.invoice_numbers) == sorted(i.number for i in week.invoices.values())
+        assert len(books.items) == len(set(books.items)) == len(week.items)
         for invoice in week.invoices.values():
             total, voided = books.invoices[invoice.number]
             assert voided == (invoice.status == "void"), (provider, invoice.number)

@@ -154,7 +154,9 @@ def test_chaos_keeps_one_record_per_record_and_one_status_per_event(
     for account, (provider, tenant, week) in tenants.items():
         books = read_books(sandbox_url, provider, tenant)
         assert sorted(books.customers) == sorted(c.display_name for c in week.customers.values())
-        assert set(books.invoices) == {i.number for i in week.invoices.values()}, account
+        assert set(books.invoices) == {i.number for i in week.invoices.values()}
+        assert sorted(books.invoice_numbers) == sorted(i.number for i in week.invoices.values())
+        assert len(books.items) == len(set(books.items)) == len(week.items), account
         for invoice in week.invoices.values():
             total, voided = books.invoices[invoice.number]
             assert voided == (invoice.status == "void"), (account, invoice.number)
