@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from consumers.engine import SyncEngine
-from control import oauth_flow
+from control import oauth_flow, webhooks
 from control import service as svc
 from control.service import ControlContext, ControlError, KafkaSide
 from service.bootstrap import Services
@@ -296,4 +296,5 @@ def create_control_app(services: Services,
     def summary(account_id: Account) -> dict[str, Any]:
         return svc.summary(ctx, account_id)
 
+    app.include_router(webhooks.router(services))  # signed by the providers, no bearer
     return app
