@@ -1,7 +1,8 @@
 """The control plane's HTTP API for Settings > Integrations (FastAPI, described by OpenAPI).
 
-Every route but the OAuth redirect needs `Authorization: Bearer <control token>`; the
-redirect is protected by its single-use state instead (the browser carries no token).
+Every route needs `Authorization: Bearer <control token>` except two kinds: the OAuth
+redirect, protected by its single-use state (the browser carries no token), and the
+provider webhooks, authenticated by each provider's HMAC signature (control/webhooks.py).
 Every refusal has the body `{"error": {"code": "...", "message": "...what to do..."}}`.
 Handlers are plain `def`: FastAPI runs them in its thread pool, since they call providers.
 """
