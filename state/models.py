@@ -71,6 +71,8 @@ class Connection(Base):
     """One accounting system per BlueClerk account; tokens are encrypted at rest."""
 
     __tablename__ = "connections"
+    # Webhooks and the wizard find accounts by the provider's tenant id.
+    __table_args__ = (Index("ix_connections_provider_tenant", "provider", "tenant_id"),)
     account_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     provider: Mapped[str] = mapped_column(String(16))
     tenant_id: Mapped[str] = mapped_column(String(128))
