@@ -408,25 +408,32 @@ class SyncEngine:
         a reconnect). One that must wait for a retry stops the run, keeping order; the
         rest stay parked for the next run."""
         with self.db.transaction() as s:
-            parked = [(p.event_id, p.payload) for p in repo.parked_for(s, account_id)
+            parked = [p.event_id for p in repo.parked_for(s, account_id)
                       if p.reason in reasons and (waits_for is None or p.waits_for in waits_for)]
         statuses: list[SyncStatusEvent] = []
-        for _event_id, payload in parked:
+        for event_id in parked:
+            payload = self.parked_payload(event_id)
+            if payload is None:
+                continue
             result = self.process(self.decode(payload), payload, redrive=True)
             statuses.extend(result.statuses)
             if result.retry_after_s is not None:
                 break
             for redriven in result.redrive:
-                statuses.extend(self._redrive_one(account_id, redriven))
+                statuses.extend(self._redrive_one(redriven))
         return statuses
 
-    def _redrive_one(self, account_id: str, event_id: str) -> list[SyncStatusEvent]:
+    def parked_payload(self, event_id: str) -> bytes | None:
+        """The bytes of a parked event; None once it left the parked table."""
         with self.db.transaction() as s:
-            rows = [p.payload for p in repo.parked_for(s, account_id) if p.event_id == event_id]
-        if not rows:
+            row = repo.get_parked(s, event_id)
+            return row.payload if row else None
+
+    def _redrive_one(self, event_id: str) -> list[SyncStatusEvent]:
+        payload = self.parked_payload(event_id)
+        if payload is None:
             return []
-        result = self.process(self.decode(rows[0]), rows[0], redrive=True)
-        return list(result.statuses)
+        return list(self.process(self.decode(payload), payload, redrive=True).statuses)
 
     # -- recording -------------------------------------------------------------------
 

@@ -26,7 +26,6 @@ from schemas.codec import DecodeError
 from schemas.events import InvalidEvent
 from schemas.records import ChangeEvent
 from service.metrics import DISPATCH_PENDING
-from state import repository as repo
 
 __all__ = ["Delivery", "Redrive", "Worker", "WorkerOptions"]
 
@@ -231,10 +230,7 @@ class Worker:
         return DONE
 
     def _handle_redrive(self, work: Redrive) -> Outcome:
-        with self._engine.db.transaction() as s:
-            parked = [p for p in repo.parked_for(s, work.account_id)
-                      if p.event_id == work.event_id]
-            payload = parked[0].payload if parked else None
+        payload = self._engine.parked_payload(work.event_id)
         if payload is None:
             return DONE  # already re-driven by someone else
         event = self._engine.decode(payload)

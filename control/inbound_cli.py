@@ -35,12 +35,9 @@ def register(sub: Any) -> None:
 def cmd_poll_changes(args: argparse.Namespace) -> int:
     from consumers.inbound import InboundPoller
     from providers.errors import ProviderError
-    from service.bootstrap import build_services
-    from service.config import Settings
-    from service.logging import configure_logging
+    from service.bootstrap import build_services, settings_from_env
 
-    settings = Settings.from_env()
-    configure_logging(settings.log_level)
+    settings = settings_from_env()
     services = build_services(settings)
     poller = InboundPoller.from_services(services)
     interval = args.loop if args.loop is not None else settings.poll_inbound_s

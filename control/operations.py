@@ -22,12 +22,9 @@ __all__ = ["register"]
 
 
 def _settings() -> Settings:
-    from service.config import Settings
-    from service.logging import configure_logging
+    from service.bootstrap import settings_from_env
 
-    settings = Settings.from_env()
-    configure_logging(settings.log_level)
-    return settings
+    return settings_from_env()
 
 
 @contextmanager

@@ -328,43 +328,35 @@ def router(services: Services, poller_factory: Callable[[], Poller] | None = Non
         secret = keys.for_provider(provider)
         return bool(secret and signature and _signature_ok(secret, message, signature))
 
-    @r.post("/quickbooks", status_code=200, response_class=Response, responses=responses,
-            summary="QuickBooks Online webhooks (intuit-signature)")
-    async def quickbooks(request: Request) -> Response:
+    async def signed_json(request: Request, provider: str, header: str,
+                          tenants_of: Callable[[Any], list[str] | None]) -> Response:
+        """QuickBooks and Xero sign the raw body and send JSON naming the tenants."""
         body = await _read_body(request)
         if body is None:
             return _empty(413)
-        signature = request.headers.get("intuit-signature")
-        if not verified("quickbooks", body, signature):
-            return rejected("quickbooks", signature)
+        signature = request.headers.get(header)
+        if not verified(provider, body, signature):
+            return rejected(provider, signature)
         try:
-            realms = quickbooks_realms(json.loads(body))
+            tenants = tenants_of(json.loads(body))
         except ValueError:
-            realms = None
-        if realms is None:  # signed but unreadable: a retry would not help
-            log.warning("webhook_unreadable", provider="quickbooks", size=len(body))
+            tenants = None
+        if tenants is None:  # signed but unreadable: a retry would not help
+            log.warning("webhook_unreadable", provider=provider, size=len(body))
             return _empty(200)
-        return await dispatch("quickbooks", realms)
+        if provider == "xero" and not tenants:
+            log.info("xero_intent_to_receive")
+        return await dispatch(provider, tenants)
+
+    @r.post("/quickbooks", status_code=200, response_class=Response, responses=responses,
+            summary="QuickBooks Online webhooks (intuit-signature)")
+    async def quickbooks(request: Request) -> Response:
+        return await signed_json(request, "quickbooks", "intuit-signature", quickbooks_realms)
 
     @r.post("/xero", status_code=200, response_class=Response, responses=responses,
             summary="Xero webhooks (x-xero-signature), intent-to-receive included")
     async def xero(request: Request) -> Response:
-        body = await _read_body(request)
-        if body is None:
-            return _empty(413)
-        signature = request.headers.get("x-xero-signature")
-        if not verified("xero", body, signature):
-            return rejected("xero", signature)
-        try:
-            tenants = xero_tenants(json.loads(body))
-        except ValueError:
-            tenants = None
-        if tenants is None:
-            log.warning("webhook_unreadable", provider="xero", size=len(body))
-            return _empty(200)
-        if not tenants:
-            log.info("xero_intent_to_receive")
-        return await dispatch("xero", tenants)
+        return await signed_json(request, "xero", "x-xero-signature", xero_tenants)
 
     @r.post("/freshbooks", status_code=200, response_class=Response, responses=responses,
             summary="FreshBooks callbacks (X-FreshBooks-Hmac-SHA256), verification included")

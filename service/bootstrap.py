@@ -11,12 +11,20 @@ from producers.kafka import make_producer
 from producers.outbox import OutboxPublisher
 from schemas.codec import AvroCodec
 from service.config import Settings
+from service.logging import configure_logging
 from service.providers import ProviderDirectory
 from state.connections import ConnectionStore
 from state.crypto import TokenCipher
 from state.db import Database, migrate
 
-__all__ = ["Services", "build_services", "build_worker"]
+__all__ = ["Services", "build_services", "build_worker", "settings_from_env"]
+
+
+def settings_from_env() -> Settings:
+    """Settings for a command-line process, with its JSON logging configured."""
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    return settings
 
 
 @dataclass

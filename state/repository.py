@@ -31,6 +31,7 @@ __all__ = [
     "complete_intent",
     "get_link",
     "get_mapping",
+    "get_parked",
     "get_settings",
     "get_snapshot",
     "is_parked",
@@ -129,6 +130,11 @@ def parked_for(s: Session, account_id: str, *, reason: str | None = None,
     if waits_for is not None:
         query = query.where(ParkedEvent.waits_for.in_(list(waits_for)))
     return list(s.execute(query.order_by(ParkedEvent.id)).scalars())
+
+
+def get_parked(s: Session, event_id: str) -> ParkedEvent | None:
+    return s.execute(select(ParkedEvent).where(ParkedEvent.event_id == event_id)
+                     ).scalar_one_or_none()
 
 
 def is_parked(s: Session, event_id: str) -> bool:
