@@ -430,10 +430,16 @@ class SyncEngine:
             return row.payload if row else None
 
     def _redrive_one(self, event_id: str) -> list[SyncStatusEvent]:
+        """Re-drive one parked event and, depth first, whatever waited on it in turn."""
         payload = self.parked_payload(event_id)
         if payload is None:
             return []
-        return list(self.process(self.decode(payload), payload, redrive=True).statuses)
+        result = self.process(self.decode(payload), payload, redrive=True)
+        statuses = list(result.statuses)
+        if result.retry_after_s is None:
+            for waiting in result.redrive:
+                statuses.extend(self._redrive_one(waiting))
+        return statuses
 
     # -- recording -------------------------------------------------------------------
 

@@ -511,3 +511,25 @@ def test_event_streams_converge(world: World,
     # one status per distinct event, never two
     for event in delivered:
         assert len(world.statuses(event.event_id)) == 1
+
+
+def test_a_saved_mapping_re_drives_the_whole_chain_waiting_on_it(world: World) -> None:
+    """Item waits for its mapping, the invoice for the item, the payment for the invoice:
+    saving the mapping must bring all three into the books, not just the first two."""
+    acct, f = world.account()
+    assert only(world.process(f.customer("c1", "Ada"))).status is SyncStatus.SYNCED
+    inv = build_invoice("inv1", "c1", "1001", "USD", "exclusive", [("i9", "1", "5", "0", "0")])
+    invoice_event = f.event(inv)
+    assert only(world.process(invoice_event)).status is SyncStatus.WAITING_DEPENDENCY
+    payment_event = f.event(Payment("p1", "inv1", "c1", inv.total, "USD",
+                                    dt.date(2026, 11, 6)))
+    assert only(world.process(payment_event)).status is SyncStatus.WAITING_DEPENDENCY
+    item_event = f.event(Item("i9", "Unmapped thing", unit_price=Decimal("5")))
+    assert only(world.process(item_event)).error_code is ErrorCode.UNMAPPED_ITEM
+
+    world.map_item(acct, "i9")
+    statuses = world.engine.drive_parked(acct, {"unmapped_item"}, {"mapping:i9"})
+    assert [(s.entity_type, s.status) for s in statuses] == [
+        ("item", SyncStatus.SYNCED), ("invoice", SyncStatus.SYNCED),
+        ("payment", SyncStatus.SYNCED)]
+    assert world.parked(payment_event.event_id) is None
