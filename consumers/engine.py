@@ -259,8 +259,10 @@ class SyncEngine:
                               linked=link is not None, redrive=redrive)
             if gate is not None:
                 return gate
+            # Only a re-driven event is in the parked table itself (a redelivery of a
+            # parked event returned above), so only then is its own place looked up.
             if repo.parked_before(s, event.account_id, event.entity_type.value,
-                                  event.entity_id, event.event_id):
+                                  event.entity_id, event.event_id if redrive else ""):
                 # An earlier change of this record is waiting; applying this one first
                 # would reorder the record's history (a void overtaken by its create).
                 own = f"{event.entity_type.value}:{event.entity_id}"

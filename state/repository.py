@@ -144,9 +144,10 @@ def is_parked(s: Session, event_id: str) -> bool:
 
 def parked_before(s: Session, account_id: str, entity_type: str, entity_id: str,
                   event_id: str) -> bool:
-    """Whether an earlier-parked event of the same record is still waiting."""
+    """Whether an earlier-parked event of the same record is still waiting. `event_id` is
+    the asking event when it is itself parked (a re-drive), else ""."""
     mine = s.execute(select(ParkedEvent.id).where(ParkedEvent.event_id == event_id)
-                     ).scalar_one_or_none()
+                     ).scalar_one_or_none() if event_id else None
     query = select(ParkedEvent.id).where(
         ParkedEvent.account_id == account_id, ParkedEvent.entity_type == entity_type,
         ParkedEvent.entity_id == entity_id, ParkedEvent.event_id != event_id,

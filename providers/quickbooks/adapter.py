@@ -82,6 +82,7 @@ class QuickBooksAdapter:
     def __init__(self, http: ProviderHttp, api_base: str, realm_id: str) -> None:
         self._http = http
         self._base = f"{api_base.rstrip('/')}/{realm_id}"
+        self._undeposited: str | None = None
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -193,8 +194,11 @@ class QuickBooksAdapter:
         return self._record(entity)
 
     def _deposit_account(self) -> str | None:
-        found = self._find_one("Account", "Name", "Undeposited Funds")
-        return str(found["Id"]) if found else None
+        # Looked up once per connection: the chart of accounts does not move per payment.
+        if self._undeposited is None:
+            found = self._find_one("Account", "Name", "Undeposited Funds")
+            self._undeposited = str(found["Id"]) if found else ""
+        return self._undeposited or None
 
     def list_customers(self) -> list[RemoteCustomer]:
         return [_remote_customer(c) for c in self._query_all("Customer")]
