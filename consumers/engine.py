@@ -16,6 +16,7 @@ from typing import Protocol
 
 import structlog
 import tenacity
+from prometheus_client import Counter, Histogram
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -27,7 +28,6 @@ from schemas.error_codes import ErrorCode
 from schemas.events import InvalidEvent, event_from_avro
 from schemas.records import ChangeEvent, EntityType, Record
 from schemas.status import SyncStatus, SyncStatusEvent
-from service.metrics import EVENTS, SYNC_SECONDS
 from state import repository as repo
 from state.connections import ConnectionInfo, ConnectionStore, connection_info, mark_synced
 from state.db import Database
@@ -37,6 +37,11 @@ from state.models import ParkedEvent, SyncSettings
 __all__ = ["DeadLetterSink", "EngineResult", "Origin", "SyncEngine"]
 
 log = structlog.get_logger("engine")
+
+EVENTS = Counter("bc_sync_events_total", "Consumed events by final status",
+                 ["entity_type", "status", "provider"])
+SYNC_SECONDS = Histogram("bc_sync_event_seconds", "Time to process one event",
+                         ["entity_type"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30))
 
 _SETTING_BY_ENTITY = {
     EntityType.CUSTOMER: "sync_customers",

@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from prometheus_client import Gauge
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from consumers.dispatch import DONE, Done, KeyOrderedDispatcher, Outcome, RetryLater
@@ -25,11 +26,12 @@ from producers.outbox import OutboxPublisher
 from schemas.codec import DecodeError
 from schemas.events import InvalidEvent
 from schemas.records import ChangeEvent
-from service.metrics import DISPATCH_PENDING
 
 __all__ = ["Delivery", "Redrive", "Worker", "WorkerOptions"]
 
 log = structlog.get_logger("worker")
+
+DISPATCH_PENDING = Gauge("bc_dispatch_pending", "Events queued, deferred or in flight")
 
 
 @dataclass

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
+from prometheus_client import Counter
 
 from providers.errors import (
     PermanentProviderError,
@@ -26,9 +27,11 @@ from providers.errors import (
 from providers.ratelimit import Limiter
 from providers.tokens import ConnectionTokens
 from schemas.error_codes import ErrorCode
-from service.metrics import PROVIDER_REQUESTS
 
-__all__ = ["ProviderHttp", "retry_after_seconds"]
+__all__ = ["PROVIDER_REQUESTS", "ProviderHttp", "retry_after_seconds"]
+
+PROVIDER_REQUESTS = Counter("bc_provider_requests_total", "HTTP calls to providers",
+                            ["provider", "outcome"])
 
 Classifier = Callable[[httpx.Response], ProviderError | None]
 

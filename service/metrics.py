@@ -1,31 +1,19 @@
-"""Prometheus metrics: what SREs watch (prometheus-client, served when METRICS_PORT is set)."""
+"""Serving Prometheus metrics (prometheus-client, when METRICS_PORT is set).
+
+Counters live beside the code that counts (consumers/engine.py, consumers/worker.py,
+providers/http.py) in the default registry; this module adds the quota gauge and serves."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
 from providers.ratelimit import RateLimiter
 
-__all__ = [
-    "DISPATCH_PENDING",
-    "EVENTS",
-    "PROVIDER_REQUESTS",
-    "SYNC_SECONDS",
-    "QuotaCollector",
-    "serve_metrics",
-]
-
-EVENTS = Counter("bc_sync_events_total", "Consumed events by final status",
-                 ["entity_type", "status", "provider"])
-SYNC_SECONDS = Histogram("bc_sync_event_seconds", "Time to process one event",
-                         ["entity_type"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30))
-PROVIDER_REQUESTS = Counter("bc_provider_requests_total", "HTTP calls to providers",
-                            ["provider", "outcome"])
-DISPATCH_PENDING = Gauge("bc_dispatch_pending", "Events queued, deferred or in flight")
+__all__ = ["QuotaCollector", "serve_metrics"]
 
 
 class QuotaCollector(Collector):
