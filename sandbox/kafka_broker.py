@@ -219,7 +219,11 @@ def _die_with_parent() -> None:
 
 
 def _cluster_id() -> str:
-    # Kafka cluster ids are 16 random bytes in URL-safe base64 without padding.
+    """16 random bytes in URL-safe base64 without padding, never starting with '-': like
+    Kafka's own Uuid.randomUuid, since the storage tool would read '-…' as an option."""
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id

@@ -61,3 +61,10 @@ def test_killing_the_owner_takes_the_jvm_with_it() -> None:
     while _alive(jvm) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _alive(jvm), "the broker outlived its owner"
+
+
+def test_cluster_ids_never_look_like_an_option() -> None:
+    from sandbox.kafka_broker import _cluster_id
+
+    ids = [_cluster_id() for _ in range(5000)]  # ~1 in 64 would start with '-' unchecked
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)
