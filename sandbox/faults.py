@@ -20,6 +20,10 @@ __all__ = ["FaultDecision", "FaultPlan", "FaultSwitchboard", "fault_router"]
 class FaultPlan(BaseModel):
     latency_s: float = 0.0
     error_rate: float = 0.0  # share of requests answered 5xx before any effect
+    # Share of writes applied and stored, then answered 5xx: the caller cannot tell this
+    # from error_rate, which is the point (providers.md section 0: a 5xx can come after the
+    # write was applied; QuickBooks .NET SDK issue #352).
+    error_after_apply_rate: float = 0.0
     timeout_rate: float = 0.0  # share of writes applied, then answered only after hang_s
     hang_s: float = 15.0
     throttle_burst: int = 0  # the next N requests are answered 429
@@ -30,6 +34,7 @@ class FaultPlan(BaseModel):
 class FaultDecision:
     latency_s: float = 0.0
     fail_5xx: bool = False
+    fail_5xx_after_apply: bool = False
     hang_after_apply_s: float = 0.0
     throttle: bool = False
     revoked: bool = False
@@ -71,14 +76,15 @@ class FaultSwitchboard:
                     update={"throttle_burst": plan.throttle_burst - 1}
                 )
             roll = self._rng.random()
+            # One roll, three disjoint bands: 5xx before, hang after, 5xx after the write.
+            before = plan.error_rate
+            hang = before + plan.timeout_rate
+            after = hang + plan.error_after_apply_rate
             return FaultDecision(
                 latency_s=plan.latency_s,
-                fail_5xx=not throttle and roll < plan.error_rate,
-                hang_after_apply_s=(
-                    plan.hang_s
-                    if plan.error_rate <= roll < plan.error_rate + plan.timeout_rate
-                    else 0.0
-                ),
+                fail_5xx=not throttle and roll < before,
+                fail_5xx_after_apply=not throttle and hang <= roll < after,
+                hang_after_apply_s=plan.hang_s if before <= roll < hang else 0.0,
                 throttle=throttle,
                 revoked=plan.revoked,
             )
