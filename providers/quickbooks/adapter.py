@@ -1,4 +1,12 @@
-"""QuickBooks Online adapter: the provider port over the v3 Accounting API."""
+"""QuickBooks Online adapter: the provider port over the v3 Accounting API.
+
+Queries use only properties QuickBooks lets you filter on (sandbox/quickbooks/README.md):
+customers by ``DisplayName``, items by ``Name``, accounts by ``Name``/``AccountType``,
+invoices by ``DocNumber``; a payment is found after an unknown outcome by ``CustomerRef`` and
+``TxnDate`` and then matched on ``PaymentRefNum`` here (that property is not a documented
+filter). Pages are at most 1000 rows (``MAXRESULTS`` > 1000 is refused), walked with
+``STARTPOSITION``.
+"""
 
 from __future__ import annotations
 
@@ -31,11 +39,15 @@ from providers.port import (
 )
 from providers.quickbooks import translate
 from schemas.error_codes import ErrorCode
+from schemas.money import quantize_money
 from schemas.records import Address, Customer, Invoice, Item, Payment
 
 __all__ = ["QuickBooksAdapter", "classify_quickbooks_error"]
 
 MINOR_VERSION = "75"
+PAGE_SIZE = 1000  # QuickBooks' MAXRESULTS ceiling
+# Name-list entities sharing the DisplayName namespace with customers (6240).
+_OTHER_NAMES = ("Vendor", "Employee")
 
 
 def _fault_errors(response: httpx.Response) -> tuple[str, list[dict[str, Any]]]:
@@ -113,16 +125,21 @@ class QuickBooksAdapter:
         start = 1
         while True:
             page = self.query(f"SELECT * FROM {entity}{where} STARTPOSITION {start} "
-                              "MAXRESULTS 1000")
+                              f"MAXRESULTS {PAGE_SIZE}")
             batch = page.get(entity, [])
             rows.extend(batch)
-            if len(batch) < 1000:
+            if len(batch) < PAGE_SIZE:
                 return rows
-            start += 1000
+            start += PAGE_SIZE
 
-    def _find_one(self, entity: str, field: str, value: str) -> dict[str, Any] | None:
-        found = self.query(f"SELECT * FROM {entity} WHERE {field} = "
-                           f"{translate.quote_query_literal(value)}").get(entity, [])
+    def _find_one(self, entity: str, field: str, value: str,
+                  any_status: bool = False) -> dict[str, Any] | None:
+        """First row whose ``field`` equals ``value``; ``any_status`` includes inactive
+        name-list rows (QuickBooks hides them unless the query mentions ``Active``)."""
+        where = f" WHERE {field} = {translate.quote_query_literal(value)}"
+        if any_status:
+            where += " AND Active IN (true, false)"
+        found = self.query(f"SELECT * FROM {entity}{where}").get(entity, [])
         return found[0] if found else None
 
     @staticmethod
@@ -153,9 +170,71 @@ class QuickBooksAdapter:
     def upsert_customer(self, customer: Customer, link: ProviderRecord | None,
                         write: WriteIntent) -> ProviderRecord:
         body = translate.customer_body(customer)
-        entity = self._upsert("Customer", body, link, write,
-                              ("DisplayName", body["DisplayName"]))
-        return self._record(entity)
+        name = str(body["DisplayName"])
+        if link is None and write.after_unknown_outcome:
+            existing = self._find_one("Customer", "DisplayName", name, any_status=True)
+            if existing is not None:
+                link = self._record(existing)
+        if link is None:
+            try:
+                return self._record(self._post("Customer", body, write))
+            except DuplicateName as exc:
+                return self._duplicate_customer_name(name, write, exc)
+        return self._record(self._update_customer(customer, body, link, write))
+
+    def _update_customer(self, customer: Customer, body: dict[str, Any],
+                         link: ProviderRecord, write: WriteIntent) -> dict[str, Any]:
+        """Sparse update; ``Active`` only when it changes (read the current record first)."""
+        current = self._get("Customer", link.id)
+        update = {k: v for k, v in body.items() if k != "Active"}
+        update |= {"Id": link.id, "SyncToken": str(current["SyncToken"]), "sparse": True}
+        if bool(current.get("Active", True)) != customer.active:
+            update["Active"] = customer.active
+        try:
+            return self._post("Customer", update, write)
+        except PermanentProviderError as exc:
+            if "Active" not in update or not _has_balance_refusal(exc):
+                raise
+        # QuickBooks will not make a customer with an open balance inactive. Save the
+        # other changes, then fail permanently with what to do.
+        del update["Active"]
+        saved = self._post("Customer", update, WriteIntent(write.key[:44] + "-keep"))
+        balance = saved.get("Balance", current.get("Balance", "?"))
+        raise PermanentProviderError(
+            f"QuickBooks refused to make customer {saved.get('DisplayName', link.id)!r} "
+            f"(Id {link.id}) inactive because it has an open balance of {balance} "
+            f"{customer.currency}; its other changes were saved. Settle or write off the "
+            "balance in QuickBooks, then save the customer in BlueClerk again.",
+            status=400,
+        )
+
+    def _duplicate_customer_name(self, name: str, write: WriteIntent,
+                                 exc: DuplicateName) -> ProviderRecord:
+        """6240 on create: DisplayName is unique across customers, vendors and employees
+        (QuickBooks-V3-PHP-SDK #241). Find who holds the name."""
+        existing = self._find_one("Customer", "DisplayName", name, any_status=True)
+        if existing is not None:
+            if write.after_unknown_outcome:
+                # Our own earlier attempt (timed out or answered 5xx) created it: link it.
+                return self._record(existing)
+            raise DuplicateName(
+                f"QuickBooks already has a customer named {name!r} (Id {existing['Id']}) "
+                "that this sync did not create. Link it to the BlueClerk customer in the "
+                "mapping step, or rename one of them.",
+                status=400,
+            ) from exc
+        for other in _OTHER_NAMES:
+            holder = self._find_one(other, "DisplayName", name, any_status=True)
+            if holder is not None:
+                raise DuplicateName(
+                    f"QuickBooks already has a {other.lower()} named {name!r} "
+                    f"({other} Id {holder['Id']}); QuickBooks requires a name to be unique "
+                    "across customers, vendors and employees, so the customer cannot be "
+                    f"created. Rename the {other.lower()} in QuickBooks (or the customer in "
+                    "BlueClerk) and retry.",
+                    status=400,
+                ) from exc
+        raise exc
 
     def upsert_item(self, item: Item, income_account_id: str | None,
                     link: ProviderRecord | None, write: WriteIntent) -> ProviderRecord:
@@ -169,7 +248,11 @@ class QuickBooksAdapter:
         entity = self._upsert("Invoice", body, link, write, ("DocNumber", body["DocNumber"]))
         record = self._record(entity)
         if record.total is not None and record.total != invoice.total:
-            raise TotalMismatch(invoice.total, record.total, invoice.currency, record.id)
+            # Amounts in the currency's own precision (259 JPY, 25.206 KWD), not the
+            # transport scale.
+            raise TotalMismatch(quantize_money(invoice.total, invoice.currency),
+                                quantize_money(record.total, invoice.currency),
+                                invoice.currency, record.id)
         return record
 
     def void_invoice(self, invoice: Invoice, link: ProviderRecord,
@@ -189,9 +272,21 @@ class QuickBooksAdapter:
                        write: WriteIntent) -> ProviderRecord:
         deposit = self._deposit_account()
         body = translate.payment_body(payment, customer.id, invoice.id, deposit)
-        entity = self._upsert("Payment", body, link, write,
-                              ("PaymentRefNum", body["PaymentRefNum"]))
-        return self._record(entity)
+        if link is None and write.after_unknown_outcome:
+            existing = self._find_payment(customer.id, body)
+            if existing is not None:
+                link = self._record(existing)
+        return self._record(self._upsert("Payment", body, link, write, None))
+
+    def _find_payment(self, customer_id: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Payments are queried by the documented filters ``CustomerRef`` and ``TxnDate``;
+        ``PaymentRefNum`` (not a documented filter) is matched here."""
+        where = (f" WHERE CustomerRef = {translate.quote_query_literal(customer_id)}"
+                 f" AND TxnDate = {translate.quote_query_literal(str(body['TxnDate']))}")
+        for row in self._query_all("Payment", where):
+            if row.get("PaymentRefNum") == body["PaymentRefNum"]:
+                return row
+        return None
 
     def _deposit_account(self) -> str | None:
         # Looked up once per connection: the chart of accounts does not move per payment.
@@ -234,6 +329,13 @@ class QuickBooksAdapter:
                     for row in rows:
                         changes.append(_inbound(entity, row))
         return changes
+
+
+def _has_balance_refusal(exc: ProviderError) -> bool:
+    """QuickBooks' refusal to deactivate a name with a balance ("Delete List Has Balance
+    Error ... non-zero balance", quickbooks-ruby #390); its numeric code is not public."""
+    text = str(exc).lower()
+    return "has balance" in text or "non-zero balance" in text
 
 
 def _remote_customer(c: dict[str, Any]) -> RemoteCustomer:

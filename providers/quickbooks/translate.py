@@ -44,6 +44,11 @@ def _address(address: Address | None) -> dict[str, str] | None:
 
 
 def customer_body(customer: Customer) -> dict[str, Any]:
+    """The fields BlueClerk owns. ``Active`` is sent only for an inactive customer (a new
+    customer is active by default); on updates the adapter adds it only when it changes,
+    because QuickBooks refuses to make a customer with a balance inactive
+    (quickbooks-ruby #390) and a body that always carried ``Active: false`` would fail every
+    later edit of such a customer."""
     body: dict[str, Any] = {
         "DisplayName": display_name(customer),
         "GivenName": customer.given_name or "",
@@ -52,8 +57,9 @@ def customer_body(customer: Customer) -> dict[str, Any]:
         "PrimaryEmailAddr": {"Address": customer.email or ""},
         "PrimaryPhone": {"FreeFormNumber": customer.phone or ""},
         "CurrencyRef": {"value": customer.currency},
-        "Active": customer.active,
     }
+    if not customer.active:
+        body["Active"] = False
     address = _address(customer.billing_address)
     if address:
         body["BillAddr"] = address
@@ -81,9 +87,36 @@ def item_body(item: Item, income_account_id: str | None) -> dict[str, Any]:
     return body
 
 
+def _inclusive_line_tax(invoice: Invoice) -> list[Decimal]:
+    """Tax inside each tax-inclusive line: amount * r / (100 + r), rounded to the currency,
+    with the rounding residue against ``invoice.tax_total`` put on the largest taxed line so
+    that the lines' tax adds up to the invoice's own tax total."""
+    taxes = [
+        quantize_money(line.amount * line.tax_rate_percent / (100 + line.tax_rate_percent),
+                       invoice.currency)
+        for line in invoice.lines
+    ]
+    residue = invoice.tax_total - sum(taxes, Decimal(0))
+    if residue and invoice.lines:
+        taxed = [i for i, line in enumerate(invoice.lines) if line.tax_rate_percent > 0]
+        pool = taxed or list(range(len(invoice.lines)))
+        biggest = max(pool, key=lambda i: invoice.lines[i].amount)
+        taxes[biggest] += residue
+    return taxes
+
+
 def invoice_body(invoice: Invoice, customer_id: str, item_ids: dict[str, str]) -> dict[str, Any]:
-    """Lines at gross (Qty x UnitPrice); line discounts as one discount line; the tax
-    total stated explicitly, which QuickBooks honours instead of recomputing."""
+    """Line ``Amount`` is tax-exclusive in every mode (Finance.xsd: the inclusive figure is
+    ``SalesItemLineDetail.TaxInclusiveAmt``); the tax total is stated explicitly, which
+    QuickBooks honours instead of recomputing.
+
+    Exclusive / no tax: lines at gross (Qty x UnitPrice), line discounts as one discount
+    line. Inclusive: each line's ``Amount`` is BlueClerk's (discounted, tax-inclusive) line
+    amount less the tax inside it, ``TaxInclusiveAmt`` the line amount itself; ``UnitPrice``
+    is left out (BlueClerk's is tax-inclusive, QuickBooks' would have to be exclusive and
+    Qty x UnitPrice = Amount), so QuickBooks' total is sum(Amount) + TotalTax = the total."""
+    if invoice.tax_mode == "inclusive":
+        return _inclusive_invoice_body(invoice, customer_id, item_ids)
     lines: list[dict[str, Any]] = []
     discount = Decimal(0)
     for line in invoice.lines:
@@ -107,6 +140,30 @@ def invoice_body(invoice: Invoice, customer_id: str, item_ids: dict[str, str]) -
             "Amount": _money(discount),
             "DiscountLineDetail": {"PercentBased": False},
         })
+    return _invoice_header(invoice, customer_id, lines)
+
+
+def _inclusive_invoice_body(invoice: Invoice, customer_id: str,
+                            item_ids: dict[str, str]) -> dict[str, Any]:
+    lines: list[dict[str, Any]] = []
+    for line, tax in zip(invoice.lines, _inclusive_line_tax(invoice), strict=True):
+        detail: dict[str, Any] = {
+            "ItemRef": {"value": item_ids[line.item_id]},
+            "Qty": _money(line.quantity),
+            "TaxInclusiveAmt": _money(line.amount),
+            "TaxCodeRef": {"value": "TAX" if line.tax_rate_percent > 0 else "NON"},
+        }
+        lines.append({
+            "DetailType": "SalesItemLineDetail",
+            "Amount": _money(line.amount - tax),
+            "Description": (line.description or "")[:4000],
+            "SalesItemLineDetail": detail,
+        })
+    return _invoice_header(invoice, customer_id, lines)
+
+
+def _invoice_header(invoice: Invoice, customer_id: str,
+                    lines: list[dict[str, Any]]) -> dict[str, Any]:
     body: dict[str, Any] = {
         "CustomerRef": {"value": customer_id},
         "DocNumber": invoice.number[:21],

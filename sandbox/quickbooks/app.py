@@ -11,12 +11,20 @@ Request pipeline for ``/v3/company/{realmId}/...`` (in this order):
    flight, batch calls per minute -> 429, Fault type ``SERVICE`` code 3001, ``Retry-After``.
    Refused requests do not count against the window.
 3. Fault switchboard decision: latency, a throttle burst (429), a 5xx before any effect.
+   (A ``fail_5xx_after_apply`` decision is acted on in step 6.)
 4. ``minorversion`` (>= 75 if given) and ``requestid`` (<= 50 chars, <= 36 for batch) checks.
 5. ``requestid`` replay: a POST whose requestid was already answered in this realm gets the
    stored status and body (including the original ``time``) without re-executing. Every
    answer produced by execution is stored, validation faults included; 401/403/429/5xx
-   answers are not, so a retry after them executes. Retention: for the life of the process.
-6. Execute; for writes, a ``hang_after_apply_s`` fault sleeps after applying and storing.
+   answers are not, so a retry after them executes. Retention: ``requestid_retention_s``
+   (default 24 h). Intuit documents no window (blogs.intuit.com/2015/04/06/15346 says only
+   that a repeat returns the original response); QuickBooks-V3-DotNET-SDK issue #352 reports
+   duplicates despite a RequestId, so the window is finite and an ASSUMPTION. A retry after
+   the window executes again and can duplicate.
+6. Execute; for writes, a ``hang_after_apply_s`` fault sleeps after applying and storing, and
+   a ``fail_5xx_after_apply`` fault answers 500 with a SystemFault body after applying and
+   storing the real answer, so a replay with the same requestid returns the stored original
+   (providers.md section 0: "A 5xx can come after the write was applied").
 """
 
 from __future__ import annotations
@@ -69,6 +77,9 @@ class QuickBooksLimits:
     max_bid_len: int = 10
     min_minor_version: int = 75
     cdc_lookback_days: int = 30
+    # How long a requestid's answer is kept for replay. Undocumented (ASSUMPTION, see the
+    # module docstring); QuickBooks-V3-DotNET-SDK #352 shows it is not forever.
+    requestid_retention_s: float = 24 * 3600.0
 
 
 @dataclass
@@ -83,6 +94,7 @@ class _Usage:
 class _Stored:
     status: int
     body: bytes
+    at: float = 0.0  # clock() when stored
 
 
 class QuickBooksSim:
@@ -364,17 +376,22 @@ def create_app(
             key = (realm_id, rid) if rid is not None and request.method == "POST" else None
             if key is not None and key in sim.replies:
                 stored = sim.replies[key]
-                return Response(stored.body, status_code=stored.status,
-                                media_type="application/json")
+                if sim.clock() - stored.at <= sim.limits.requestid_retention_s:
+                    return Response(stored.body, status_code=stored.status,
+                                    media_type="application/json")
+                del sim.replies[key]  # outside the retention window: execute again
             try:
                 status, body = _execute(sim, realm_id, request, parts, raw)
                 response = _json(status, body)
             except QBOFault as exc:
                 response = sim.fault_response(exc)
             if key is not None:
-                sim.replies[key] = _Stored(response.status_code, bytes(response.body))
+                sim.replies[key] = _Stored(response.status_code, bytes(response.body),
+                                           sim.clock())
             if is_write and fault.hang_after_apply_s > 0:
                 await asyncio.sleep(fault.hang_after_apply_s)
+            if is_write and fault.fail_5xx_after_apply:
+                return sim.fault_response(errors.system_fault(500))
             response.headers["intuit_tid"] = secrets.token_hex(16)
             return response
         finally:

@@ -8,10 +8,13 @@ Money arithmetic (documented choices; QuickBooks does not publish its own):
   line is refused with code 6070; if ``Amount`` is omitted it is computed that way.
 - The subtotal is the sum of the rounded line amounts. A percent discount is
   ``round_half_up(subtotal * DiscountPercent / 100)``; a fixed discount is its rounded Amount.
-- ``TxnTaxDetail.TotalTax`` is honoured when given (rounded half-up) and is 0 otherwise: the
-  simulator has no sales-tax engine. ``TaxExcluded`` (the default): TotalAmt = subtotal -
-  discount + tax. ``TaxInclusive``: line amounts already include tax, TotalAmt = subtotal -
-  discount and the tax (which may not exceed it) is informational. ``NotApplicable``: tax is 0.
+- A line ``Amount`` is always tax-EXCLUSIVE (Finance.xsd, ``SalesItemLineDetail.TaxInclusiveAmt``:
+  the inclusive figure has its own element). ``TxnTaxDetail.TotalTax`` is honoured when given
+  (rounded half-up); otherwise, with ``TaxInclusive``, tax is the sum over lines of
+  ``TaxInclusiveAmt - Amount`` (rounded), and 0 in every other case: the simulator has no
+  sales-tax engine. ``TaxExcluded`` (the default) and ``TaxInclusive`` alike: TotalAmt =
+  subtotal - discount + tax. ``NotApplicable``: tax is 0. A ``TaxInclusiveAmt`` below the
+  line's ``Amount`` is refused (6000).
 - ``Balance = TotalAmt - sum(applied payment line amounts)``. In a foreign currency
   ``HomeTotalAmt``/``HomeBalance`` = amount * ExchangeRate rounded half-up to the home
   currency's minor unit; ExchangeRate defaults to 1 when not given.
@@ -22,8 +25,12 @@ Record rules (also documented choices):
   objects such as ``BillAddr`` are replaced whole); without it every writable field that is not
   sent is cleared -- except ``CurrencyRef`` (customer), ``DocNumber`` and ``TxnDate``, which
   keep their values, as QuickBooks cannot blank them either.
-- Names (Customer ``DisplayName``, Item ``Name``, Account ``Name``) are unique per list,
-  compared trimmed and case-insensitively, inactive records included; ``:`` is refused.
+- Names are unique, compared trimmed and case-insensitively, inactive records included; ``:``
+  is refused. ``DisplayName`` is unique across Customer, Vendor and Employee together
+  (6240, QuickBooks-V3-PHP-SDK #241); Item ``Name`` and Account ``Name`` per list.
+- A customer with a non-zero ``Balance`` cannot be made inactive (quickbooks-ruby #390).
+- A create/update body with a top-level property the entity does not have in Intuit's XSD
+  (``schema.py``) is refused with 2010; so is an unknown ``SalesItemLineDetail`` property.
 - Customers, items and accounts cannot be deleted (make them inactive); invoices and payments
   can be deleted or voided; an invoice with an applied payment can be neither (code 6000).
 - Applying a payment changes the invoice's ``Balance`` and ``LinkedTxn`` and bumps its
@@ -42,7 +49,8 @@ from typing import Any
 
 from sandbox.quickbooks import errors
 from sandbox.quickbooks.errors import QBOFault
-from sandbox.quickbooks.query import COMPANY_TZ, ENTITIES, evaluate, parse_query
+from sandbox.quickbooks.query import COMPANY_TZ, ENTITIES, NAME_LIST, evaluate, parse_query
+from sandbox.quickbooks.schema import ATTRIBUTES, PROPERTIES
 
 __all__ = [
     "ENTITY_BY_PATH",
@@ -109,6 +117,8 @@ READ_ONLY: dict[str, set[str]] = {
     "Account": {"FullyQualifiedName", "CurrentBalance", "CurrentBalanceWithSubAccounts"},
     "Invoice": {"TotalAmt", "Balance", "HomeTotalAmt", "HomeBalance", "LinkedTxn"},
     "Payment": {"UnappliedAmt"},
+    "Vendor": {"FullyQualifiedName", "Balance"},
+    "Employee": {"FullyQualifiedName"},
 }
 
 
@@ -328,7 +338,8 @@ class Books:
         if isinstance(data.get("CompanyName"), str):
             realm.company_name = data["CompanyName"]
         created: JSON = {}
-        for entity in ("Account", "Customer", "Item", "Invoice", "Payment"):
+        for entity in ("Account", "Vendor", "Employee", "Customer", "Item", "Invoice",
+                       "Payment"):
             for body in data.get(entity) or []:
                 body = dict(body)
                 forced = body.pop("Id", None)
@@ -374,6 +385,7 @@ class Books:
     def _upsert(
         self, realm: Realm, entity: str, body: JSON, operation: str, now: float
     ) -> JSON:
+        _check_properties(entity, body)
         ident = body.get("Id")
         if ident in (None, ""):
             if operation == "update":
@@ -461,6 +473,13 @@ def _current(realm: Realm, entity: str, body: JSON) -> JSON:
     if str(sync) != cur["SyncToken"]:
         raise errors.stale_object()
     return cur
+
+
+def _check_properties(entity: str, body: JSON) -> None:
+    allowed = PROPERTIES[entity] | ATTRIBUTES
+    for name in body:
+        if name not in allowed:
+            raise errors.unsupported_property(entity, name)
 
 
 def _writable(entity: str, body: JSON) -> JSON:
@@ -600,11 +619,13 @@ def _check_name(name: Any, element: str, limit: int) -> str:
 
 def _unique(realm: Realm, entity: str, key: str, name: str, cur: JSON | None) -> None:
     folded = name.casefold()
-    for row in realm.rows[entity].values():
-        if cur is not None and row["Id"] == cur["Id"]:
-            continue
-        if str(row.get(key, "")).casefold() == folded:  # inactive rows count too
-            raise errors.duplicate_name(entity.lower())
+    lists = NAME_LIST if entity in NAME_LIST else (entity,)
+    for other in lists:
+        for row in realm.rows[other].values():
+            if cur is not None and other == entity and row["Id"] == cur["Id"]:
+                continue
+            if str(row.get(key, "")).casefold() == folded:  # inactive rows count too
+                raise errors.duplicate_name(entity.lower())
 
 
 # --------------------------------------------------------------------------- builders
@@ -622,6 +643,11 @@ def _build_customer(realm: Realm, d: JSON, cur: JSON | None) -> JSON:
             raise errors.required("DisplayName")
     display = _check_name(name, "DisplayName", 500)
     _unique(realm, "Customer", "DisplayName", display, cur)
+    active = _bool(d.get("Active"), "Active", True)
+    if cur is not None and cur.get("Active", True) and not active and dec(
+        cur.get("Balance", 0), "Balance"
+    ) != 0:
+        raise errors.list_has_balance()
     currency = _currency(d.get("CurrencyRef"), "CurrencyRef")
     if currency is None:
         currency = cur["CurrencyRef"]["value"] if cur else realm.home_currency
@@ -643,7 +669,7 @@ def _build_customer(realm: Realm, d: JSON, cur: JSON | None) -> JSON:
         "FullyQualifiedName": display,
         "PrintOnCheckName": _str(d.get("PrintOnCheckName"), "PrintOnCheckName", 110)
         or display[:110],
-        "Active": _bool(d.get("Active"), "Active", True),
+        "Active": active,
         "Job": _bool(d.get("Job"), "Job", False),
         "BillWithParent": _bool(d.get("BillWithParent"), "BillWithParent", False),
         "Taxable": _bool(d.get("Taxable"), "Taxable", True),
@@ -746,6 +772,7 @@ def _build_invoice(realm: Realm, d: JSON, cur: JSON | None) -> JSON:
         raise errors.required("Line")
     lines: list[JSON] = []
     subtotal = Decimal(0)
+    line_tax = Decimal(0)  # sum of TaxInclusiveAmt - Amount
     discount_raw: JSON | None = None
     for raw in raw_lines:
         if not isinstance(raw, dict):
@@ -789,7 +816,19 @@ def _build_invoice(realm: Realm, d: JSON, cur: JSON | None) -> JSON:
         if amount is None:
             raise errors.required("Amount")
         amount = round_money(amount, places)
+        for name in detail:
+            if name not in PROPERTIES["SalesItemLineDetail"]:
+                raise errors.unsupported_property("SalesItemLineDetail", name)
         out_detail: JSON = {**detail, "ItemRef": {"value": item["Id"], "name": item["Name"]}}
+        inclusive = dec_opt(detail.get("TaxInclusiveAmt"), "TaxInclusiveAmt")
+        if inclusive is not None:
+            inclusive = round_money(inclusive, places)
+            if inclusive < amount:
+                raise errors.business_rule(
+                    f"TaxInclusiveAmt ({inclusive}) is less than the line Amount ({amount}), "
+                    "which excludes tax.", "TaxInclusiveAmt")
+            out_detail["TaxInclusiveAmt"] = inclusive
+            line_tax += inclusive - amount
         if qty is not None:
             out_detail["Qty"] = qty
         if price is not None:
@@ -852,18 +891,19 @@ def _build_invoice(realm: Realm, d: JSON, cur: JSON | None) -> JSON:
     tax_in = d.get("TxnTaxDetail") or {}
     if not isinstance(tax_in, dict):
         raise _bad_value("TxnTaxDetail", tax_in)
-    tax = round_money(dec(tax_in.get("TotalTax", 0), "TotalTax"), places)
+    if tax_in.get("TotalTax") is not None:
+        tax = round_money(dec(tax_in["TotalTax"], "TotalTax"), places)
+    elif gtc == "TaxInclusive":
+        tax = line_tax
+    else:
+        tax = Decimal(0)
     if gtc == "NotApplicable":
         tax = Decimal(0)
     if tax < 0:
         raise errors.business_rule("TotalTax cannot be negative.")
-    net = subtotal - discount
-    if gtc == "TaxExcluded":
-        total = net + tax
-    else:
-        if tax > net:
-            raise errors.business_rule("Included tax cannot exceed the invoice total.")
-        total = net
+    # Line amounts exclude tax in every mode; TaxInclusive only says how the lines were
+    # entered (their inclusive figure is TaxInclusiveAmt).
+    total = subtotal - discount + tax
     applied = _applied(realm, cur["Id"]) if cur is not None else Decimal(0)
     if total < applied:
         raise errors.business_rule(
@@ -985,7 +1025,32 @@ def _build_payment(realm: Realm, d: JSON, cur: JSON | None) -> JSON:
     }
 
 
+def _build_name(entity: str) -> Callable[[Realm, JSON, JSON | None], JSON]:
+    """Vendor and Employee: only what the shared name list needs."""
+
+    def build(realm: Realm, d: JSON, cur: JSON | None) -> JSON:
+        name = d.get("DisplayName")
+        if name is None or (isinstance(name, str) and not name.strip()):
+            parts = [d.get(k) for k in ("Title", "GivenName", "MiddleName", "FamilyName",
+                                        "Suffix")]
+            name = " ".join(str(p).strip() for p in parts if isinstance(p, str) and p.strip())
+            if not name:
+                raise errors.required("DisplayName")
+        display = _check_name(name, "DisplayName", 500)
+        _unique(realm, entity, "DisplayName", display, cur)
+        out: JSON = {**d, "DisplayName": display, "FullyQualifiedName": display,
+                     "PrintOnCheckName": display[:110],
+                     "Active": _bool(d.get("Active"), "Active", True)}
+        if entity == "Vendor":
+            out["Balance"] = Decimal(0) if cur is None else cur.get("Balance", Decimal(0))
+        return out
+
+    return build
+
+
 BUILDERS: dict[str, Callable[[Realm, JSON, JSON | None], JSON]] = {
+    "Vendor": _build_name("Vendor"),
+    "Employee": _build_name("Employee"),
     "Customer": _build_customer,
     "Item": _build_item,
     "Account": _build_account,

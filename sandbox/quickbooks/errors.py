@@ -16,11 +16,13 @@ __all__ = [
     "business_rule",
     "duplicate_name",
     "invalid_reference",
+    "list_has_balance",
     "not_found",
     "required",
     "stale_object",
     "system_fault",
     "throttle_fault",
+    "unsupported_property",
     "validation",
 ]
 
@@ -78,12 +80,41 @@ def required(element: str) -> QBOFault:
 
 
 def duplicate_name(kind: str) -> QBOFault:
-    what = {"customer": "customer", "item": "product or service", "account": "account"}[kind]
+    """6240. For the shared name list the Detail is the one quoted in QuickBooks-V3-PHP-SDK
+    issue #241 ("Another customer, vendor or employee is already using this name.")."""
+    what = {
+        "customer": "customer, vendor or employee", "vendor": "customer, vendor or employee",
+        "employee": "customer, vendor or employee", "item": "product or service",
+        "account": "account",
+    }[kind]
     return validation(
         "6240",
         "Duplicate Name Exists Error",
         f"The name supplied already exists. : Another {what} is already using this name. "
         "Please use a different name.",
+    )
+
+
+def unsupported_property(entity: str, name: str) -> QBOFault:
+    """2010 for a body property the entity does not have (python-quickbooks #164,
+    QuickBooks-V3-DotNET-SDK #163)."""
+    return validation(
+        "2010",
+        "Request has invalid or unsupported property",
+        f"Property Name:{name} specified is unsupported or invalid for {entity}",
+        name,
+    )
+
+
+def list_has_balance() -> QBOFault:
+    """Making a customer with a non-zero balance inactive. Message and Detail as quoted in
+    quickbooks-ruby issue #390; the numeric code is not public (assumption: 6000)."""
+    return validation(
+        "6000",
+        "Delete List Has Balance Error",
+        "The entity you are trying to delete has an open balance. : This customer cannot be "
+        "deleted because it has a non-zero balance",
+        "Active",
     )
 
 
@@ -156,9 +187,9 @@ def throttle_fault(retry_after: int = 60) -> QBOFault:
     )
 
 
-def system_fault() -> QBOFault:
+def system_fault(status: int = 503) -> QBOFault:
     return QBOFault(
-        503,
+        status,
         "10000",
         "An application error has occurred while processing your request",
         "System Failure Error: Service is temporarily unavailable (simulated)",

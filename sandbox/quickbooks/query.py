@@ -38,6 +38,7 @@ from typing import Any
 __all__ = [
     "COMPANY_TZ",
     "ENTITIES",
+    "NAME_LIST",
     "Condition",
     "Query",
     "QueryError",
@@ -52,29 +53,44 @@ COMPANY_TZ = timezone(timedelta(hours=-7))
 _META = {"metadata.createtime", "metadata.lastupdatedtime"}
 
 # Queryable properties per entity (lower-cased). Anything else is a QueryValidationError,
-# as QuickBooks answers for properties that are not queryable.
+# as QuickBooks answers for properties that are not queryable ("not queryable":
+# quickbooks-ruby #258 for Payment.UnappliedAmt, #24 for Account.AcctNum). The lists are the
+# properties Intuit's entity reference pages mark filterable/sortable, as reproduced by
+# Nytely-Official/quickbooks-api ``src/types/enums/filters.ts`` (Customer, Invoice) and by
+# the Mescius/CData QuickBooks Online connector tables (Payment: Id, MetaData, TxnDate,
+# CustomerRef); where no list was found the set is kept small and is an assumption
+# (README "assumptions"). Payment.PaymentRefNum is deliberately NOT queryable here: no
+# public source confirms it, so the adapter must not rely on it.
+NAME_LIST = ("Customer", "Vendor", "Employee")  # share one DisplayName namespace (6240)
 ENTITIES: dict[str, set[str]] = {
     "Customer": {
-        "id", "synctoken", "displayname", "givenname", "middlename", "familyname",
-        "companyname", "title", "suffix", "fullyqualifiedname", "primaryemailaddr",
-        "primaryphone", "active", "balance", "balancewithjobs", "currencyref", "job",
-        "parentref", "printoncheckname", *_META,
+        "id", "displayname", "givenname", "middlename", "familyname", "companyname",
+        "fullyqualifiedname", "primaryemailaddr", "active", "balance", "printoncheckname",
+        *_META,
+    },
+    "Vendor": {
+        "id", "displayname", "givenname", "middlename", "familyname", "companyname",
+        "fullyqualifiedname", "primaryemailaddr", "active", "balance", "printoncheckname",
+        *_META,
+    },
+    "Employee": {
+        "id", "displayname", "givenname", "middlename", "familyname", "active",
+        "printoncheckname", "employeenumber", *_META,
     },
     "Item": {
         "id", "synctoken", "name", "sku", "type", "active", "unitprice", "incomeaccountref",
         "fullyqualifiedname", "taxable", "description", "qtyonhand", *_META,
     },
     "Account": {
-        "id", "synctoken", "name", "accounttype", "accountsubtype", "classification",
-        "active", "currentbalance", "fullyqualifiedname", "acctnum", "currencyref", *_META,
+        "id", "name", "accounttype", "accountsubtype", "classification", "active",
+        "currentbalance", "fullyqualifiedname", "currencyref", *_META,
     },
     "Invoice": {
-        "id", "synctoken", "docnumber", "txndate", "duedate", "customerref", "totalamt",
-        "balance", "currencyref", "privatenote", *_META,
+        "id", "customerref", "docnumber", "projectref", "txndate", "salestermref", "duedate",
+        "balance", "totalamt", *_META,
     },
     "Payment": {
-        "id", "synctoken", "txndate", "customerref", "totalamt", "unappliedamt",
-        "paymentrefnum", "currencyref", "privatenote", *_META,
+        "id", "txndate", "customerref", "totalamt", *_META,
     },
 }
 
@@ -337,7 +353,13 @@ def parse_query(text: str) -> Query:
             raise QueryError(
                 "4001", f"QueryValidationError: property '{name}' is not queryable"
             )
-    q.max_results = min(q.max_results, MAX_RESULTS_CAP)
+    if q.max_results > MAX_RESULTS_CAP:
+        # Not a silent cap: QuickBooks refuses the query (QuickBooks-V3-DotNET-SDK #163).
+        raise QueryError(
+            "4001",
+            f"QueryValidationError: value {q.max_results} for MAXRESULTS exceeds the maximum "
+            f"allowed value of {MAX_RESULTS_CAP}",
+        )
     return q
 
 
@@ -454,11 +476,12 @@ def _sort_key(order: list[tuple[str, bool]]) -> Any:
 def evaluate(q: Query, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Run a parsed query over the entity's rows; returns the ``QueryResponse`` object.
 
-    Like QuickBooks, name-list entities (Customer, Item, Account) only return active rows
+    Like QuickBooks, name-list entities (Customer, Vendor, Employee, Item, Account) only
+    return active rows
     unless the WHERE clause mentions ``Active`` (e.g. ``Active IN (true, false)``).
     """
     selected = rows
-    if q.entity in ("Customer", "Item", "Account") and not any(
+    if q.entity in (*NAME_LIST, "Item", "Account") and not any(
         c.field.lower() == "active" for c in q.where
     ):
         selected = [r for r in selected if r.get("Active", True) is not False]

@@ -244,7 +244,7 @@ def test_duplicate_display_name_case_insensitive_and_colon(co: Company) -> None:
     assert r.status_code == 400
     err = fault_of(r)
     assert err["code"] == "6240" and err["Message"] == "Duplicate Name Exists Error"
-    assert "Another customer is already using this name" in err["Detail"]
+    assert "Another customer, vendor or employee is already using this name" in err["Detail"]
     assert err["type"] == "ValidationFault"
     colon = co.post("customer", {"DisplayName": "Parent:Child"})
     assert colon.status_code == 400
@@ -520,7 +520,8 @@ def test_invoice_totals_discount_tax_and_server_fields(co: Company) -> None:
     inclusive = co.create("Invoice", {
         "CustomerRef": {"value": cust["Id"]}, "Line": [_line(item, 1, 100)],
         "TxnTaxDetail": {"TotalTax": 9.09}, "GlobalTaxCalculation": "TaxInclusive"})
-    assert inclusive["TotalAmt"] == 100.0
+    # Line Amount is tax-exclusive in every mode (Finance.xsd TaxInclusiveAmt): 100 + 9.09.
+    assert inclusive["TotalAmt"] == 109.09
     na = co.create("Invoice", {
         "CustomerRef": {"value": cust["Id"]}, "Line": [_line(item, 2, 5)],
         "TxnTaxDetail": {"TotalTax": 1}, "GlobalTaxCalculation": "NotApplicable"})

@@ -109,7 +109,8 @@ def test_numeric_ordering_of_ids_and_comparisons() -> None:
 
 def test_refs_and_email_compare_by_value() -> None:
     active = " and Active = false"
-    assert ids("select * from Customer where CurrencyRef = 'USD'" + active) == ["3"]
+    with pytest.raises(QueryError, match="not queryable"):  # not a documented filter
+        ids("select * from Customer where CurrencyRef = 'USD'" + active)
     assert ids("select * from Customer where PrimaryEmailAddr = 'A@acme.test'" + active) == ["3"]
 
 
@@ -127,7 +128,9 @@ def test_paging_count_and_cap() -> None:
     page = run("select * from Customer startposition 2 maxresults 1")
     assert page["startPosition"] == 2 and page["maxResults"] == 1
     assert [r["Id"] for r in page["Customer"]] == ["2"]
-    assert parse_query("select * from Customer maxresults 5000").max_results == 1000
+    assert parse_query("select * from Customer maxresults 1000").max_results == 1000
+    with pytest.raises(QueryError, match="MAXRESULTS"):  # refused, not capped
+        parse_query("select * from Customer maxresults 1001")
     assert parse_query("select * from Customer maxresults 5 startposition 3").start_position == 3
     assert run("select * from Customer where DisplayName = 'nobody'") == {}
 
