@@ -9,6 +9,18 @@ so after an unknown outcome the record is looked up by its external key first
 a derived key, since Xero refuses a key reused with another URL or body.
 
 Xero has no version tokens (last write wins), so `ProviderRecord.version` is None.
+
+Invoices never stay wrong in the books (providers.md 2.7, X-round). Before writing, the
+body's total under Xero's arithmetic (`translate.xero_totals`) is compared with
+BlueClerk's; a difference is refused with TotalMismatch and nothing is written. When a
+line leaves its tax to Xero the total is only known after the write: the invoice is
+written as DRAFT, its total compared, and only then AUTHORISED; on a difference the
+draft is deleted (Status DELETED). Should an AUTHORISED invoice still come back with
+another total, it is voided. Each error says what was left in Xero.
+
+Every invoice line names its item's income account (`SalesDetails.AccountCode`); an
+item without one (e.g. imported from the books that way) refuses the invoice with
+`unmapped_item` instead of posting it to a default sales account.
 """
 
 from __future__ import annotations
@@ -42,6 +54,7 @@ from providers.port import (
 from providers.xero import translate
 from providers.xero.translate import ItemRef
 from schemas.error_codes import ErrorCode
+from schemas.money import quantize_money
 from schemas.records import Customer, Invoice, Item, Payment
 
 __all__ = ["XeroAdapter", "classify_xero_error"]
@@ -65,6 +78,28 @@ def _is_duplicate_name(message: str) -> bool:
 def _is_number_taken(message: str) -> bool:
     low = message.lower()
     return "contact number" in low and "already assigned" in low
+
+
+def _shown(amount: Decimal, currency: str) -> str:
+    """An amount in the currency's own precision (25.206 KWD, 259 JPY), unless that would
+    hide a difference (Xero's 2 dp total of a JPY invoice may have cents)."""
+    exact = quantize_money(amount, currency)
+    return str(exact if exact == amount else amount.quantize(Decimal("0.01")))
+
+
+class XeroTotalMismatch(TotalMismatch):
+    """TotalMismatch whose message says what Xero would make or made of the invoice and
+    what was left in Xero."""
+
+    def __init__(self, invoice: Invoice, theirs: Decimal, provider_id: str,
+                 outcome: str) -> None:
+        cur = invoice.currency
+        PermanentProviderError.__init__(
+            self, f"invoice {invoice.number}: BlueClerk total {_shown(invoice.total, cur)} "
+                  f"{cur} but Xero's total is {_shown(theirs, cur)} {cur} (Xero rounds each "
+                  f"line to 2 decimals); {outcome}")
+        self.ours, self.theirs, self.provider_id = invoice.total, theirs, provider_id
+        self.outcome = outcome
 
 
 class _ContactNumberTaken(PermanentProviderError):
@@ -253,8 +288,19 @@ class XeroAdapter:
                        items: Mapping[str, ProviderRecord], link: ProviderRecord | None,
                        write: WriteIntent) -> ProviderRecord:
         refs = {bc_id: self._item_ref(rec.id) for bc_id, rec in items.items()}
+        unmapped = sorted(bc_id for bc_id in {li.item_id for li in invoice.lines}
+                          if bc_id in refs and not refs[bc_id].account_code)
+        if unmapped:
+            codes = ", ".join(f"{i} (Xero code {refs[i].code})" for i in unmapped)
+            raise PermanentProviderError(
+                f"invoice {invoice.number}: item {codes} has no income account in Xero "
+                "(SalesDetails.AccountCode); map it to an income account in the setup wizard "
+                "(step 3). Nothing was written to Xero.", code=ErrorCode.UNMAPPED_ITEM)
         body = translate.invoice_body(invoice, customer.id, refs, self._default_income_code(),
                                       self._tax_type_by_rate())
+        predicted = translate.xero_totals(body)
+        if predicted is not None and predicted[2] != invoice.total:
+            raise XeroTotalMismatch(invoice, predicted[2], "", "nothing was written to Xero")
         key = write.key
         current: dict[str, Any] | None = None
         if link is None and write.after_unknown_outcome:
@@ -265,22 +311,52 @@ class XeroAdapter:
             current = self._get_one("Invoices", link.id)
             if current is None:
                 raise RecordNotFound(f"Xero has no invoice {link.id}")
+        # Xero computes some tax: stage the invoice as DRAFT, compare, then authorise.
+        staged = body["Status"] == "AUTHORISED" and predicted is None
+        lines_written = True
         if current is None:
-            row = self._write("PUT", "Invoices", "Invoices", body, key, unitdp=True)
+            first = {**body, "Status": "DRAFT"} if staged else body
+            row = self._write("PUT", "Invoices", "Invoices", first, key, unitdp=True)
         else:
             update = dict(body)
             if Decimal(str(current.get("AmountPaid") or 0)) > 0 or current["Status"] == "PAID":
                 # Lines of an invoice with payments cannot change: only the header.
                 update = {k: body[k] for k in ("Reference", "DueDate") if k in body}
+                lines_written = False
             elif body["Status"] == "DRAFT" and current["Status"] != "DRAFT":
                 del update["Status"]  # an approved invoice cannot go back to draft
+            elif staged and current["Status"] in ("DRAFT", "SUBMITTED"):
+                update["Status"] = current["Status"]
             row = self._write("POST", f"Invoices/{current['InvoiceID']}", "Invoices", update,
                               key, unitdp=True)
-        record = ProviderRecord(str(row["InvoiceID"]), None, Decimal(str(row["Total"])))
-        if record.total != invoice.total:
-            raise TotalMismatch(invoice.total, Decimal(str(row["Total"])), invoice.currency,
-                                record.id)
-        return record
+        invoice_id = str(row["InvoiceID"])
+        total = Decimal(str(row["Total"]))
+        if total != invoice.total:
+            outcome = (self._withdraw(row, write) if lines_written else
+                       f"Xero invoice {invoice_id} has payments, so its lines were not "
+                       "changed; correct it in Xero")
+            raise XeroTotalMismatch(invoice, total, invoice_id, outcome)
+        if staged and row.get("Status") in ("DRAFT", "SUBMITTED"):
+            row = self._write("POST", f"Invoices/{invoice_id}", "Invoices",
+                              {"InvoiceID": invoice_id, "Status": "AUTHORISED"},
+                              f"{write.key}:authorise")
+        return ProviderRecord(invoice_id, None, total)
+
+    def _withdraw(self, row: Mapping[str, Any], write: WriteIntent) -> str:
+        """Take a wrong invoice out of the books: delete a draft, void an approved one."""
+        invoice_id = str(row["InvoiceID"])
+        status = str(row.get("Status"))
+        if status in ("DRAFT", "SUBMITTED"):
+            target, done = "DELETED", (f"the {status.lower()} Xero invoice {invoice_id} was "
+                                       "deleted (Status DELETED); nothing is live in Xero")
+        elif status == "AUTHORISED":
+            target, done = "VOIDED", (f"the Xero invoice {invoice_id} was voided (Status "
+                                      "VOIDED); nothing is live in Xero")
+        else:
+            return f"the Xero invoice {invoice_id} is {status}; correct it in Xero"
+        self._write("POST", f"Invoices/{invoice_id}", "Invoices",
+                    {"InvoiceID": invoice_id, "Status": target}, f"{write.key}:withdraw")
+        return done
 
     def _find_invoice(self, number: str) -> dict[str, Any] | None:
         rows = self._get("Invoices", {"InvoiceNumbers": number}).get("Invoices") or []

@@ -10,7 +10,15 @@ Translation choices:
 - Lines: Quantity, UnitAmount and DiscountRate as BlueClerk has them when Xero's rule
   gives BlueClerk's own `line.amount`; otherwise (more than 4 dp, or a currency whose
   minor unit rounds differently) the line goes as Quantity 1 x `line.amount` without a
-  discount, so the line amount is still BlueClerk's. `LineAmount` is sent as computed.
+  discount, so the line amount is still BlueClerk's. `LineAmount` is always Xero's own
+  arithmetic on what is sent (`xero_line_amount`): Xero refuses a LineAmount that
+  differs from it ("The line total ... does not match the expected line total ...").
+- Totals: `xero_totals(body)` is what Xero will make of the body (lines to 2 dp, a
+  sent `TaxAmount` as is, summed); None when a line leaves the tax to Xero. The
+  adapter compares it with BlueClerk's total before writing.
+- DueDate: always sent (Xero refuses an AUTHORISED invoice without one unless the
+  organisation has default terms): BlueClerk's due date, or the issue date when the
+  invoice has none (due on receipt; BlueClerk names no terms to derive one from).
 - Tax: `TaxAmount` per line is BlueClerk's own (exclusive: round(amount x rate / 100),
   inclusive: round(amount x rate / (100 + rate)), to the currency's minor unit), so the
   tax total is BlueClerk's to the cent whatever rate the Xero tax type carries. The tax
@@ -60,6 +68,7 @@ __all__ = [
     "remote_customer",
     "remote_item",
     "xero_line_amount",
+    "xero_totals",
 ]
 
 _LINE_AMOUNT_TYPES = {"exclusive": "Exclusive", "inclusive": "Inclusive", "none": "NoTax"}
@@ -184,8 +193,9 @@ def line_item(line: InvoiceLine, mode: str, currency: str, ref: ItemRef | None,
             out["DiscountRate"] = num(line.discount_percent)
     else:
         out["Quantity"] = 1
-        out["UnitAmount"] = num(line.amount)
-    out["LineAmount"] = num(line.amount)
+        out["UnitAmount"] = num(line.amount.quantize(_DP4, rounding=ROUND_HALF_UP))
+    out["LineAmount"] = num(xero_line_amount(_dec(out["Quantity"]), _dec(out["UnitAmount"]),
+                                             _dec(out.get("DiscountRate"))))
     if ref is not None:
         out["ItemCode"] = ref.code
     out["AccountCode"] = (ref.account_code if ref and ref.account_code else account_code)
@@ -212,10 +222,28 @@ def invoice_body(invoice: Invoice, contact_id: str, refs: Mapping[str, ItemRef],
         "Reference": (invoice.memo or "")[:255],
         "CurrencyCode": invoice.currency,
         "Status": "DRAFT" if invoice.status == "draft" else "AUTHORISED",
+        "DueDate": (invoice.due_date or invoice.issue_date).isoformat(),
     }
-    if invoice.due_date:
-        body["DueDate"] = invoice.due_date.isoformat()
     return body
+
+
+def xero_totals(body: Mapping[str, Any]) -> tuple[Decimal, Decimal, Decimal] | None:
+    """(SubTotal, TotalTax, Total) Xero will compute for an invoice body (X-round: per
+    line, 2 dp, summed; a sent TaxAmount replaces the computed tax, per the OpenAPI
+    LineItem.TaxAmount), or None when some line leaves its tax to Xero."""
+    mode = body.get("LineAmountTypes", "Exclusive")
+    lines = tax = Decimal("0.00")
+    for li in body.get("LineItems") or []:
+        lines += xero_line_amount(_dec(li.get("Quantity"), "1"), _dec(li.get("UnitAmount")),
+                                  _dec(li.get("DiscountRate")))
+        if mode == "NoTax":
+            continue
+        if li.get("TaxAmount") is None:
+            return None
+        tax += _dec(li["TaxAmount"]).quantize(_CENT, rounding=ROUND_HALF_UP)
+    if mode == "Inclusive":
+        return lines - tax, tax, lines
+    return lines, tax, lines + tax
 
 
 def payment_reference(payment: Payment) -> str:

@@ -7,7 +7,9 @@ Order of checks on `/api.xro/2.0/...`:
 bearer token (401) -> `xero-tenant-id` connected to the grant (403) -> fault `revoked`
 (401) -> fault `throttle` (429 minute) -> rate limits (429) -> fault latency ->
 `Idempotency-Key` (length 400, replay, mismatch 400) -> fault `fail_5xx` (503, no
-effect, not cached) -> apply -> cache the idempotent response -> fault hang -> reply.
+effect, not cached) -> apply -> cache the idempotent response -> fault hang -> fault
+`fail_5xx_after_apply` (writes: 500/503 although applied; the cache keeps the applied
+response) -> reply.
 """
 
 from __future__ import annotations
@@ -133,6 +135,14 @@ def _parse_since(value: str) -> float | None:
     except (TypeError, ValueError, IndexError):
         pass
     return parse_xero_date(value)
+
+
+def _after_apply_error(n: int) -> Response:
+    """A 5xx for a write that was applied: 503 "The Organisation is offline" or 500
+    (X-codes lists both; the 500 body text is the simulator's, an assumption)."""
+    if n % 2:
+        return offline()
+    return PlainTextResponse("Internal Server Error", status_code=500)
 
 
 def _validation(message: str) -> ApiError:
@@ -496,6 +506,16 @@ def create_app(board: FaultSwitchboard | None = None, limits: XeroLimits | None 
         books = sim.tenant(tenant, body.get("TenantName") or body.get("tenantName"))
         snap = books.snapshot()
         failed: list[dict[str, Any]] = []
+        if "Organisation" in body:
+            msgs = books.set_organisation(body["Organisation"])
+            if msgs:
+                failed.append({"Organisation": body["Organisation"], "ValidationErrors":
+                               [{"Message": m} for m in msgs]})
+        for el in body.get("TaxRates") or []:
+            msgs = books.add_tax_rate(el) if isinstance(el, dict) else ["not an object"]
+            if msgs:
+                failed.append({**(el if isinstance(el, dict) else {}), "ValidationErrors":
+                               [{"Message": m} for m in msgs]})
         for key in ("Accounts", "Contacts", "Items", "Invoices", "Payments"):
             for el in body.get(key) or []:
                 r = books.write(key, el, method="PUT")
@@ -564,11 +584,14 @@ def create_app(board: FaultSwitchboard | None = None, limits: XeroLimits | None 
             coll = parts[0].lower() if parts else ""
             if coll == "organisation" and method == "GET":
                 books = sim.tenant(tenant)
-                return _rate_headers(JSONResponse(_envelope(sim, grant.client_id,
-                                                            "Organisations", [{
+                org: dict[str, Any] = {
                     "OrganisationID": tenant, "Name": books.name, "BaseCurrency": "NZD",
                     "CountryCode": "NZ", "OrganisationType": "COMPANY", "IsDemoCompany": True,
-                    "Version": "NZ", "OrganisationStatus": "ACTIVE"}])), tenant)
+                    "Version": "NZ", "OrganisationStatus": "ACTIVE"}
+                if books.sales_terms:
+                    org["PaymentTerms"] = {"Sales": dict(books.sales_terms)}
+                return _rate_headers(JSONResponse(_envelope(sim, grant.client_id,
+                                                            "Organisations", [org])), tenant)
             if coll not in _COLLECTIONS or len(parts) > 2:
                 return _rate_headers(not_found(), tenant)
             ident = parts[1] if len(parts) == 2 else None
@@ -613,11 +636,19 @@ def create_app(board: FaultSwitchboard | None = None, limits: XeroLimits | None 
             except ApiError as exc:
                 resp = exc.response()
             if cache_key is not None:
+                # The applied result is what is cached, also when the caller is then
+                # answered 5xx below: a retry with the same key within the TTL gets the
+                # record the first call wrote, never a second one (see README, "5xx after
+                # the write applied").
                 body_bytes = bytes(resp.body) if hasattr(resp, "body") else b""
                 sim.idem[cache_key] = _Cached(fingerprint, sim.clock(), resp.status_code,
                                               body_bytes, resp.media_type or "application/json")
             if decision.hang_after_apply_s > 0 and method in ("PUT", "POST", "DELETE"):
                 await asyncio.sleep(decision.hang_after_apply_s)
+            if decision.fail_5xx_after_apply and method in ("PUT", "POST", "DELETE"):
+                # Applied and stored, then a 5xx (providers.md section 0). 500 and 503
+                # alternate with the record count so both codes are seen.
+                return _rate_headers(_after_apply_error(len(sim.idem)), tenant)
             return _rate_headers(resp, tenant)
         finally:
             sim.limiter.release(tenant)

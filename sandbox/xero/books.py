@@ -19,21 +19,26 @@ Default organisation (NZ-style demo company, base currency NZD):
 
 from __future__ import annotations
 
+import calendar
 import copy
 import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from sandbox.xero import openapi
 
 __all__ = [
+    "DUE_DATE_REQUIRED",
     "DUPLICATE_NAME",
+    "LINE_TOTAL_MISMATCH",
+    "PAYMENT_TERM_TYPES",
     "Books",
     "ElementResult",
+    "due_date_from_terms",
     "line_totals",
     "msdate",
     "parse_xero_date",
@@ -45,6 +50,13 @@ DUPLICATE_NAME = (
     "The contact name must be unique across all active contacts."
 )
 BASE_CURRENCY = "NZD"
+# xeroizer #290 / #395 (Xero staff comment: required for AUTHORISED, not for DRAFT).
+DUE_DATE_REQUIRED = "The document DueDate field must be specified."
+# Xero-NetStandard #74 ("The line total 1.00 does not match the expected line total 0.00").
+LINE_TOTAL_MISMATCH = "The line total {sent} does not match the expected line total {expected}"
+# components/schemas/PaymentTermType in specs/xero_accounting.yaml.
+PAYMENT_TERM_TYPES = ("DAYSAFTERBILLDATE", "DAYSAFTERBILLMONTH", "OFCURRENTMONTH",
+                      "OFFOLLOWINGMONTH")
 
 _CENT = Decimal("0.01")
 
@@ -86,6 +98,40 @@ def parse_xero_date(text: str) -> float | None:
 def _day(ts: float) -> float:
     d = datetime.fromtimestamp(ts, UTC)
     return datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp()
+
+
+def _money_text(value: Decimal) -> str:
+    """A LineAmount as Xero prints it in messages: 2 dp unless more were sent."""
+    return str(value.quantize(_CENT)) if value == value.quantize(_CENT) else str(value)
+
+
+def due_date_from_terms(day_ts: float, terms: dict[str, Any]) -> float | None:
+    """DueDate (epoch seconds, UTC midnight) from `{"Day": n, "Type": PaymentTermType}`.
+
+    The type names are the spec's; their arithmetic is the simulator's reading of them
+    (an assumption, see README): n days after the invoice date, n days after the end of
+    the invoice's month, day n of the invoice's month, day n of the following month
+    (a day past the month's end is its last day)."""
+    try:
+        n = int(terms.get("Day"))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    kind = terms.get("Type")
+    d = datetime.fromtimestamp(day_ts, UTC)
+    if kind == "DAYSAFTERBILLDATE":
+        out = d + timedelta(days=n)
+    elif kind == "DAYSAFTERBILLMONTH":
+        last = calendar.monthrange(d.year, d.month)[1]
+        out = d.replace(day=last) + timedelta(days=n)
+    elif kind in ("OFCURRENTMONTH", "OFFOLLOWINGMONTH"):
+        year, month = d.year, d.month
+        if kind == "OFFOLLOWINGMONTH":
+            year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+        last = calendar.monthrange(year, month)[1]
+        out = d.replace(year=year, month=month, day=max(1, min(n, last)))
+    else:
+        return None
+    return out.timestamp()
 
 
 def line_totals(quantity: Decimal, unit: Decimal, discount: Decimal, rate: Decimal,
@@ -169,6 +215,8 @@ class Books:
         self.invoices: dict[str, dict[str, Any]] = {}
         self.payments: dict[str, dict[str, Any]] = {}
         self.invoice_seq = 0
+        # Organisation default sales terms (`PaymentTerms.Sales`); none unless seeded.
+        self.sales_terms: dict[str, Any] | None = None
         now = clock()
         for code, nm, typ, cls, tax, system in _DEFAULT_ACCOUNTS:
             acc: dict[str, Any] = {
@@ -204,7 +252,41 @@ class Books:
         for k, v in snap.items():
             setattr(self, k, v)
 
-    _STATE = ("contacts", "items", "accounts", "invoices", "payments", "invoice_seq")
+    _STATE = ("contacts", "items", "accounts", "invoices", "payments", "invoice_seq",
+              "tax_rates", "sales_terms")
+
+    # -- organisation settings (seed) ----------------------------------------------------
+    def set_organisation(self, el: dict[str, Any]) -> list[str]:
+        """`{"PaymentTerms": {"Sales": {"Day": n, "Type": ...}}}`; errors as messages."""
+        terms = (el.get("PaymentTerms") or {}).get("Sales") if isinstance(el, dict) else None
+        if terms is None:
+            self.sales_terms = None
+            return []
+        if (not isinstance(terms, dict) or terms.get("Type") not in PAYMENT_TERM_TYPES
+                or not isinstance(terms.get("Day"), int) or terms["Day"] < 0):
+            return [f"PaymentTerms.Sales must be {{Day: int >= 0, Type: one of "
+                    f"{', '.join(PAYMENT_TERM_TYPES)}}}"]
+        self.sales_terms = {"Day": terms["Day"], "Type": terms["Type"]}
+        return []
+
+    def add_tax_rate(self, el: dict[str, Any]) -> list[str]:
+        """Seed a tax rate: `{"TaxType", "Name", "EffectiveRate"}` (e.g. UK `OUTPUT2` 20)."""
+        tax_type = str(el.get("TaxType") or "").upper()
+        rate = el.get("EffectiveRate", el.get("DisplayTaxRate"))
+        if not tax_type or rate is None:
+            return ["A tax rate needs TaxType and EffectiveRate."]
+        text = str(dec(rate).normalize())
+        self.tax_rates = dict(self.tax_rates)
+        self.tax_rates[tax_type] = {
+            "Name": str(el.get("Name") or tax_type), "TaxType": tax_type,
+            "ReportTaxType": str(el.get("ReportTaxType") or "OUTPUT"), "Status": "ACTIVE",
+            "TaxComponents": [{"Name": "Tax", "Rate": float(dec(rate)), "IsCompound": False,
+                               "IsNonRecoverable": False}],
+            "CanApplyToAssets": True, "CanApplyToEquity": True, "CanApplyToExpenses": True,
+            "CanApplyToLiabilities": True, "CanApplyToRevenue": True,
+            "DisplayTaxRate": float(dec(rate)), "EffectiveRate": float(dec(rate)), "_rate": text,
+        }
+        return []
 
     # -- lookups -----------------------------------------------------------------------
     def account_by_code(self, code: str) -> dict[str, Any] | None:
@@ -486,15 +568,25 @@ class Books:
             desc = raw.get("Description", (item or {}).get("Description"))
             if desc is not None:
                 line["Description"] = desc
-            qty = round_dp(dec(raw.get("Quantity", 1)), 4)
+            sent_amount = dec(raw["LineAmount"]) if raw.get("LineAmount") is not None else None
+            derived = False  # Quantity or UnitAmount computed from the sent LineAmount
             if raw.get("UnitAmount") is not None:
                 unit = round_dp(dec(raw["UnitAmount"]), unitdp)
             elif sales.get("UnitPrice") is not None:
                 unit = round_dp(dec(sales["UnitPrice"]), unitdp)
-            elif raw.get("LineAmount") is not None and qty != 0:
-                unit = round_dp(dec(raw["LineAmount"]) / qty, unitdp)
             else:
-                unit = Decimal(0)
+                unit = None
+            if raw.get("Quantity") is not None:
+                qty = round_dp(dec(raw["Quantity"]), 4)
+            elif sent_amount is not None and unit:
+                qty, derived = round_dp(sent_amount / unit, 4), True
+            else:
+                qty = Decimal(1)
+            if unit is None:
+                if sent_amount is not None and qty != 0:
+                    unit, derived = round_dp(sent_amount / qty, unitdp), True
+                else:
+                    unit = Decimal(0)
             discount = dec(raw.get("DiscountRate") or 0)
             if not Decimal(0) <= discount <= Decimal(100):
                 errs.append(f"Line {n}: DiscountRate must be between 0 and 100.")
@@ -523,6 +615,12 @@ class Books:
                 continue
             override = dec(raw["TaxAmount"]) if raw.get("TaxAmount") is not None else None
             amount, tax, disc = line_totals(qty, unit, discount, rate, amount_types, override)
+            if sent_amount is not None and not derived and sent_amount != amount:
+                # A sent LineAmount must equal Xero's own Quantity x UnitAmount x
+                # (1 - DiscountRate/100), to 2 dp (Xero-NetStandard #74, #412).
+                errs.append(LINE_TOTAL_MISMATCH.format(sent=_money_text(sent_amount),
+                                                       expected=_money_text(amount)))
+                continue
             line.update(Quantity=float(qty), UnitAmount=float(unit), TaxType=tax_type,
                         TaxAmount=float(tax), LineAmount=float(amount))
             if discount:
@@ -560,6 +658,14 @@ class Books:
         if ts is None:
             errs.append(f"{key} '{v}' is not a valid date.")
         return ts
+
+    def _sales_terms(self, inv: dict[str, Any]) -> dict[str, Any] | None:
+        """The contact's own sales terms, else the organisation's default ones."""
+        contact = self.contacts.get(str((inv.get("Contact") or {}).get("ContactID", "")))
+        own = ((contact or {}).get("PaymentTerms") or {}).get("Sales")
+        if isinstance(own, dict) and own.get("Type") in PAYMENT_TERM_TYPES:
+            return own
+        return self.sales_terms
 
     def _write_invoice(self, el: dict[str, Any], *, path_id: str | None, unitdp: int,
                        **_: Any) -> dict[str, Any]:
@@ -672,11 +778,18 @@ class Books:
                         and str(other.get("InvoiceNumber", "")).casefold() == num):
                     errs.append("Invoice # must be unique.")
                     break
+        if not inv.get("DueDate"):
+            terms = self._sales_terms(inv)
+            due = (due_date_from_terms(parse_xero_date(inv["Date"]) or self.clock(), terms)
+                   if terms else None)
+            if due is not None:
+                inv["DueDate"], inv["DueDateString"] = msdate(due), iso_date(due)
+            elif new_status == "AUTHORISED":
+                # No DueDate and no default terms (contact's or organisation's): refused.
+                errs.append(DUE_DATE_REQUIRED)
         if errs:
             raise ElementError(*dict.fromkeys(errs))
         inv["Status"] = new_status
-        if "DueDate" not in inv:
-            inv["DueDate"], inv["DueDateString"] = inv["Date"], inv.get("DateString")
         self._recompute(inv)
         inv["_updated"] = self.clock()
         self.invoices[inv["InvoiceID"]] = inv

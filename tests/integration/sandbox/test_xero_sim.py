@@ -506,6 +506,9 @@ def _contact(sim: Sim, h: dict[str, str], name: str) -> str:
 
 def _invoice(sim: Sim, h: dict[str, str], inv: dict[str, Any],
              params: dict[str, str] | None = None) -> httpx.Response:
+    """PUT one invoice; a DueDate is added unless the test says otherwise (an AUTHORISED
+    invoice without one is refused when the organisation has no default terms)."""
+    inv = {"DueDate": "2026-12-31", **inv}
     return sim.http.put(f"{API}/Invoices", headers=h, json={"Invoices": [inv]},
                         params=params or {})
 
