@@ -6,8 +6,12 @@ instead. The match rules are deterministic (the lowest id wins among several mat
 and deliberately narrow, so two different BlueClerk records are never merged:
 
 - client: the same email and organization when the customer has an email, else the same
-  organization, first name and last name (all case-insensitive, trimmed);
-- item: the same SKU when the item has one, else the same name;
+  organization, first name and last name (all case-insensitive, trimmed). Only documented
+  filters are sent (freshbooks.com/api/clients): ``search[email]`` (email identifies a
+  client within a business), else ``search[organization_like]``; FreshBooks ignores
+  filters it does not know, so the exact match is always made here;
+- item: the same SKU (``search[sku]``, documented) when the item has one, else the same
+  name (freshbooks.com/api/items has no name filter: the list is read and matched here);
 - invoice: the same invoice_number for the same client;
 - payment: on the same invoice, the BlueClerk tag ``[BlueClerk <payment id>]`` in its
   note. Amount and date alone are not trusted: two equal payments on one day stay two.
@@ -17,9 +21,23 @@ and deliberately narrow, so two different BlueClerk records are never merged:
 The same lookup covers ``WriteIntent.after_unknown_outcome``: a create that timed out
 after FreshBooks applied it is found and updated, not duplicated.
 
-Other choices: FreshBooks has no void; ``void_invoice`` deletes the invoice (HTTP
-DELETE, i.e. ``vis_state`` 1), which is how FreshBooks removes an invoice from the
-books. Inactive customers and items are archived (``vis_state`` 2). Items have no
+A 5xx may come after FreshBooks applied a write (providers.md section 0): the retry
+goes through the same lookup, so it finds the record instead of creating a second one.
+
+Updates: a FreshBooks PUT applies only one phase, the first present of ``ext_vis_state``,
+``vis_state``, actions (``action_mark_as_sent``), regular fields, and silently drops the
+rest (freshbooks.com/api/active_deleted). So data and state go in separate calls: the data
+PUT first, then ``vis_state`` only when the record's state must change (archive, restore),
+then ``action_mark_as_sent`` only while the invoice is still a draft.
+
+Other choices: FreshBooks has no void; ``void_invoice`` deletes the invoice with the
+documented ``PUT {"invoice": {"vis_state": 1}}`` (FreshBooks Postman collection, "Delete
+Invoice"). An invoice with live payments cannot be deleted until they are deleted or
+converted to credit (same source); the adapter does not delete payments on its own (that
+would take money actually received out of the books while BlueClerk still holds those
+payments) and refuses with a permanent ``unsupported`` error naming the payments, so a
+person chooses between refund and credit. Inactive customers and items are archived
+(``vis_state`` 2). Items have no
 income-account field, so the mapping is ignored. Invoices are marked as sent (unless a
 BlueClerk draft) so payments can apply. Change polling uses ``search[updated_min]``,
 which has day granularity on US Eastern dates: the boundary day is re-read and rows
@@ -56,6 +74,7 @@ from providers.port import (
     WriteIntent,
 )
 from schemas.error_codes import ErrorCode
+from schemas.money import minor_unit
 from schemas.records import Address, Customer, Invoice, Item, Payment
 
 __all__ = ["FreshBooksAdapter", "classify_freshbooks_error"]
@@ -63,6 +82,7 @@ __all__ = ["FreshBooksAdapter", "classify_freshbooks_error"]
 PER_PAGE = 100
 VALIDATION_ERRNOS = frozenset({1001, 1004, 1005, 1013, 1014, 1017, 1018, 1025, 1040})
 DELETED, ARCHIVED, ACTIVE = 1, 2, 0
+DRAFT_STATUS = 1  # invoice status codes: freshbooks.com/api/invoices
 
 
 def _error_entries(response: httpx.Response) -> list[dict[str, Any]]:
@@ -154,6 +174,20 @@ def _amount(row: Mapping[str, Any]) -> Decimal:
     return Decimal(str(raw if raw not in (None, "") else "0"))
 
 
+def shown(amount: Decimal, currency: str) -> Decimal:
+    """An amount as people read it: the currency's own precision (259 JPY, 25.206 KWD),
+    more only when the amount really has more (257.4 JPY), never the 4-decimal
+    transport scale."""
+    exponent = amount.normalize().as_tuple().exponent
+    places = max(minor_unit(currency), -exponent if isinstance(exponent, int) else 0)
+    return amount.quantize(Decimal(1).scaleb(-places))
+
+
+def _mismatch(invoice: Invoice, theirs: Decimal, provider_id: str) -> TotalMismatch:
+    return TotalMismatch(shown(invoice.total, invoice.currency),
+                         shown(theirs, invoice.currency), invoice.currency, provider_id)
+
+
 class FreshBooksAdapter:
     name = "freshbooks"
 
@@ -201,16 +235,29 @@ class FreshBooksAdapter:
     # -- customers ------------------------------------------------------------------
 
     def _find_client(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        # Documented filters only (freshbooks.com/api/clients); the exact match is ours.
         if body["email"]:
-            rows = self._pages("users/clients", "clients",
-                               {"email": body["email"], "organization": body["organization"]})
+            rows = self._pages("users/clients", "clients", {"email": body["email"]})
             return self._first([r for r in rows if _same(r.get("email"), body["email"])
                                 and _same(r.get("organization"), body["organization"])])
-        rows = self._pages("users/clients", "clients", {"organization": body["organization"]})
+        rows = self._pages("users/clients", "clients",
+                           {"organization_like": body["organization"]})
         return self._first([r for r in rows if not r.get("email")
                             and _same(r.get("organization"), body["organization"])
                             and _same(r.get("fname"), body["fname"])
                             and _same(r.get("lname"), body["lname"])])
+
+    def _upsert(self, path: str, key: str, body: Mapping[str, Any], target: str | None,
+                vis_state: int) -> dict[str, Any]:
+        """Create or update the data, then change the state in a call of its own when it
+        differs (a PUT with ``vis_state`` drops every other field)."""
+        if target is None:
+            row = self._write("POST", path, key, body)
+        else:
+            row = self._write("PUT", f"{path}/{target}", key, body)
+        if row.get("vis_state", ACTIVE) != vis_state:
+            row = self._write("PUT", f"{path}/{row['id']}", key, {"vis_state": vis_state})
+        return row
 
     def upsert_customer(self, customer: Customer, link: ProviderRecord | None,
                         write: WriteIntent) -> ProviderRecord:
@@ -220,14 +267,7 @@ class FreshBooksAdapter:
         if target is None:
             found = self._find_client(body)
             target = str(found["id"]) if found else None
-        if target is None:
-            row = self._write("POST", "users/clients", "client", body)
-            if row.get("vis_state", ACTIVE) != vis_state:
-                row = self._write("PUT", f"users/clients/{row['id']}", "client",
-                                  {"vis_state": vis_state})
-        else:
-            row = self._write("PUT", f"users/clients/{target}", "client",
-                              {**body, "vis_state": vis_state})
+        row = self._upsert("users/clients", "client", body, target, vis_state)
         return ProviderRecord(str(row["id"]))
 
     def list_customers(self) -> list[RemoteCustomer]:
@@ -239,7 +279,8 @@ class FreshBooksAdapter:
         if body["sku"]:
             rows = self._pages("items/items", "items", {"sku": body["sku"]})
             return self._first([r for r in rows if _same(r.get("sku"), body["sku"])])
-        rows = self._pages("items/items", "items", {"name": body["name"]})
+        # freshbooks.com/api/items has no name filter: read the list, match here.
+        rows = self._pages("items/items", "items")
         return self._first([r for r in rows if _same(r.get("name"), body["name"])])
 
     def upsert_item(self, item: Item, income_account_id: str | None,
@@ -251,14 +292,8 @@ class FreshBooksAdapter:
         if target is None:
             found = self._find_item(body)
             target = str(found["id"]) if found else None
-        if target is None:
-            row = self._write("POST", "items/items", "item", {**body, "qty": "1"})
-            if row.get("vis_state", ACTIVE) != vis_state:
-                row = self._write("PUT", f"items/items/{row['id']}", "item",
-                                  {"vis_state": vis_state})
-        else:
-            row = self._write("PUT", f"items/items/{target}", "item",
-                              {**body, "vis_state": vis_state})
+        row = self._upsert("items/items", "item", {**body, "qty": "1"} if target is None
+                           else body, target, vis_state)
         self._item_names[str(row["id"])] = str(row.get("name") or item.name)
         return ProviderRecord(str(row["id"]))
 
@@ -319,7 +354,7 @@ class FreshBooksAdapter:
     def _invoice_record(invoice: Invoice, row: Mapping[str, Any]) -> ProviderRecord:
         record = ProviderRecord(str(row["id"]), None, _amount(row))
         if record.total != invoice.total:
-            raise TotalMismatch(invoice.total, _amount(row), invoice.currency, record.id)
+            raise _mismatch(invoice, _amount(row), record.id)
         return record
 
     def upsert_invoice(self, invoice: Invoice, customer: ProviderRecord,
@@ -328,30 +363,50 @@ class FreshBooksAdapter:
         body = self._invoice_body(invoice, customer.id, items)
         predicted = translate.freshbooks_totals(body["lines"]).total
         if predicted != invoice.total:
-            # Refuse before writing: FreshBooks would total differently.
-            raise TotalMismatch(invoice.total, predicted, invoice.currency,
-                                link.id if link else "(not written)")
-        send = invoice.status != "draft"
+            # Refuse before writing: FreshBooks cannot hold this total (2 decimals).
+            raise _mismatch(invoice, predicted, link.id if link else "(not written)")
         target = link.id if link else None
         if target is None:
             found = self._find_invoice(invoice.number, customer.id)
             target = str(found["id"]) if found else None
+        # One phase per PUT: data, then (separately) restore, then mark as sent.
         if target is None:
             row = self._write("POST", "invoices/invoices", "invoice", body)
-            record = self._invoice_record(invoice, row)  # a mismatch stays a draft
-            if send:
-                row = self._write("PUT", f"invoices/invoices/{record.id}", "invoice",
-                                  {"action_mark_as_sent": True})
         else:
-            update = {**body, "action_mark_as_sent": True} if send else body
-            row = self._write("PUT", f"invoices/invoices/{target}", "invoice", update)
+            row = self._write("PUT", f"invoices/invoices/{target}", "invoice", body)
+        record = self._invoice_record(invoice, row)  # a mismatch stays as it is (draft)
+        path = f"invoices/invoices/{record.id}"
+        if row.get("vis_state", ACTIVE) == DELETED:
+            row = self._write("PUT", path, "invoice", {"vis_state": ACTIVE})
+        if invoice.status != "draft" and _int(row.get("status")) == DRAFT_STATUS:
+            row = self._write("PUT", path, "invoice", {"action_mark_as_sent": True})
         return self._invoice_record(invoice, row)
+
+    def _live_payments(self, invoice_id: str) -> list[dict[str, Any]]:
+        rows = self._pages("payments/payments", "payments", {"invoiceid": invoice_id})
+        return [r for r in rows if r.get("vis_state", ACTIVE) == ACTIVE
+                and str(r.get("invoiceid")) == invoice_id]
 
     def void_invoice(self, invoice: Invoice, link: ProviderRecord,
                      write: WriteIntent) -> ProviderRecord:
-        # No void in FreshBooks: DELETE (vis_state 1) takes it out of the books; repeating
-        # it is harmless, so an unknown outcome is simply retried.
-        row = self._write("DELETE", f"invoices/invoices/{link.id}", "invoice")
+        # No void in FreshBooks: the documented delete is PUT vis_state 1 (Postman "Delete
+        # Invoice"). Repeating it is harmless, so an unknown outcome is simply retried.
+        row = self._get(f"invoices/invoices/{link.id}")["invoice"]
+        if row.get("vis_state", ACTIVE) != DELETED:
+            payments = self._live_payments(link.id)
+            if payments:
+                # Deleting them would take money actually received out of the books.
+                listed = ", ".join(
+                    f"{p['id']} ({shown(_amount(p), invoice.currency)} {invoice.currency})"
+                    for p in sorted(payments, key=lambda p: int(p["id"])))
+                raise PermanentProviderError(
+                    f"FreshBooks invoice {link.id} ({invoice.number}) has payments {listed}; "
+                    "FreshBooks deletes an invoice only after its payments are deleted or "
+                    "converted to credit. Refund them or convert them to credit in "
+                    "FreshBooks, then replay this void.",
+                    code=ErrorCode.UNSUPPORTED)
+            row = self._write("PUT", f"invoices/invoices/{link.id}", "invoice",
+                              {"vis_state": DELETED})
         return ProviderRecord(str(row["id"]), None, _amount(row))
 
     # -- payments -------------------------------------------------------------------
@@ -366,6 +421,11 @@ class FreshBooksAdapter:
     def record_payment(self, payment: Payment, invoice: ProviderRecord,
                        customer: ProviderRecord, link: ProviderRecord | None,
                        write: WriteIntent) -> ProviderRecord:
+        if payment.amount != translate.q2(payment.amount):
+            raise PermanentProviderError(
+                f"FreshBooks keeps amounts to 2 decimals; the payment of "
+                f"{shown(payment.amount, payment.currency)} {payment.currency} cannot be "
+                "recorded exactly", code=ErrorCode.UNSUPPORTED)
         body = translate.payment_body(payment, invoice.id)
         existing: dict[str, Any] | None = None
         if link is not None:

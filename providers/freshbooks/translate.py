@@ -23,9 +23,15 @@ Translation choices (FreshBooks has less to say than BlueClerk):
   total equals BlueClerk's to the cent.
 - Tax: ``taxName1``/``taxAmount1`` (a percent, at most 3 decimals; more is refused as
   UNSUPPORTED). The name is the account's tax with that rate when there is one.
-- Money goes out at the currency's minor unit; FreshBooks itself rounds to 2 decimals,
-  so a currency with another exponent may not total the same: the adapter compares
-  totals and raises TotalMismatch rather than writing a wrong invoice.
+- Money goes out at the currency's minor unit; FreshBooks itself keeps and rounds to 2
+  decimals (tax included), so for a currency with another exponent FreshBooks' total can
+  differ from BlueClerk's by the rounding alone (259 JPY, where FreshBooks rounds each
+  line's tax to the cent and gets 258.50). When BlueClerk's total fits in 2 decimals and
+  the gap is within one unit (the coarser of the currency's minor unit and the cent) per
+  line, an untaxed "Rounding" adjustment line closes it, as for tax-inclusive prices (the
+  line may be negative). Only a total FreshBooks cannot hold (a non-zero third decimal,
+  25.206 KWD) is left unequal: the adapter compares totals and raises TotalMismatch rather
+  than writing a wrong invoice.
 """
 
 from __future__ import annotations
@@ -252,12 +258,39 @@ def invoice_lines(invoice: Invoice, item_names: Mapping[str, str],
             body["taxAmount1"] = percent
         out.append(body)
     if residual:
-        out.append({
-            "type": 0, "name": "Rounding",
-            "description": "Rounding of tax-inclusive prices",
-            "qty": "1", "unit_cost": {"amount": format(residual, "f"), "code": currency},
-        })
-    return out
+        out.append(_rounding_line(residual, currency, "Rounding of tax-inclusive prices"))
+    return _close_precision_gap(invoice, out)
+
+
+def _rounding_line(amount: Decimal, currency: str, description: str) -> dict[str, Any]:
+    return {"type": 0, "name": "Rounding", "description": description, "qty": "1",
+            "unit_cost": {"amount": format(amount, "f"), "code": currency}}
+
+
+def _close_precision_gap(invoice: Invoice,
+                         lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For a currency whose minor unit is not the cent, absorb the difference between
+    FreshBooks' 2-decimal rounding and BlueClerk's in one Rounding line (see module doc).
+
+    Nothing changes when the currency has 2 decimals (the lines are already exact there,
+    so a gap is a real disagreement), when BlueClerk's total does not fit in 2 decimals
+    (FreshBooks cannot hold it), or when the gap is larger than rounding can explain.
+    """
+    currency = invoice.currency
+    if minor_unit(currency) == 2 or not lines:
+        return lines
+    gap = invoice.total - freshbooks_totals(lines).total
+    bound = max(_quantum(currency), CENT) * len(invoice.lines)
+    if not gap or gap != q2(gap) or abs(gap) > bound:
+        return lines
+    last = lines[-1]
+    if last["name"] == "Rounding" and "taxAmount1" not in last:
+        amount = Decimal(last["unit_cost"]["amount"]) + gap
+        last["unit_cost"]["amount"] = format(amount, "f")
+        last["description"] = f"Rounding to 2 decimals ({currency})"
+        return lines if amount else lines[:-1]
+    return [*lines, _rounding_line(q2(gap), currency,
+                                   f"Rounding to 2 decimals ({currency})")]
 
 
 def due_offset_days(invoice: Invoice) -> int:

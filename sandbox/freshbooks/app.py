@@ -32,8 +32,15 @@ Simulator choices (FreshBooks publishes none of these; see also books.py, errors
   instead of waiting. Fault latency is spent while holding the lock.
 - Faults (``sandbox.faults``), keyed by accountId: ``revoked`` -> 401 (and refresh
   ``invalid_grant``), ``throttle`` -> 429, latency -> ``asyncio.sleep``, ``fail_5xx`` ->
-  500 errno 500 FreshAlchemyUnexpected with no effect, ``hang_after_apply_s`` -> writes
-  are applied, then the reply waits.
+  500 errno 500 FreshAlchemyUnexpected with no effect, ``fail_5xx_after_apply`` -> writes
+  are applied and stored, then answered 500 errno 500 (reads are unaffected),
+  ``hang_after_apply_s`` -> writes are applied, then the reply waits.
+- Search filters: only the documented keys of each list filter (clients:
+  freshbooks.com/api/clients; items: freshbooks.com/api/items; ``vis_state``:
+  freshbooks.com/api/active_deleted). A key that is not documented is ignored, as
+  FreshBooks staff describe for ``search[active]`` (FreshBooksArchives/freshbooks-python-sdk
+  issue #42: the list did not change) [2nd]; invoices and payments keep the simulator's
+  own filter sets (``invoice_number``, ``customerid``, ``invoiceid``, ...) [assumption].
 - Scopes are recorded and echoed but not enforced.
 - Paging: ``per_page`` default 15, silently capped at 100; ``page`` below 1 -> 1; past
   the end -> empty list; non-integer per_page/page -> errno 1013/1014 (HTTP 400);
@@ -153,6 +160,9 @@ class _Ctx:
             result = fn()
         finally:
             self.sim.busy.difference_update(keys)
+        if self.decision.fail_5xx_after_apply:
+            # The write is applied and stored; only the reply is lost (providers.md s.0).
+            raise _server_error()
         if self.decision.hang_after_apply_s:
             await asyncio.sleep(self.decision.hang_after_apply_s)
         return result
@@ -235,11 +245,58 @@ async def _body(request: Request, key: str) -> dict[str, Any]:
 
 
 def _search(request: Request) -> dict[str, str]:
+    """``search[key]=v`` -> {key: v}; ``search[key][]=a&search[key][]=b`` -> {key[]: "a,b"}."""
     out: dict[str, str] = {}
     for key, value in request.query_params.multi_items():
-        if key.startswith("search[") and key.endswith("]"):
+        if key.startswith("search[") and key.endswith("][]"):
+            name = key[7:-3] + "[]"
+            out[name] = f"{out[name]},{value}" if name in out else value
+        elif key.startswith("search[") and key.endswith("]"):
             out[key[7:-1]] = value
     return out
+
+
+# Documented search keys (freshbooks.com/api/clients "Searches / Filters"); anything else is
+# ignored. ``vis_state`` from freshbooks.com/api/active_deleted; ``userids[]`` from the
+# SDK's own test (tests/test_accounting_resource.py, test_list_clients__filtered).
+CLIENT_LIKE = {"organization_like": ("organization",), "fname_like": ("fname",),
+               "lname_like": ("lname",), "note_like": ("note",),
+               "address_like": ("p_street", "p_street2", "p_city", "p_province", "p_code",
+                                "p_country"),
+               "phone_like": ("home_phone", "bus_phone", "mob_phone", "fax")}
+
+
+def _like(record: dict[str, Any], fields: tuple[str, ...], needle: str) -> bool:
+    """A Like search: the value contains the parameter (freshbooks.com/api/parameters);
+    case-insensitive [assumption]."""
+    return any(needle.lower() in str(record.get(f) or "").lower() for f in fields)
+
+
+def _filter_clients(rows: list[dict[str, Any]], s: dict[str, str]) -> list[dict[str, Any]]:
+    if "email" in s:  # Equals: exact email (case-insensitive [assumption])
+        rows = [r for r in rows if _eq(r["email"], s["email"])]
+    for key, fields in CLIENT_LIKE.items():
+        if key in s:
+            rows = [r for r in rows if _like(r, fields, s[key])]
+    if "userids[]" in s:
+        wanted = set(s["userids[]"].split(","))
+        rows = [r for r in rows if str(r["id"]) in wanted]
+    return _day_filter(rows, s)
+
+
+def _filter_items(rows: list[dict[str, Any]], s: dict[str, str]) -> list[dict[str, Any]]:
+    """freshbooks.com/api/items: itemid, sku (Equals), itemids (In), description (Like),
+    updated_min/max; there is no ``name`` filter."""
+    if "sku" in s:
+        rows = [r for r in rows if str(r.get("sku") or "") == s["sku"]]
+    if "itemid" in s:
+        rows = [r for r in rows if str(r["id"]) == s["itemid"]]
+    if "itemids[]" in s:
+        wanted = set(s["itemids[]"].split(","))
+        rows = [r for r in rows if str(r["id"]) in wanted]
+    if "description" in s:
+        rows = [r for r in rows if _like(r, ("description",), s["description"])]
+    return _day_filter(rows, s)
 
 
 def _includes(request: Request) -> set[str]:
@@ -501,16 +558,7 @@ def create_app(
         s = _search(request)
 
         def run() -> dict[str, Any]:
-            rows = _visible(list(ctx.acct.clients.values()), s)
-            if "email" in s:
-                rows = [r for r in rows if _eq(r["email"], s["email"])]
-            if "organization_like" in s:
-                needle = s["organization_like"].lower()
-                rows = [r for r in rows if needle in str(r["organization"]).lower()]
-            for key in ("fname", "lname", "organization", "userid", "id"):
-                if key in s:
-                    rows = [r for r in rows if _eq(r[key], s[key])]
-            rows = _day_filter(rows, s)
+            rows = _filter_clients(_visible(list(ctx.acct.clients.values()), s), s)
             return _page(request, sim.limits, "clients", rows)
 
         return ctx.reply(await ctx.read(run))
@@ -542,11 +590,7 @@ def create_app(
         s = _search(request)
 
         def run() -> dict[str, Any]:
-            rows = _visible(list(ctx.acct.items.values()), s)
-            for key in ("name", "sku"):
-                if key in s:
-                    rows = [r for r in rows if _eq(r[key], s[key])]
-            rows = _day_filter(rows, s)
+            rows = _filter_items(_visible(list(ctx.acct.items.values()), s), s)
             return _page(request, sim.limits, "items", rows)
 
         return ctx.reply(await ctx.read(run))

@@ -24,6 +24,17 @@ Choices where FreshBooks publishes nothing (providers.md marks them [unconf]):
   three fields of the validation fixture); ``type`` defaults to the parent's type.
 - FreshBooks has no void: "delete" is vis_state 1 (HTTP DELETE on invoices and taxes,
   as the SDK does, is accepted too).
+
+Rules with a public source (see README.md for the full rule -> source -> test table):
+
+- Update phases (freshbooks.com/api/active_deleted, "Updates and vis_state"): a PUT
+  applies ONE phase, the first present of ``ext_vis_state``, ``vis_state``, actions
+  (``action_*``, e.g. ``action_mark_as_sent``, ``action_email``), regular fields; the
+  other fields are discarded silently, even when ``vis_state`` is unchanged.
+- An invoice with live payments cannot be deleted (FreshBooks Postman collection
+  "Delete Invoice": delete the payments or convert them to credit first). The error's
+  shape is not published: the simulator answers 422 errno 1004 on ``vis_state``
+  [assumption].
 """
 
 from __future__ import annotations
@@ -151,6 +162,25 @@ def as_int(value: Any, field_name: str, object_: str) -> int:
                                object_=object_, value=value) from None
 
 
+def update_phase(body: dict[str, Any]) -> str:
+    """Which single phase a PUT applies (freshbooks.com/api/active_deleted): the first of
+    ``ext_vis_state``, ``vis_state``, ``action`` (any ``action_*`` key), ``data``."""
+    if "ext_vis_state" in body:
+        return "ext_vis_state"
+    if "vis_state" in body:
+        return "vis_state"
+    if any(key.startswith("action_") for key in body):
+        return "action"
+    return "data"
+
+
+def check_vis_state(value: Any, object_: str, allowed: tuple[int, ...] = (0, 1, 2)) -> int:
+    if isinstance(value, bool) or value not in allowed:
+        raise accounting_error(1004, "Invalid value for vis_state.", field="vis_state",
+                               object_=object_, value=value)
+    return int(value)
+
+
 def valid_account_id(account_id: str) -> bool:
     return bool(_ACCOUNT_ID.match(account_id))
 
@@ -254,9 +284,6 @@ class Books:
         if code and not re.match(r"^[A-Z]{3}$", code):
             raise accounting_error(1004, "Invalid currency code.", field="currency_code",
                                    object_="client", value=code)
-        if "vis_state" in body and body["vis_state"] not in (0, 1, 2):
-            raise accounting_error(1004, "Invalid value for vis_state.", field="vis_state",
-                                   object_="client", value=body["vis_state"])
 
     def create_client(self, acct: Account, body: dict[str, Any],
                       updated: str | None = None) -> dict[str, Any]:
@@ -303,8 +330,14 @@ class Books:
 
     def update_client(self, acct: Account, cid: int, body: dict[str, Any]) -> dict[str, Any]:
         client = self.get_client(acct, cid)
+        phase = update_phase(body)
+        if phase == "vis_state":
+            client["vis_state"] = check_vis_state(body["vis_state"], "client")
+        if phase != "data":  # the other fields are discarded silently
+            client["updated"] = eastern_stamp()
+            return client
         self._check_client_fields(body)
-        for name in (*self.CLIENT_FIELDS, "vis_state"):
+        for name in self.CLIENT_FIELDS:
             if name in body:
                 client[name] = body[name] if body[name] is not None else ""
         if "organization" in body and not body["organization"]:
@@ -390,12 +423,6 @@ class Books:
                     raise accounting_error(1012, "Tax not found.", field=name, object_="item",
                                            value=tid)
                 item[name] = tid
-        if "vis_state" in body:
-            if body["vis_state"] not in (0, 1, 2):
-                raise accounting_error(1004, "Invalid value for vis_state.",
-                                       field="vis_state", object_="item",
-                                       value=body["vis_state"])
-            item["vis_state"] = body["vis_state"]
 
     def create_item(self, acct: Account, body: dict[str, Any],
                     updated: str | None = None) -> dict[str, Any]:
@@ -421,6 +448,12 @@ class Books:
 
     def update_item(self, acct: Account, iid: int, body: dict[str, Any]) -> dict[str, Any]:
         item = self.get_item(acct, iid)
+        phase = update_phase(body)
+        if phase == "vis_state":
+            item["vis_state"] = check_vis_state(body["vis_state"], "item")
+        if phase != "data":  # the other fields are discarded silently
+            item["updated"] = eastern_stamp()
+            return item
         if "name" in body:
             required(body, "name", "item")
         draft = dict(item)
@@ -563,6 +596,36 @@ class Books:
 
     def update_invoice(self, acct: Account, iid: int, body: dict[str, Any]) -> dict[str, Any]:
         invoice = self.get_invoice(acct, iid)
+        phase = update_phase(body)
+        if phase == "vis_state":
+            vis_state = check_vis_state(body["vis_state"], "invoice")
+            if vis_state == 1 and invoice["vis_state"] != 1:
+                self._refuse_delete_with_payments(acct, invoice)
+            invoice["vis_state"] = vis_state
+        elif phase == "action":
+            if (body.get("action_mark_as_sent") or body.get("action_email")) \
+                    and invoice["status"] == 1:
+                invoice["status"] = 2
+        elif phase == "data":
+            self._update_invoice_fields(acct, invoice, body)
+        invoice["updated"] = eastern_stamp()
+        self._settle(acct, invoice)
+        return invoice
+
+    def _refuse_delete_with_payments(self, acct: Account, invoice: dict[str, Any]) -> None:
+        """FreshBooks Postman collection, "Delete Invoice": an invoice with payments is
+        deleted only after its payments are deleted or converted to credit. The error
+        FreshBooks answers is not published [assumption: 422, errno 1004, field vis_state]."""
+        live = [p for p in acct.payments.values()
+                if p["invoiceid"] == invoice["id"] and p["vis_state"] == 0]
+        if live:
+            raise accounting_error(
+                1004, "An invoice with payments cannot be deleted; delete its payments or "
+                "convert them to credit first.", field="vis_state", object_="invoice",
+                value=1)
+
+    def _update_invoice_fields(self, acct: Account, invoice: dict[str, Any],
+                               body: dict[str, Any]) -> None:
         draft = dict(invoice)
         if "customerid" in body:
             client = self._client_for_invoice(acct, body["customerid"])
@@ -585,23 +648,13 @@ class Books:
                 draft[name] = body[name]
         if "lines" in body:
             draft["lines"] = self._lines(acct, draft["currency_code"], body["lines"])
-        if "vis_state" in body:
-            if body["vis_state"] not in (0, 1, 2):
-                raise accounting_error(1004, "Invalid value for vis_state.", field="vis_state",
-                                       object_="invoice", value=body["vis_state"])
-            draft["vis_state"] = body["vis_state"]
-        if body.get("action_mark_as_sent") or body.get("action_email") or (
-            body.get("status") == 2
-        ):
+        if body.get("status") == 2:
             if draft["status"] == 1:
                 draft["status"] = 2
         elif "status" in body and body["status"] != draft["status"]:
             raise accounting_error(1004, "Invalid value for status.", field="status",
                                    object_="invoice", value=body["status"])
-        draft["updated"] = eastern_stamp()
         invoice.update(draft)
-        self._settle(acct, invoice)
-        return invoice
 
     def delete_invoice(self, acct: Account, iid: int) -> dict[str, Any]:
         return self.update_invoice(acct, iid, {"vis_state": 1})
@@ -723,13 +776,15 @@ class Books:
 
     def update_payment(self, acct: Account, pid: int, body: dict[str, Any]) -> dict[str, Any]:
         payment = self.get_payment(acct, pid)
-        if "vis_state" in body:
-            if body["vis_state"] not in (0, 1):
-                raise accounting_error(1004, "Invalid value for vis_state.", field="vis_state",
-                                       object_="payment", value=body["vis_state"])
-            payment["vis_state"] = body["vis_state"]
-            if payment["overpaymentid"] and body["vis_state"] == 1:
+        phase = update_phase(body)
+        if phase == "vis_state":
+            payment["vis_state"] = check_vis_state(body["vis_state"], "payment", (0, 1))
+            if payment["overpaymentid"] and payment["vis_state"] == 1:
                 acct.credits.pop(payment["overpaymentid"], None)
+        if phase != "data":  # the other fields are discarded silently
+            payment["updated"] = eastern_stamp()
+            self._settle(acct, acct.invoices[payment["invoiceid"]])
+            return payment
         if "note" in body:
             payment["note"] = str(body["note"] or "")
         if "type" in body:

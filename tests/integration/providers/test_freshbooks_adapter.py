@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import time
 from collections.abc import Iterator
 from decimal import ROUND_HALF_UP, Decimal
@@ -31,6 +32,7 @@ from providers.tokens import ConnectionTokens
 from sandbox.freshbooks.app import create_app
 from sandbox.serve import serve_in_thread
 from schemas.error_codes import ErrorCode
+from schemas.money import quantize_money
 from schemas.records import Address, Customer, Invoice, InvoiceLine, Item, Payment
 
 _n = itertools.count(1)
@@ -56,6 +58,7 @@ class Conn:
         r = sim.post("/_sandbox/grants", json={"tenant": self.tenant})
         assert r.status_code == 200, r.text
         self.store = MemoryTokenStore(TokenSet.from_response(r.json()))
+        self.requests: list[httpx.Request] = []  # every request the adapter sent
         self.adapter = self.build(timeout)
 
     def build(self, timeout: float) -> FreshBooksAdapter:
@@ -69,8 +72,9 @@ class Conn:
         )
         tokens = ConnectionTokens(self.store, self.tenant, flow.refresh)
         limiter = RateLimiter(RateLimits(per_minute=10000, concurrent=10))
-        http = ProviderHttp(httpx.Client(timeout=timeout), tokens, limiter,
-                            classify_freshbooks_error)
+        http = ProviderHttp(httpx.Client(timeout=timeout,
+                                         event_hooks={"request": [self.requests.append]}),
+                            tokens, limiter, classify_freshbooks_error)
         return FreshBooksAdapter(http, self.base, self.tenant)
 
     def books(self) -> dict[str, Any]:
@@ -343,6 +347,15 @@ def test_payments_partial_then_full_and_void(conn: Conn) -> None:
     assert len(live) == 3 and r3b.total == Decimal("20.00")
     assert conn.books()["invoices"][0]["v3_status"] == "partial"
 
+    # FreshBooks deletes an invoice only once its payments are gone (Postman "Delete
+    # Invoice"); the adapter does not take received money out of the books by itself.
+    with pytest.raises(PermanentProviderError) as err:
+        a.void_invoice(inv, rec, W())
+    assert err.value.code == ErrorCode.UNSUPPORTED and not err.value.transient
+    assert "convert them to credit" in str(err.value) and "20.00 USD" in str(err.value)
+    assert conn.books()["invoices"][0]["vis_state"] == 0
+    for p in live:  # the person's choice, made in FreshBooks
+        a._write("PUT", f"payments/payments/{p['id']}", "payment", {"vis_state": 1})
     voided = a.void_invoice(inv, rec, W())
     assert voided.id == rec.id
     assert conn.books()["invoices"][0]["vis_state"] == 1
@@ -444,6 +457,7 @@ def test_fetch_changes(conn: Conn) -> None:
     assert all(c.changed_at >= since.replace(microsecond=0) for c in changes)
     ops = {c.entity_type: c.operation for c in changes}
     assert ops["customer"] == "created"
+    a._write("PUT", f"payments/payments/{pay.id}", "payment", {"vis_state": 1})
     a.void_invoice(inv, rec, W())
     later = a.fetch_changes(since)
     assert ("invoice", rec.id, "voided") in {(c.entity_type, c.provider_id, c.operation)
@@ -452,3 +466,207 @@ def test_fetch_changes(conn: Conn) -> None:
     everything = a.fetch_changes(dt.datetime(2019, 12, 31, tzinfo=dt.UTC))
     assert len([c for c in everything if c.entity_type == "customer"]) == 2
     assert a.fetch_changes(dt.datetime.now(dt.UTC) + dt.timedelta(days=2)) == []
+
+
+# ---- FreshBooks fidelity (shared/providers.md section 0) --------------------------------
+
+PHASE_KEYS = ("ext_vis_state", "vis_state")
+
+
+def put_bodies(conn: Conn) -> list[dict[str, Any]]:
+    out = []
+    for request in conn.requests:
+        if request.method == "PUT":
+            (inner,) = json.loads(request.content).values()
+            out.append(inner)
+    return out
+
+
+def assert_one_phase_per_put(conn: Conn) -> None:
+    """freshbooks.com/api/active_deleted: a PUT with vis_state (or an action) drops the
+    rest, so no PUT may carry a state or action beside data fields."""
+    for body in put_bodies(conn):
+        phases = [k for k in body if k in PHASE_KEYS or k.startswith("action_")]
+        assert not phases or set(body) == set(phases[:1]), body
+
+
+def test_edits_of_active_records_land_in_the_books(conn: Conn) -> None:
+    a = conn.adapter
+    cust = a.upsert_customer(customer(), None, W())
+    item = a.upsert_item(Item("i1", "Drain cleaning", unit_price=Decimal("19.99")), None,
+                         None, W())
+    inv = invoice("INV-9001", "c1", [line("i1", "1", "19.99")])
+    rec = a.upsert_invoice(inv, cust, {"i1": item}, None, W())
+    conn.requests.clear()
+
+    moved = Address("9 New Rd", None, "Shelbyville", "IL", "62565", "US")
+    a.upsert_customer(customer(display_name="Ada King", family_name="King",
+                               email="ada.king@example.com", billing_address=moved), cust, W())
+    a.upsert_item(Item("i1", "Drain cleaning", unit_price=Decimal("24.50")), None, item, W())
+    inv2 = invoice("INV-9001", "c1", [line("i1", "2", "24.50"), line("i1", "1", "5")])
+    assert a.upsert_invoice(inv2, cust, {"i1": item}, rec, W()).total == inv2.total
+
+    books = conn.books()
+    (c,) = books["clients"]
+    assert (c["lname"], c["email"], c["organization"], c["p_street"], c["p_city"]) == (
+        "King", "ada.king@example.com", "Ada King", "9 New Rd", "Shelbyville")
+    assert books["items"][0]["unit_cost"]["amount"] == "24.50"
+    (stored,) = books["invoices"]
+    assert [(ln["qty"], ln["unit_cost"]["amount"]) for ln in stored["lines"]] == [
+        ("2", "24.50"), ("1", "5.00")]
+    assert Decimal(stored["amount"]["amount"]) == inv2.total == Decimal("54.00")
+    assert stored["v3_status"] == "sent"
+    # An edit of an active record sends data only: no vis_state, no action.
+    assert all(not any(k in PHASE_KEYS or k.startswith("action_") for k in b)
+               for b in put_bodies(conn))
+    assert_one_phase_per_put(conn)
+
+
+def test_state_changes_go_in_calls_of_their_own(conn: Conn) -> None:
+    a = conn.adapter
+    rec = a.upsert_customer(customer(active=False), None, W())
+    a.upsert_customer(customer(email="new@example.com", active=True), rec, W())
+    (c,) = conn.books()["clients"]
+    assert (c["vis_state"], c["email"]) == (0, "new@example.com")  # restored AND edited
+    item = a.upsert_item(Item("i1", "Snake", unit_price=Decimal("5"), active=False), None,
+                         None, W())
+    a.upsert_item(Item("i1", "Snake", unit_price=Decimal("6"), active=True), None, item, W())
+    (i,) = conn.books()["items"]
+    assert (i["vis_state"], i["unit_cost"]["amount"]) == (0, "6.00")
+    assert {"vis_state": 0} in put_bodies(conn) and {"vis_state": 2} in put_bodies(conn)
+    assert_one_phase_per_put(conn)
+
+
+def test_void_of_an_invoice_with_payments_is_refused_and_nothing_is_deleted(
+        conn: Conn) -> None:
+    a = conn.adapter
+    cust, items = setup_sale(conn)
+    inv = invoice("INV-9101", "c1", [line("i1", "5", "20")])
+    rec = a.upsert_invoice(inv, cust, items, None, W())
+    a.record_payment(Payment("p1", inv.id, "c1", Decimal("40"), "USD", dt.date(2024, 3, 5)),
+                     rec, cust, None, W())
+    with pytest.raises(PermanentProviderError) as err:
+        a.void_invoice(inv, rec, W())
+    assert err.value.code == ErrorCode.UNSUPPORTED
+    assert "40.00 USD" in str(err.value) and "40.0000" not in str(err.value)
+    books = conn.books()
+    assert books["invoices"][0]["vis_state"] == 0
+    assert [p["vis_state"] for p in books["payments"]] == [0]
+
+
+def test_void_deletes_with_the_documented_put(conn: Conn) -> None:
+    a = conn.adapter
+    cust, items = setup_sale(conn)
+    inv = invoice("INV-9102", "c1", [line("i1", "1", "20")])
+    rec = a.upsert_invoice(inv, cust, items, None, W())
+    conn.requests.clear()
+    a.void_invoice(inv, rec, W())
+    assert put_bodies(conn) == [{"vis_state": 1}]
+    assert all(r.method != "DELETE" for r in conn.requests)
+    assert conn.books()["invoices"][0]["vis_state"] == 1
+
+
+CLIENT_FILTERS = {"email", "organization_like", "fname_like", "lname_like", "updated_min",
+                  "updated_max", "vis_state"}
+ITEM_FILTERS = {"sku", "itemid", "itemids[]", "description", "updated_min", "updated_max",
+                "vis_state"}
+
+
+def search_keys(conn: Conn, path: str) -> set[str]:
+    keys = set()
+    for request in conn.requests:
+        if request.method == "GET" and request.url.path.endswith(path):
+            keys |= {k[7:-1] for k in request.url.params if k.startswith("search[")}
+    return keys
+
+
+def test_lookups_use_only_documented_filters(conn: Conn) -> None:
+    a = conn.adapter
+    a.upsert_customer(customer(), None, W())
+    a.upsert_customer(Customer("c2", "Acme Plumbing", company_name="Acme Plumbing"), None, W())
+    a.upsert_item(Item("i1", "Snake", sku="SN-1"), None, None, W())
+    a.upsert_item(Item("i2", "Call-out"), None, None, W())
+    client_keys = search_keys(conn, "/users/clients")
+    assert client_keys and client_keys <= CLIENT_FILTERS, client_keys
+    assert search_keys(conn, "/items/items") <= ITEM_FILTERS
+    # The look-ups still find what they created.
+    assert a.upsert_customer(Customer("c2", "Acme Plumbing", company_name="Acme Plumbing"),
+                             None, W()).id == str(conn.books()["clients"][1]["id"])
+    assert len(conn.books()["clients"]) == 2
+    a.upsert_item(Item("i2", "Call-out", unit_price=Decimal("3")), None, None, W())
+    assert len(conn.books()["items"]) == 2
+
+
+def test_create_answered_500_after_apply_is_retried_into_one_record(conn: Conn) -> None:
+    """FreshBooks has no idempotency key: the retry finds the applied write by lookup."""
+    a = conn.adapter
+    inv = invoice("INV-9201", "c1", [line("i1", "2", "50", tax="10")])
+    pay = Payment("p1", inv.id, "c1", Decimal("110.00"), "USD", dt.date(2024, 3, 5), "card")
+    steps: list[Any] = [
+        lambda: a.upsert_customer(customer(), None, W()),
+        lambda: a.upsert_item(Item("i1", "Drain cleaning", unit_price=Decimal("19.99")),
+                              None, None, W()),
+    ]
+    records: dict[str, ProviderRecord] = {}
+    for name, step in zip(("customer", "item"), steps, strict=True):
+        conn.faults(error_after_apply_rate=1.0)
+        with pytest.raises(ProviderError) as err:
+            step()
+        assert err.value.transient and err.value.code == ErrorCode.PROVIDER_UNAVAILABLE
+        conn.faults()
+        records[name] = step()
+    conn.faults(error_after_apply_rate=1.0)
+    with pytest.raises(ProviderError):
+        a.upsert_invoice(inv, records["customer"], {"i1": records["item"]}, None, W())
+    conn.faults()
+    rec = a.upsert_invoice(inv, records["customer"], {"i1": records["item"]}, None, W())
+    conn.faults(error_after_apply_rate=1.0)
+    with pytest.raises(ProviderError):
+        a.record_payment(pay, rec, records["customer"], None, W())
+    conn.faults()
+    a.record_payment(pay, rec, records["customer"], None, W())
+    books = conn.books()
+    assert [len(books[k]) for k in ("clients", "items", "invoices", "payments")] == [1, 1, 1, 1]
+    assert books["invoices"][0]["v3_status"] == "paid"
+
+
+def jpy_invoice(number: str, currency: str, rows: list[tuple[str, str, str]],
+                total: Decimal) -> Invoice:
+    lines = tuple(InvoiceLine("i1", "Work", Decimal(q), Decimal(p), Decimal(0), Decimal(r),
+                              quantize_money(Decimal(q) * Decimal(p), currency))
+                  for q, p, r in rows)
+    subtotal = sum((li.amount for li in lines), Decimal(0))
+    return Invoice(f"inv-{number}", "c1", number, dt.date(2024, 3, 1), dt.date(2024, 3, 31),
+                   currency, "exclusive", lines, subtotal, total - subtotal, total)
+
+
+def test_jpy_invoice_that_fits_is_written_with_an_adjustment_line(conn: Conn) -> None:
+    cust, items = setup_sale(conn)
+    # BlueClerk rounds each line's tax to whole yen: 118 + 12 + 117 + 12 = 259; FreshBooks
+    # rounds it to the cent (11.80 + 11.70), 258.50 without the adjustment.
+    inv = jpy_invoice("JPY-1", "JPY", [("1", "118", "10"), ("1", "117", "10")],
+                      Decimal("259.0000"))
+    rec = conn.adapter.upsert_invoice(inv, cust, items, None, W())
+    assert rec.total == Decimal("259")
+    (stored,) = conn.books()["invoices"]
+    assert stored["amount"] == {"amount": "259.00", "code": "JPY"}
+    assert stored["lines"][-1]["name"] == "Rounding"
+    assert stored["lines"][-1]["amount"]["amount"] == "0.50"
+
+
+def test_money_freshbooks_cannot_hold_is_refused_in_the_currency_precision(
+        conn: Conn) -> None:
+    cust, items = setup_sale(conn)
+    inv = jpy_invoice("KWD-1", "KWD", [("1", "25.206", "0")], Decimal("25.2060"))
+    with pytest.raises(TotalMismatch) as err:
+        conn.adapter.upsert_invoice(inv, cust, items, None, W())
+    assert "25.206 KWD" in str(err.value) and "25.210 KWD" in str(err.value)
+    assert "25.2060" not in str(err.value)
+    assert conn.books()["invoices"] == []
+    fine = jpy_invoice("KWD-2", "KWD", [("1", "25.200", "0")], Decimal("25.2000"))
+    assert conn.adapter.upsert_invoice(fine, cust, items, None, W()).total == Decimal("25.2")
+    pay = Payment("p1", fine.id, "c1", Decimal("10.1050"), "KWD", dt.date(2024, 3, 5))
+    with pytest.raises(PermanentProviderError) as perr:
+        conn.adapter.record_payment(pay, ProviderRecord(
+            str(conn.books()["invoices"][0]["id"])), cust, None, W())
+    assert "10.105 KWD" in str(perr.value) and conn.books()["payments"] == []
