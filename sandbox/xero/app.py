@@ -396,7 +396,8 @@ def create_app(board: FaultSwitchboard | None = None, limits: XeroLimits | None 
             sim.tenant(t)
         code = sim.oauth.issue_code(form["client_id"], redirect, form.get("scope", ""),
                                     tenants, form.get("code_challenge") or None,
-                                    form.get("code_challenge_method", "plain"))
+                                    form.get("code_challenge_method", "plain"),
+                                    user=form.get("user") or None)
         return RedirectResponse(redirect + sep + urlencode({"code": code, **state}),
                                 status_code=302)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import secrets
 import uuid
 from collections.abc import Callable
@@ -55,6 +56,7 @@ class AuthCode:
     challenge: str | None
     method: str
     used: bool = False
+    user: str | None = None
 
 
 @dataclass
@@ -84,6 +86,7 @@ class Grant:
     scope: str
     connections: dict[str, Connection] = field(default_factory=dict)  # by tenant id
     revoked: bool = False
+    auth_event_id: str = ""
 
 
 @dataclass
@@ -97,6 +100,19 @@ class _Refresh:
 class _Access:
     grant_id: str
     expires_at: float
+
+
+def _jwt(claims: dict[str, Any]) -> str:
+    """An access token shaped like Xero's: a JWT whose claims include
+    `authentication_event_id` (seen in decoded Xero access tokens; xero-node reads it to
+    filter `/connections?authEventId=`). The signature is random: clients must not trust
+    it and the simulator only looks tokens up."""
+    def part(value: dict[str, Any]) -> str:
+        raw = json.dumps(value, separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+    return ".".join([part({"alg": "RS256", "typ": "JWT"}), part(claims),
+                     secrets.token_urlsafe(32)])
 
 
 def _s256(verifier: str) -> str:
@@ -114,6 +130,7 @@ class OAuthState:
         self.grants: dict[str, Grant] = {}
         self._refresh: dict[str, _Refresh] = {}
         self._access: dict[str, _Access] = {}
+        self.user_connections: dict[tuple[str, str], dict[str, Connection]] = {}
 
     # -- client authentication ------------------------------------------------------
     def check_client(self, client_id: str | None, secret: str | None, *,
@@ -128,10 +145,10 @@ class OAuthState:
 
     # -- authorize -----------------------------------------------------------------
     def issue_code(self, client_id: str, redirect_uri: str, scope: str, tenants: list[str],
-                   challenge: str | None, method: str) -> str:
+                   challenge: str | None, method: str, user: str | None = None) -> str:
         code = secrets.token_urlsafe(24)
         self.codes[code] = AuthCode(code, client_id, redirect_uri, scope, tenants,
-                                    self.clock(), challenge, method or "plain")
+                                    self.clock(), challenge, method or "plain", user=user)
         return code
 
     # -- token endpoint ---------------------------------------------------------------
@@ -153,21 +170,32 @@ class OAuthState:
             expected = _s256(verifier) if ac.method == "S256" else verifier
             if not secrets.compare_digest(expected, ac.challenge):
                 raise OAuthError("invalid_grant", description="code_verifier mismatch")
-        grant = self.new_grant(client_id, ac.scope, ac.tenants)
+        grant = self.new_grant(client_id, ac.scope, ac.tenants, ac.user)
         return self._pair(grant)
 
-    def new_grant(self, client_id: str, scope: str, tenants: list[str]) -> Grant:
+    def new_grant(self, client_id: str, scope: str, tenants: list[str],
+                  user: str | None = None) -> Grant:
+        """A grant for the organisations chosen in one consent. Connections belong to the
+        Xero user and the app, so a named user's earlier organisations stay connected and
+        show in `/connections` beside the new ones; `authEventId` tells this consent's
+        apart (xero-identity.yaml: "Identifier shared across connections authorised at
+        the same time")."""
         now = self.clock()
-        grant = Grant(str(uuid.uuid4()), client_id, scope)
         event = str(uuid.uuid4())
+        grant = Grant(str(uuid.uuid4()), client_id, scope, auth_event_id=event)
+        shared = self.user_connections.setdefault((client_id, user), {}) if user else {}
         for t in tenants:
-            grant.connections[t] = Connection(str(uuid.uuid4()), t, event, now, now)
+            shared[t] = Connection(str(uuid.uuid4()), t, event, now, now)
+        grant.connections = dict(shared)
         self.grants[grant.id] = grant
         return grant
 
     def _pair(self, grant: Grant) -> dict[str, Any]:
         now = self.clock()
-        access = secrets.token_urlsafe(32)
+        access = _jwt({"authentication_event_id": grant.auth_event_id,
+                       "client_id": grant.client_id,
+                       "exp": int(now + self.limits.access_token_ttl_s),
+                       "jti": secrets.token_hex(16)})
         refresh = secrets.token_urlsafe(32)
         self._access[access] = _Access(grant.id, now + self.limits.access_token_ttl_s)
         self._refresh[refresh] = _Refresh(grant.id, now)
