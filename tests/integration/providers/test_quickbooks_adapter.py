@@ -7,6 +7,7 @@ import datetime as dt
 import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -17,9 +18,11 @@ from hypothesis import strategies as st
 
 from providers.errors import (
     DuplicateName,
+    PermanentProviderError,
     ReconnectRequired,
     Throttled,
     TotalMismatch,
+    TransientProviderError,
     UnknownOutcome,
 )
 from providers.http import ProviderHttp
@@ -30,7 +33,7 @@ from providers.ratelimit import RateLimiter, RateLimits
 from providers.testing import MemoryTokenStore
 from providers.tokens import ConnectionTokens, TokenStore
 from sandbox.scenario import build_invoice
-from schemas.records import Customer, Invoice, Item, Payment
+from schemas.records import Customer, Invoice, InvoiceLine, Item, Payment
 from state.connections import ConnectionStore
 from state.crypto import TokenCipher, generate_key
 from state.db import Database
@@ -440,3 +443,112 @@ def test_generated_invoices_total_to_the_cent_or_mismatch(
         assert Decimal(str(row["TotalAmt"])) == theirs != inv.total
         pytest.fail(f"simulator total {theirs} differs from BlueClerk {inv.total}")
     assert rec.total == inv.total
+
+
+# ---- fidelity fixes (tax-inclusive lines, names, balances, queries, 5xx after apply) -------
+
+def test_tax_inclusive_invoice_sends_exclusive_amounts_and_taxinclusiveamt(co: Company) -> None:
+    """Hand-worked: 3 x 19.99 incl. 20% = 59.97; tax 59.97 x 20/120 = 9.995 -> 10.00; line
+    Amount (exclusive) 49.97; QuickBooks' total 49.97 + 10.00 = 59.97."""
+    cust, items = sale(co, n_items=1)
+    inv = Invoice("inv-incl", "c-USD", "INC-1", dt.date(2026, 11, 2), None, "USD",
+                  "inclusive", (InvoiceLine("i1", "3 x i1", Decimal("3"), Decimal("19.99"),
+                                            Decimal("0"), Decimal("20"), Decimal("59.97")),),
+                  Decimal("49.97"), Decimal("10.00"), Decimal("59.97"))
+    rec = co.adapter.upsert_invoice(inv, cust, items, None, W())
+    assert rec.total == Decimal("59.97")
+    (row,) = co.books()["Invoice"]
+    line = row["Line"][0]
+    assert line["Amount"] == 49.97
+    assert line["SalesItemLineDetail"]["TaxInclusiveAmt"] == 59.97
+    assert row["TxnTaxDetail"]["TotalTax"] == 10.0 and row["TotalAmt"] == 59.97
+
+
+def test_customer_update_sends_active_only_when_it_changes(co: Company) -> None:
+    """Active is sent only when it differs from QuickBooks' current value. A customer with a
+    balance, inactive in BlueClerk: QuickBooks refuses the deactivation; the adapter saves the
+    other changes and fails with a clear permanent error (each later edit lands too), instead
+    of every later edit being refused whole."""
+    cust, items = sale(co, n_items=1)
+    co.adapter.upsert_invoice(build_invoice("inv-b", "c-USD", "B-1", "USD", "none",
+                                            [("i1", "2", "10", "0", "0")]),
+                              cust, items, None, W())
+    base = customer("c-USD", "Buyer USD")
+    # An ordinary edit of an active customer with a balance does not send Active at all.
+    edited = co.adapter.upsert_customer(replace(base, phone="555-0000"), cust, W())
+    assert edited.id == cust.id
+    for phone in ("555-0001", "555-0002"):
+        with pytest.raises(PermanentProviderError, match="open balance of 20"):
+            co.adapter.upsert_customer(replace(base, active=False, phone=phone), cust, W())
+        (row,) = co.books()["Customer"]
+        assert row["Active"] is True and row["PrimaryPhone"]["FreeFormNumber"] == phone
+
+
+def test_6240_against_a_vendor_is_a_clear_permanent_error(co: Company) -> None:
+    r = co.sim.post(f"/_sandbox/seed/{co.realm}",
+                    json={"Vendor": [{"DisplayName": "Ada Lovelace"}]})
+    assert r.status_code == 200, r.text
+    with pytest.raises(DuplicateName, match=r"vendor named 'Ada Lovelace' \(Vendor Id"):
+        co.adapter.upsert_customer(customer(), None, W())
+    assert co.books()["Customer"] == []
+
+
+def test_6240_on_a_retried_create_links_our_inactive_customer(co: Company) -> None:
+    """Our earlier attempt created the customer (inactive, so not found by a default query)
+    before the outcome was lost: the retry's 6240 is resolved by linking it."""
+    first = co.adapter.upsert_customer(customer(active=False), None, W())
+    again = co.adapter.upsert_customer(customer(active=False), None, W(unknown=True))
+    assert again.id == first.id and len(co.books()["Customer"]) == 1
+
+
+def test_create_answered_5xx_after_apply_retried_leaves_one_record(co: Company) -> None:
+    co.faults(error_after_apply_rate=1.0)
+    intent = W()
+    with pytest.raises(TransientProviderError):
+        co.adapter.upsert_customer(customer(), None, intent)
+    co.faults()
+    rec = co.adapter.upsert_customer(customer(), None,
+                                     WriteIntent(intent.key, after_unknown_outcome=True))
+    (row,) = co.books()["Customer"]
+    assert row["Id"] == rec.id
+
+
+def test_payment_lookup_after_timeout_uses_documented_filters(co: Company) -> None:
+    cust, items = sale(co, n_items=1)
+    inv = build_invoice("inv-p", "c-USD", "P-1", "USD", "none", [("i1", "1", "10", "0", "0")])
+    inv_rec = co.adapter.upsert_invoice(inv, cust, items, None, W())
+    pay = Payment("pay-1", "inv-p", "c-USD", Decimal("4"), "USD", dt.date(2026, 11, 3))
+    first = co.adapter.record_payment(pay, inv_rec, cust, None, W())
+    seen: list[str] = []
+    real = co.adapter.query
+
+    def spy(statement: str) -> dict[str, Any]:
+        seen.append(statement)
+        return real(statement)
+
+    co.adapter.query = spy  # type: ignore[method-assign]
+    again = co.adapter.record_payment(pay, inv_rec, cust, None, W(unknown=True))
+    assert again.id == first.id and len(co.books()["Payment"]) == 1
+    payment_queries = [q for q in seen if "FROM Payment" in q]
+    assert payment_queries
+    for q in payment_queries:
+        assert "CustomerRef = " in q and "TxnDate = " in q and "PaymentRefNum" not in q
+        assert "MAXRESULTS 1000" in q
+
+
+@pytest.mark.parametrize(("currency", "lines", "total", "shown"), [
+    ("JPY", [("i1", "7", "37", "0", "0")], "260.0000", "BlueClerk total 260 JPY but the books "
+                                                      "total 259 JPY"),
+    ("KWD", [("i1", "2", "12.603", "0", "0")], "25.2070", "BlueClerk total 25.207 KWD but the "
+                                                         "books total 25.206 KWD"),
+])
+def test_total_mismatch_shows_currency_precision(co: Company, currency: str,
+                                                 lines: list[tuple[str, ...]], total: str,
+                                                 shown: str) -> None:
+    cust, items = sale(co, currency=currency, n_items=1)
+    inv = replace(build_invoice("inv-m", f"c-{currency}", "M-1", currency, "none",
+                                [tuple(x) for x in lines]),  # type: ignore[misc]
+                  total=Decimal(total))
+    with pytest.raises(TotalMismatch) as err:
+        co.adapter.upsert_invoice(inv, cust, items, None, W())
+    assert shown in str(err.value)
