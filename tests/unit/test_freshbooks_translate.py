@@ -250,3 +250,35 @@ def test_classify_events_ledger_and_auth_envelopes() -> None:
     assert isinstance(classify_freshbooks_error(response(401, {
         "error": "unauthenticated", "error_description": "needs auth"})), AuthExpired)
     assert classify_freshbooks_error(httpx.Response(418, text="teapot")) is None
+
+
+def test_jpy_rounding_gap_is_closed_by_an_adjustment_line() -> None:
+    """FreshBooks rounds tax to the cent; BlueClerk to whole yen. 259 JPY fits."""
+    lines = [bc_line(Decimal(1), Decimal(118), Decimal(0), Decimal(10), "JPY"),
+             bc_line(Decimal(1), Decimal(117), Decimal(0), Decimal(10), "JPY")]
+    inv = bc_invoice(lines, currency="JPY")
+    inv = Invoice(inv.id, inv.customer_id, inv.number, inv.issue_date, inv.due_date, "JPY",
+                  "exclusive", inv.lines, Decimal(235), Decimal(24), Decimal("259.0000"))
+    body = translate.invoice_lines(inv, {})
+    assert body[-1]["name"] == "Rounding" and body[-1]["unit_cost"]["amount"] == "0.50"
+    assert "taxAmount1" not in body[-1]
+    assert translate.freshbooks_totals(body).total == Decimal(259)
+    assert invoice_totals(body, Decimal(0), set())["total"] == Decimal(259)
+
+
+def test_no_adjustment_where_the_gap_is_not_rounding() -> None:
+    usd = bc_invoice([bc_line(Decimal(2), Decimal(50), Decimal(0), Decimal(10))])
+    off = Invoice(usd.id, usd.customer_id, usd.number, usd.issue_date, usd.due_date, "USD",
+                  "exclusive", usd.lines, usd.subtotal, usd.tax_total,
+                  usd.total + Decimal("0.01"))
+    assert [b["name"] for b in translate.invoice_lines(off, {})] == ["Work"]
+    kwd = [bc_line(Decimal(1), Decimal("25.206"), Decimal(0), Decimal(0), "KWD")]
+    inv = bc_invoice(kwd, currency="KWD")  # 25.206 KWD: FreshBooks cannot hold it
+    body = translate.invoice_lines(inv, {})
+    assert [b["name"] for b in body] == ["Work"]
+    assert translate.freshbooks_totals(body).total == Decimal("25.21") != inv.total
+    jpy = [bc_line(Decimal(1), Decimal(118), Decimal(0), Decimal(10), "JPY")]
+    base = bc_invoice(jpy, currency="JPY")
+    far = Invoice(base.id, base.customer_id, base.number, base.issue_date, base.due_date,
+                  "JPY", "exclusive", base.lines, Decimal(118), Decimal(12), Decimal(140))
+    assert [b["name"] for b in translate.invoice_lines(far, {})] == ["Work"]
