@@ -320,6 +320,7 @@ class Books:
     def render_contact(self, c: dict[str, Any],
                        roles: tuple[set[str], set[str]] | None = None) -> dict[str, Any]:
         out = self._public(c)
+        out["HasValidationErrors"] = False
         customers, suppliers = roles if roles is not None else self._roles()
         out["IsCustomer"] = c["ContactID"] in customers
         out["IsSupplier"] = c["ContactID"] in suppliers
@@ -341,7 +342,10 @@ class Books:
         return [self.render_invoice(i, index) for i in rows]
 
     def render_item(self, i: dict[str, Any]) -> dict[str, Any]:
-        return self._public(i)
+        out = self._public(i)
+        out.setdefault("PurchaseDetails", {})
+        out.setdefault("SalesDetails", {})
+        return out
 
     def render_account(self, a: dict[str, Any]) -> dict[str, Any]:
         return self._public(a)
@@ -352,6 +356,12 @@ class Books:
     def render_invoice(self, inv: dict[str, Any],
                        index: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
         out = self._public(inv)
+        # Shape of the spec's createInvoices / getInvoices examples.
+        out.setdefault("SentToContact", False)
+        out.update(HasErrors=False, Prepayments=[], Overpayments=[],
+                   UpdatedDateUTCString=iso_date(inv.get("_updated", self.clock())))
+        for li in out.get("LineItems") or []:
+            li.setdefault("Tracking", [])
         contact = self.contacts.get(inv["Contact"]["ContactID"])
         if contact is not None:
             out["Contact"] = {"ContactID": contact["ContactID"], "Name": contact.get("Name"),
@@ -369,14 +379,19 @@ class Books:
 
     def render_payment(self, p: dict[str, Any]) -> dict[str, Any]:
         out = self._public(p)
+        out["UpdatedDateUTCString"] = iso_date(p.get("_updated", self.clock()))
+        acc = self.accounts.get(str(p["Account"].get("AccountID", "")))
+        if acc is not None:
+            out["Account"] = {**out["Account"], "Name": acc.get("Name")}
         inv = self.invoices.get(p["Invoice"]["InvoiceID"])
         if inv is not None:
-            out["Invoice"] = {
-                "InvoiceID": inv["InvoiceID"], "InvoiceNumber": inv.get("InvoiceNumber", ""),
-                "Type": inv["Type"], "CurrencyCode": inv["CurrencyCode"],
-                "Contact": {"ContactID": inv["Contact"]["ContactID"],
-                            "Name": self.contacts.get(inv["Contact"]["ContactID"], {}).get("Name")},
-            }
+            # The invoice as it stands after the payment (spec createPayments example).
+            full = self.render_invoice(inv, {})
+            full.pop("Payments", None)
+            full["Contact"] = {"ContactID": inv["Contact"]["ContactID"],
+                               "Name": self.contacts.get(inv["Contact"]["ContactID"],
+                                                         {}).get("Name")}
+            out["Invoice"] = full
         return out
 
     def dump(self) -> dict[str, Any]:

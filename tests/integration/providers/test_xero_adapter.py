@@ -448,3 +448,134 @@ def test_offline_is_transient(conn: Conn) -> None:
     with pytest.raises(TransientProviderError) as err:
         conn.adapter.list_items()
     assert err.value.transient and err.value.status == 503
+
+
+# -- fidelity: due dates, line amounts, totals, unmapped items, 5xx after apply ----------
+
+
+def test_invoice_without_due_date_is_sent_due_on_issue(conn: Conn) -> None:
+    """Xero refuses an AUTHORISED invoice without DueDate when the organisation has no
+    default terms; BlueClerk's invoice has none, so it is due on its issue date."""
+    a = conn.adapter
+    cust = a.upsert_customer(customer(), None, W("c"))
+    items = setup_items(conn)
+    inv = dataclasses.replace(_invoice("DUE-1", "exclusive", LINES[:1]), due_date=None)
+    rec = a.upsert_invoice(inv, cust, items, None, W("due"))
+    stored = conn.invoice(rec.id)
+    assert stored["Status"] == "AUTHORISED"
+    assert stored["DueDateString"].startswith(inv.issue_date.isoformat())
+
+
+def test_kwd_fils_are_refused_before_anything_is_written(conn: Conn) -> None:
+    a = conn.adapter
+    cust = a.upsert_customer(customer(currency="KWD"), None, W("c"))
+    items = setup_items(conn)
+    inv = _invoice("KWD-1", "none", [("itm_parts", "1", "12.603", "0", "0"),
+                                     ("itm_parts", "2", "6.3015", "0", "0")], "KWD")
+    assert inv.total == D("25.206")
+    with pytest.raises(TotalMismatch) as err:
+        a.upsert_invoice(inv, cust, items, None, W("kwd"))
+    assert err.value.code is ErrorCode.TOTAL_MISMATCH
+    assert "25.206 KWD" in str(err.value) and "25.200 KWD" in str(err.value)
+    assert "nothing was written" in str(err.value)
+    assert "25.2060" not in str(err.value)
+    assert conn.books()["Invoices"] == []
+
+
+def test_line_amount_sent_always_agrees_with_xero(conn: Conn) -> None:
+    """JPY line 3 x 333.5 = 1000.5 -> BlueClerk 1001: sent as 1 x 1001 with LineAmount 1001
+    (Xero's arithmetic), accepted by the simulator's LineAmount check."""
+    a = conn.adapter
+    cust = a.upsert_customer(customer(), None, W("c"))
+    items = setup_items(conn)
+    inv = _invoice("JPY-2", "none", [("itm_parts", "3", "333.5", "0", "0")], "JPY")
+    rec = a.upsert_invoice(inv, cust, items, None, W("jpy2"))
+    line = conn.invoice(rec.id)["LineItems"][0]
+    assert (line["Quantity"], line["UnitAmount"], line["LineAmount"]) == (1, 1001, 1001)
+
+
+def _tax_left_to_xero(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lines without TaxAmount: Xero computes the tax (what per-region tax types will do)."""
+    original = translate.line_item
+
+    def without_tax(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        out = original(*args, **kwargs)
+        out.pop("TaxAmount", None)
+        return out
+
+    monkeypatch.setattr(translate, "line_item", without_tax)
+
+
+def test_tax_computed_by_xero_is_drafted_compared_then_authorised(
+        conn: Conn, monkeypatch: pytest.MonkeyPatch) -> None:
+    _tax_left_to_xero(monkeypatch)
+    a = conn.adapter
+    cust = a.upsert_customer(customer(), None, W("c"))
+    items = setup_items(conn)
+    inv = _invoice("TAX-OK", "exclusive", [("itm_labor", "2", "100", "0", "15")])
+    rec = a.upsert_invoice(inv, cust, items, None, W("tax-ok"))
+    stored = conn.invoice(rec.id)
+    assert stored["Status"] == "AUTHORISED" and D(stored["Total"]) == inv.total == D("230")
+
+
+def test_tax_mismatch_after_write_leaves_nothing_live(
+        conn: Conn, monkeypatch: pytest.MonkeyPatch) -> None:
+    """BlueClerk taxes 8.25 % but the only tax type is Xero's 15 % OUTPUT: known only after
+    the write; the draft is deleted and the error says so."""
+    _tax_left_to_xero(monkeypatch)
+    a = conn.adapter
+    cust = a.upsert_customer(customer(), None, W("c"))
+    items = setup_items(conn)
+    inv = _invoice("TAX-BAD", "exclusive", [("itm_parts", "1", "100", "0", "8.25")])
+    with pytest.raises(TotalMismatch) as err:
+        a.upsert_invoice(inv, cust, items, None, W("tax-bad"))
+    assert "108.25 NZD" in str(err.value) and "115.00 NZD" in str(err.value)
+    assert "deleted (Status DELETED)" in str(err.value)
+    statuses = [i["Status"] for i in conn.books()["Invoices"]]
+    assert statuses == ["DELETED"]
+    assert err.value.provider_id
+
+
+def test_item_without_income_account_blocks_its_invoices(conn: Conn) -> None:
+    """An item imported from the books with no SalesDetails.AccountCode: the invoice is
+    refused with unmapped_item instead of posting to the default sales account."""
+    a = conn.adapter
+    r = conn.sim.post(f"/_sandbox/seed/{conn.tenant}", json={
+        "Items": [{"Code": "NOACC", "Name": "No account", "SalesDetails": {"UnitPrice": 5}}]})
+    assert r.status_code == 200, r.text
+    imported = next(i for i in a.list_items() if i.sku == "NOACC")
+    assert imported.income_account_id is None
+    cust = a.upsert_customer(customer(), None, W("c"))
+    inv = _invoice("UNM-1", "none", [("itm_imported", "1", "5", "0", "0")])
+    with pytest.raises(PermanentProviderError) as err:
+        a.upsert_invoice(inv, cust, {"itm_imported": ProviderRecord(imported.id)}, None,
+                         W("unm"))
+    assert err.value.code is ErrorCode.UNMAPPED_ITEM
+    assert conn.books()["Invoices"] == []
+
+
+@pytest.mark.parametrize("unknown", [False, True])
+def test_create_answered_5xx_after_apply_then_retried_leaves_one(conn: Conn,
+                                                                 unknown: bool) -> None:
+    a = conn.adapter
+    conn.faults(error_after_apply_rate=1.0)
+    with pytest.raises(TransientProviderError):
+        a.upsert_customer(customer(), None, W("c-5xx"))
+    conn.faults()
+    cust = a.upsert_customer(customer(), None, W("c-5xx", unknown=unknown))
+    assert [c["ContactID"] for c in conn.books()["Contacts"]] == [cust.id]
+    items = setup_items(conn)
+    inv = _invoice("5XX-1", "exclusive", LINES[:1])
+    conn.faults(error_after_apply_rate=1.0)
+    with pytest.raises(TransientProviderError):
+        a.upsert_invoice(inv, cust, items, None, W("inv-5xx"))
+    conn.faults()
+    rec = a.upsert_invoice(inv, cust, items, None, W("inv-5xx", unknown=unknown))
+    assert [i["InvoiceID"] for i in conn.books()["Invoices"]] == [rec.id]
+    pay = Payment("pay_5xx", inv.id, "cus_1", Decimal("10"), "NZD", dt.date(2026, 11, 3))
+    conn.faults(error_after_apply_rate=1.0)
+    with pytest.raises(TransientProviderError):
+        a.record_payment(pay, rec, cust, None, W("pay-5xx"))
+    conn.faults()
+    a.record_payment(pay, rec, cust, None, W("pay-5xx", unknown=unknown))
+    assert len(conn.books()["Payments"]) == 1
