@@ -59,8 +59,16 @@ Documented choices (where providers.md is silent or marked unconfirmed)
   DRAFT<->SUBMITTED, DRAFT/SUBMITTED->AUTHORISED|DELETED, AUTHORISED->VOIDED (no
   payments), PAID only via payments. Non-draft invoices need AccountCode on every
   line. InvoiceNumber auto `INV-0001`..; unique among non-deleted ACCREC. A
-  client `TaxAmount` per line overrides the computed tax. Client `LineAmount`,
-  `SubTotal`, `Total` are recomputed (ignored).
+  client `TaxAmount` per line overrides the computed tax. A sent `LineAmount` must
+  equal Quantity x UnitAmount x (1 - DiscountRate/100) to 2 dp ("The line total X does
+  not match the expected line total Y"); `SubTotal`, `Total` are recomputed (ignored).
+  An AUTHORISED invoice needs a DueDate ("The document DueDate field must be
+  specified.") unless the contact's or the organisation's sales terms give one
+  (`/_sandbox/seed` `{"Organisation": {"PaymentTerms": {"Sales": {"Day", "Type"}}}}`;
+  none by default). Seed also takes `TaxRates` `[{"TaxType", "Name", "EffectiveRate"}]`.
+- Fault `error_after_apply_rate`: the write is applied and its response cached under
+  the Idempotency-Key, then the caller gets 503/500; a same-key retry within 6 min gets
+  the cached 200 (`Idempotent-Replayed: true`). See README.md.
 - `where`: see `sandbox.xero.where` (string comparison case-insensitive).
 - `If-Modified-Since` (HTTP date or ISO): records with UpdatedDateUTC >= the value.
 - Tenant ids are opaque, case-sensitive strings (use Xero-style lowercase UUIDs); the
