@@ -17,20 +17,20 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: venv
-	$(PY) -m control.cli demo
+	BLUECLERK_MODE=local $(PY) -m control.cli demo
 
 test: venv
-	TEST_POSTGRES_URL="$$(scripts/ensure-postgres.sh)" $(PY) -m pytest $(PYTEST_ARGS)
+	TEST_POSTGRES_URL="$$(scripts/ensure-postgres.sh)" BLUECLERK_MODE=local $(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: venv
-	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+	BLUECLERK_MODE=local $(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
 bench: venv
-	$(PY) -m bench.run_all
+	BLUECLERK_MODE=local $(PY) -m bench.run_all
 
 clean:
 	rm -rf $(VENV) .cache var .pytest_cache .mypy_cache .ruff_cache .hypothesis

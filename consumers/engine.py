@@ -115,8 +115,8 @@ class _Context(SyncContext):
         if self._own_known and (entity_type, entity_id) == self._own[:2]:
             return self._own[2]
         with self._engine.db.transaction() as s:
-            row = repo.get_link(s, self._info.account_id, entity_type, entity_id)
-            if row is None or row.provider != self._info.provider:
+            row = repo.get_link(s, self._info, entity_type, entity_id)
+            if row is None:
                 return None
             return ProviderRecord(row.provider_id, row.provider_version), row.payload_hash
 
@@ -137,7 +137,7 @@ class _Context(SyncContext):
 
     def applied_version(self, entity_type: str, entity_id: str) -> int:
         with self._engine.db.transaction() as s:
-            row = repo.get_link(s, self._info.account_id, entity_type, entity_id)
+            row = repo.get_link(s, self._info, entity_type, entity_id)
             return row.last_applied_version if row else 0
 
     def latest(self, entity_type: str, entity_id: str) -> Record | None:
@@ -202,12 +202,13 @@ class SyncEngine:
             ErrorCode.UNDECODABLE if isinstance(error, DecodeError) else
             ErrorCode.SCHEMA_INVALID if event is None else ErrorCode.INTERNAL)
         source = event.event_id if event else f"{origin.topic}/{origin.partition}/{origin.offset}"
+        account = event.account_id if event else key or "unknown"
         with self.db.transaction() as s:
-            if repo.processed_status(s, source) is not None:
+            if repo.processed_status(s, account, source) is not None:
                 return None  # a replay: already dead-lettered
         self._dead_letters.dead_letter(payload, key, origin, error, code)
         status = SyncStatusEvent(
-            source_event_id=source, account_id=event.account_id if event else key or "unknown",
+            source_event_id=source, account_id=account,
             entity_type=event.entity_type.value if event else
             origin.topic.rsplit(".", 1)[-1].rstrip("s") or "unknown",
             entity_id=event.entity_id if event else "unknown", operation="none",
@@ -244,22 +245,25 @@ class SyncEngine:
         started = time.monotonic()
         with self.db.transaction() as s:
             info = connection_info(s, event.account_id)
-            prior = repo.processed_status(s, event.event_id)
+            prior = repo.processed_status(s, event.account_id, event.event_id)
             # The parked table is the truth for re-drives: a parked event may carry an
             # interim status (waiting, pending_manual, or failed while disconnected).
-            if prior is not None and not (redrive and repo.is_parked(s, event.event_id)):
+            if prior is not None and not (
+                    redrive and repo.is_parked(s, event.account_id, event.event_id)):
                 return EngineResult()  # a redelivery: its status was already recorded
             repo.save_snapshot(s, event.account_id, event.entity_type.value, event.entity_id,
                                event.entity_version, payload, event.record_created_at)
-            link = repo.get_link(s, event.account_id, event.entity_type.value, event.entity_id)
+            # Only a link into the connected company counts: history made in another
+            # company says nothing about this one.
+            link = repo.get_link(s, info, event.entity_type.value, event.entity_id) \
+                if info is not None else None
             if link is not None and link.last_applied_version >= event.entity_version:
                 return self._finish(s, event, info, SyncStatus.SKIPPED, started, attempt,
                                     code=ErrorCode.STALE_VERSION, record_id=link.provider_id,
                                     message=f"version {event.entity_version} is not newer than "
                                     f"the applied version {link.last_applied_version}")
             own_link = (ProviderRecord(link.provider_id, link.provider_version),
-                        link.payload_hash) if link is not None and info is not None \
-                and link.provider == info.provider else None
+                        link.payload_hash) if link is not None else None
             gate = self._gate(s, event, info, payload, started, attempt,
                               linked=link is not None, redrive=redrive)
             if gate is not None:
@@ -304,7 +308,7 @@ class SyncEngine:
             return self._failed(event, info, payload, exc, started, attempt, origin)
         with self.db.transaction() as s:
             self.save_outcome(s, info, event, applied)
-            repo.unpark(s, event.event_id)
+            repo.unpark(s, event.account_id, event.event_id)
             status = SyncStatus.SKIPPED if applied.unchanged else SyncStatus.SYNCED
             code = ErrorCode.UNCHANGED if applied.unchanged else None
             result = self._finish(s, event, info, status, started, attempt, code=code,
@@ -385,7 +389,7 @@ class SyncEngine:
                 partition=origin.partition if origin else -1,
                 offset=origin.offset if origin else -1, error_code=code.value,
                 reason=message, payload=payload)
-            repo.unpark(s, event.event_id)
+            repo.unpark(s, event.account_id, event.event_id)
             result = self._finish(s, event, info, final, started, attempt, code=code,
                                   message=message)
             # Later changes of this record were queued behind it; they may still apply.
@@ -400,11 +404,15 @@ class SyncEngine:
                              .where(ParkedEvent.reason == ErrorCode.MISSING_DEPENDENCY.value)
                              .order_by(ParkedEvent.id)).scalars()
             ready = []
+            companies: dict[str, ConnectionInfo | None] = {}
             for row in rows:
                 entity_type, _, entity_id = (row.waits_for or ":").partition(":")
                 own = (entity_type, entity_id) == (row.entity_type, row.entity_id)
-                if (repo.get_link(s, row.account_id, entity_type, entity_id) is not None
-                        and not own) or (own and not repo.parked_before(
+                if row.account_id not in companies:
+                    companies[row.account_id] = connection_info(s, row.account_id)
+                company = companies[row.account_id]
+                if (company is not None and not own
+                        and repo.get_link(s, company, entity_type, entity_id) is not None) or (own and not repo.parked_before(
                             s, row.account_id, row.entity_type, row.entity_id, row.event_id)):
                     ready.append((row.account_id, row.event_id))
             return ready
@@ -419,7 +427,7 @@ class SyncEngine:
                       if p.reason in reasons and (waits_for is None or p.waits_for in waits_for)]
         statuses: list[SyncStatusEvent] = []
         for event_id in parked:
-            payload = self.parked_payload(event_id)
+            payload = self.parked_payload(account_id, event_id)
             if payload is None:
                 continue
             result = self.process(self.decode(payload), payload, redrive=True)
@@ -427,25 +435,40 @@ class SyncEngine:
             if result.retry_after_s is not None:
                 break
             for redriven in result.redrive:
-                statuses.extend(self._redrive_one(redriven))
+                statuses.extend(self._redrive_one(account_id, redriven))
         return statuses
 
-    def parked_payload(self, event_id: str) -> bytes | None:
+    def abandon_parked(self, account_id: str, code: ErrorCode, message: str
+                       ) -> list[SyncStatusEvent]:
+        """End every parked event of an account with a final `skipped` status (its
+        connection started afresh with another company, where they mean nothing)."""
+        started = time.monotonic()
+        statuses: list[SyncStatusEvent] = []
+        with self.db.transaction() as s:
+            info = connection_info(s, account_id)
+            for row in repo.parked_for(s, account_id):
+                event = self.decode(row.payload)
+                repo.unpark(s, account_id, row.event_id)
+                statuses.extend(self._finish(s, event, info, SyncStatus.SKIPPED, started, 1,
+                                             code=code, message=message).statuses)
+        return statuses
+
+    def parked_payload(self, account_id: str, event_id: str) -> bytes | None:
         """The bytes of a parked event; None once it left the parked table."""
         with self.db.transaction() as s:
-            row = repo.get_parked(s, event_id)
+            row = repo.get_parked(s, account_id, event_id)
             return row.payload if row else None
 
-    def _redrive_one(self, event_id: str) -> list[SyncStatusEvent]:
+    def _redrive_one(self, account_id: str, event_id: str) -> list[SyncStatusEvent]:
         """Re-drive one parked event and, depth first, whatever waited on it in turn."""
-        payload = self.parked_payload(event_id)
+        payload = self.parked_payload(account_id, event_id)
         if payload is None:
             return []
         result = self.process(self.decode(payload), payload, redrive=True)
         statuses = list(result.statuses)
         if result.retry_after_s is None:
             for waiting in result.redrive:
-                statuses.extend(self._redrive_one(waiting))
+                statuses.extend(self._redrive_one(account_id, waiting))
         return statuses
 
     # -- recording -------------------------------------------------------------------
@@ -454,9 +477,8 @@ class SyncEngine:
                      applied: Applied) -> None:
         if applied.record is None:
             return
-        repo.save_link(s, event.account_id, event.entity_type.value, event.entity_id,
-                       info.provider, applied.record.id, applied.record.version,
-                       event.entity_version, applied.payload_hash)
+        repo.save_link(s, info, event.entity_type.value, event.entity_id, applied.record.id,
+                       applied.record.version, event.entity_version, applied.payload_hash)
         if not applied.unchanged:
             key = idempotency_key(event.account_id, event.entity_type.value, event.entity_id,
                                   event.entity_version, applied.operation)

@@ -393,6 +393,7 @@ class InboundPoller:
             return {}
         rows = s.execute(select(EntityLink).where(
             EntityLink.account_id == info.account_id, EntityLink.provider == info.provider,
+            EntityLink.tenant_id == info.tenant_id,
             EntityLink.provider_id.in_(sorted(wanted)))).scalars()
         links: dict[tuple[str, str], EntityLink] = {}
         for link in rows:

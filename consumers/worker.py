@@ -24,6 +24,7 @@ from consumers.engine import Origin, SyncEngine
 from consumers.offsets import OffsetTracker
 from producers.outbox import OutboxPublisher
 from schemas.codec import DecodeError
+from schemas.error_codes import ErrorCode
 from schemas.events import InvalidEvent
 from schemas.records import ChangeEvent
 
@@ -137,6 +138,11 @@ class Worker:
             if not isinstance(payload, bytes):
                 raise DecodeError("empty", "record has no value (tombstone)")
             event = self._engine.decode(payload)
+            if key != event.account_id:
+                # The key decides the partition and so the order of a tenant's events; an
+                # event keyed to another tenant is refused, never applied for either.
+                raise InvalidEvent(ErrorCode.KEY_MISMATCH, f"the Kafka key {key!r} differs "
+                                   f"from the event's account_id {event.account_id!r}")
         except (DecodeError, InvalidEvent, KeyError, TypeError, ValueError) as exc:
             # A poison record never stalls the partition: dead-letter it and move on.
             self._engine.reject(payload if isinstance(payload, bytes) else None, key, origin, exc)
@@ -232,7 +238,7 @@ class Worker:
         return DONE
 
     def _handle_redrive(self, work: Redrive) -> Outcome:
-        payload = self._engine.parked_payload(work.event_id)
+        payload = self._engine.parked_payload(work.account_id, work.event_id)
         if payload is None:
             return DONE  # already re-driven by someone else
         event = self._engine.decode(payload)

@@ -14,9 +14,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
+import structlog
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -24,10 +25,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from consumers.engine import SyncEngine
 from control import oauth_flow, webhooks
 from control import service as svc
-from control.service import ControlContext, ControlError, KafkaSide
+from control.context import ControlContext, ControlError, KafkaSide
+from control.operations import after_connect
 from service.bootstrap import Services
+from service.config import LOCAL_MODES
 
-__all__ = ["create_control_app"]
+__all__ = ["MAX_BODY_BYTES", "create_control_app"]
+
+log = structlog.get_logger("control")
 
 Account = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$",
                               description="BlueClerk account id")]
@@ -57,7 +62,18 @@ class CallbackRequest(BaseModel):
     error_description: str | None = None
     realmId: str | None = None  # QuickBooks names it so
     tenant: str | None = Field(None, description="Xero organisation / FreshBooks account to "
-                               "connect when the grant covers several (default: the first)")
+                               "connect when the consent authorised several")
+    binding: str | None = Field(None, description="the binding returned when the connection "
+                                "was started (the bc_oauth_binding cookie)")
+
+
+class OrganisationChoice(BaseModel):
+    """The organisation chosen when a consent authorised several."""
+
+    model_config = ConfigDict(extra="forbid")
+    state: str = Field(min_length=1)
+    tenant: str = Field(min_length=1)
+    binding: str | None = None
 
 
 class SelectionIn(BaseModel):
@@ -99,8 +115,73 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 _BEARER = HTTPBearer(auto_error=False, description="the service token (CONTROL_API_TOKEN)")
 
 
-def _error(code: str, message: str, status: int) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+def _error(code: str, message: str, status: int,
+           details: dict[str, Any] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message, **(details or {})}},
+                        status_code=status)
+
+
+# Bodies the control API accepts at most (the largest is a wizard import selection).
+MAX_BODY_BYTES = 1_000_000
+_OPEN_PATHS = ("/oauth/callback", "/healthz", "/webhooks/")
+
+
+class GuardMiddleware:
+    """Authenticates /v1 requests and caps body size before any body is read: an
+    unauthenticated or oversized request is answered 401/413 at once, without reading
+    (or buffering) what it sends. Webhooks (signed) and the OAuth redirect stay open."""
+
+    def __init__(self, app: Any, token: Callable[[], str]) -> None:
+        self._app = app
+        self._token = token
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                   for k, v in scope.get("headers", [])}
+        length = headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            await _reply(send, _error("payload_too_large", f"the body is larger than "
+                                      f"{MAX_BODY_BYTES} bytes", 413))
+            return
+        if path.startswith("/v1/"):
+            scheme, _, given = headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                    given.encode(), self._token().encode()):
+                response = _error("unauthorized", "send the service token as "
+                                  "`Authorization: Bearer <token>` (CONTROL_API_TOKEN)", 401)
+                response.headers["WWW-Authenticate"] = "Bearer"
+                await _reply(send, response)
+                return
+        received = 0
+
+        async def capped() -> Any:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > MAX_BODY_BYTES:
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self._app(scope, capped, send)
+        except _BodyTooLarge:
+            await _reply(send, _error("payload_too_large", f"the body is larger than "
+                                      f"{MAX_BODY_BYTES} bytes", 413))
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _reply(send: Any, response: JSONResponse) -> None:
+    await send({"type": "http.response.start", "status": response.status_code,
+                "headers": response.raw_headers})
+    await send({"type": "http.response.body", "body": response.body})
 
 
 def create_control_app(services: Services,
@@ -132,10 +213,11 @@ def create_control_app(services: Services,
     app = FastAPI(title="BlueClerk accounting sync: control plane", version="1",
                   description=__doc__, responses=_ERRORS, lifespan=lifespan)
     app.state.control = ctx
+    app.add_middleware(GuardMiddleware, token=lambda: services.settings.control_token)
 
     @app.exception_handler(ControlError)
     async def control_error(_request: Request, exc: ControlError) -> JSONResponse:
-        response = _error(exc.code, exc.message, exc.status)
+        response = _error(exc.code, exc.message, exc.status, exc.details)
         if exc.status == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
         return response
@@ -158,7 +240,7 @@ def create_control_app(services: Services,
 
     @app.exception_handler(Exception)
     async def crashed(_request: Request, exc: Exception) -> JSONResponse:
-        svc.log.exception("control_api_error", error=str(exc))
+        log.exception("control_api_error", error_type=type(exc).__name__)
         return _error("internal", "the control plane failed unexpectedly; try again, and "
                       "report it if it persists", 500)
 
@@ -171,32 +253,46 @@ def create_control_app(services: Services,
     # -- connect -----------------------------------------------------------------------
     @app.post("/v1/accounts/{account_id}/connection", tags=["connection"], dependencies=auth,
               summary="Start connecting an accounting system (returns the consent URL)")
-    def connect(account_id: Account, body: ConnectRequest) -> dict[str, Any]:
-        return oauth_flow.start_authorization(services, account_id, body.provider).to_json()
-
-    def _complete(params: oauth_flow.CallbackParams) -> dict[str, Any]:
-        info, reconnect = oauth_flow.complete_authorization(services, params)
-        redriven = svc.reconnected(ctx, info.account_id) if reconnect else {}
-        return {"account_id": info.account_id, "provider": info.provider,
-                "tenant_id": info.tenant_id, "status": info.status,
-                "connected_at": info.connected_at.isoformat(), "reconnected": reconnect,
-                "redriven": redriven}
+    def connect(account_id: Account, body: ConnectRequest, response: Response
+                ) -> dict[str, Any]:
+        start = oauth_flow.start_authorization(services, account_id, body.provider)
+        # For a browser that started the connection through this API: the redirect back
+        # to /oauth/callback carries the binding in this cookie.
+        response.set_cookie(oauth_flow.BINDING_COOKIE, start.binding, httponly=True,
+                            secure=services.settings.mode not in LOCAL_MODES,
+                            samesite="lax", path="/oauth", max_age=600)
+        return start.to_json()
 
     @app.get("/oauth/callback", tags=["connection"],
-             summary="The OAuth redirect target (protected by the single-use state)")
-    def oauth_redirect(state: str | None = None, code: str | None = None,
+             summary="The OAuth redirect target (single-use state + the starter's binding)")
+    def oauth_redirect(request: Request, state: str | None = None, code: str | None = None,
                        error: str | None = None, error_description: str | None = None,
                        realmId: str | None = None,  # QuickBooks names it so
                        tenant: str | None = None) -> dict[str, Any]:
-        return _complete(oauth_flow.CallbackParams(state, code, error, error_description,
-                                                   realmId, tenant))
+        binding = request.cookies.get(oauth_flow.BINDING_COOKIE) or \
+            request.headers.get("x-blueclerk-oauth-binding")
+        return after_connect(ctx, oauth_flow.complete_authorization(
+            services, oauth_flow.CallbackParams(state, code, error, error_description,
+                                                realmId, tenant, binding)))
 
     @app.post("/v1/oauth/callback", tags=["connection"], dependencies=auth,
               summary="Complete a connection with the redirect's parameters")
     def oauth_callback(body: CallbackRequest) -> dict[str, Any]:
-        return _complete(oauth_flow.CallbackParams(body.state, body.code, body.error,
-                                                   body.error_description, body.realmId,
-                                                   body.tenant))
+        return after_connect(ctx, oauth_flow.complete_authorization(
+            services, oauth_flow.CallbackParams(body.state, body.code, body.error,
+                                                body.error_description, body.realmId,
+                                                body.tenant, body.binding)))
+
+    @app.post("/v1/accounts/{account_id}/connection/organisation", tags=["connection"],
+              dependencies=auth,
+              summary="Choose the organisation when one consent authorised several")
+    def choose_organisation(account_id: Account, body: OrganisationChoice) -> dict[str, Any]:
+        connected = oauth_flow.choose_organisation(services, body.state, body.binding,
+                                                   body.tenant)
+        if connected.info.account_id != account_id:
+            raise ControlError("invalid_state", "this authorization belongs to another "
+                               "account; start the connection again", 400)
+        return after_connect(ctx, connected)
 
     @app.get("/v1/accounts/{account_id}/status", tags=["connection"], dependencies=auth,
              summary="Connection health, last sync, counts by status, recent errors")

@@ -100,9 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run the whole path end to end on local defaults")
     p.add_argument("--customers", type=int, default=24)
     p.set_defaults(func=cmd_demo)
-    from control import operations, report
+    from control import operator_cli, report
 
-    operations.register(sub)
+    operator_cli.register(sub)
     report.register(sub)
     return parser
 

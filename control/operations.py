@@ -1,282 +1,231 @@
-"""Operator commands over the control plane's service functions (the same as the API's).
-
-`connect` prints the provider's authorization URL; the rest run headlessly and print
-JSON. A refusal prints `error: <code>: <what to do>` on stderr and exits with 2.
+"""Operations on a connected account: Sync Now, reconnect re-drives, disconnect, status
+and dead-letter replay.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from control.service import ControlContext, ControlError
+from sqlalchemy import delete, func, select
 
-if TYPE_CHECKING:
-    from service.config import Settings
+from control.context import (
+    ControlContext,
+    ControlError,
+    active_connection,
+    advice_for,
+    count_statuses,
+    now,
+)
+from control.sync_settings import settings_json, sync_parked
+from schemas.error_codes import ADVICE, ErrorCode
+from state import repository as repo
+from state.connections import Connected
+from state.models import (
+    Connection,
+    DeadLetter,
+    EntityLink,
+    OutboxMessage,
+    ParkedEvent,
+    ProcessedEvent,
+)
 
-__all__ = ["register"]
+__all__ = [
+    "disconnect",
+    "reconnected",
+    "replay_dead_letters",
+    "status",
+    "sync_now",
+]
 
-
-def _settings() -> Settings:
-    from service.bootstrap import settings_from_env
-
-    return settings_from_env()
-
-
-@contextmanager
-def _context() -> Iterator[ControlContext]:
-    from service.bootstrap import build_services
-
-    services = build_services(_settings())
-    ctx, side = ControlContext.with_kafka(services)
-    try:
-        yield ctx
-    finally:
-        side.close()
-        services.close()
-
-
-def _print(value: Any) -> None:
-    print(json.dumps(value, indent=2, sort_keys=True, default=str))
+_ERROR_STATUSES = ("failed", "dead_lettered", "waiting_dependency")
 
 
-def _run(action: Callable[[ControlContext, argparse.Namespace], Any]
-         ) -> Callable[[argparse.Namespace], int]:
-    def command(args: argparse.Namespace) -> int:
-        try:
-            with _context() as ctx:
-                result = action(ctx, args)
-        except ControlError as exc:
-            print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
-            return 2
-        if result is not None:
-            _print(result)
-        return 0
-
-    return command
+# --------------------------------------------------------------------------- operations
 
 
-def _on_off(value: str) -> bool:
-    lowered = value.lower()
-    if lowered in ("on", "true", "yes", "1"):
-        return True
-    if lowered in ("off", "false", "no", "0"):
-        return False
-    raise argparse.ArgumentTypeError(f"{value!r}: use on or off")
+
+def sync_now(ctx: ControlContext, account_id: str) -> dict[str, Any]:
+    """Send every change that waited for Sync Now (auto-sync off), in arrival order."""
+    active_connection(ctx, account_id)
+    with ctx.services.db.transaction() as s:
+        settings = settings_json(repo.get_settings(s, account_id))
+    counts = sync_parked(ctx, account_id)
+    with ctx.services.db.transaction() as s:
+        left = s.execute(select(func.count()).select_from(ParkedEvent).where(
+            ParkedEvent.account_id == account_id,
+            ParkedEvent.reason == "pending_manual")).scalar_one()
+    return {"account_id": account_id, "auto_sync": settings["auto_sync"], "results": counts,
+            "processed": sum(counts.values()), "still_waiting": int(left)}
 
 
-def _selections(args: argparse.Namespace, with_type: bool) -> list[dict[str, Any]]:
-    """`--import ID[:Type]`, `--link ID=BLUECLERK_ID[:Type]`, or `--file selections.json`."""
-    selections: list[dict[str, Any]] = []
-    if args.file:
-        with open(args.file, encoding="utf-8") as handle:
-            loaded = json.load(handle)
-        selections.extend(loaded["selections"] if isinstance(loaded, dict) else loaded)
-    for raw in args.imports or []:
-        provider_id, _, ctype = raw.partition(":") if with_type else (raw, "", "")
-        selections.append({"provider_id": provider_id, "action": "import",
-                           **({"customer_type": ctype} if ctype else {})})
-    for raw in args.links or []:
-        provider_id, sep, target = raw.partition("=")
-        if not sep or not target:
-            raise ControlError("invalid_selection", f"--link {raw!r}: write PROVIDER_ID="
-                               "BLUECLERK_ID", 400)
-        target, _, ctype = target.partition(":") if with_type else (target, "", "")
-        selections.append({"provider_id": provider_id, "action": "link", "link_to": target,
-                           **({"customer_type": ctype} if ctype else {})})
-    return selections
+def reconnected(ctx: ControlContext, account_id: str) -> dict[str, int]:
+    """After a reconnect: re-drive what failed with reconnect_required, in order."""
+    with ctx.services.db.transaction() as s:
+        waiting = list(s.execute(select(ParkedEvent.event_id).where(
+            ParkedEvent.account_id == account_id,
+            ParkedEvent.reason == "reconnect_required")).scalars())
+        if waiting:
+            # These ended `failed` (reconnect_required) and the engine re-drives only
+            # parked-status events, so their failed outcome is forgotten first.
+            s.execute(delete(ProcessedEvent).where(ProcessedEvent.account_id == account_id,
+                                                   ProcessedEvent.event_id.in_(waiting),
+                                                   ProcessedEvent.status == "failed"))
+    if not waiting:
+        return {}
+    statuses = ctx.engine().drive_parked(account_id, {"reconnect_required"})
+    ctx.publish()
+    return count_statuses(statuses)
 
 
-# --------------------------------------------------------------------------- actions
-
-
-def _connect(ctx: ControlContext, args: argparse.Namespace) -> None:
-    from control.oauth_flow import start_authorization
-
-    start = start_authorization(ctx.services, args.account, args.provider)
-    print(start.authorization_url)
-    print(f"open the URL, approve, then run `blueclerk-sync callback --url <redirect URL>` "
-          f"within 10 minutes (state {start.state})", file=sys.stderr)
-
-
-def _callback(ctx: ControlContext, args: argparse.Namespace) -> dict[str, Any]:
-    from urllib.parse import parse_qsl, urlsplit
-
-    from control import service
-    from control.oauth_flow import CallbackParams, complete_authorization
-
-    query = dict(parse_qsl(urlsplit(args.url).query)) if args.url else {}
-    params = CallbackParams(
-        state=args.state or query.get("state"), code=args.code or query.get("code"),
-        error=args.error or query.get("error"),
-        error_description=query.get("error_description"),
-        realm_id=args.realm_id or query.get("realmId"), tenant=args.tenant)
-    info, reconnect = complete_authorization(ctx.services, params)
-    redriven = service.reconnected(ctx, info.account_id) if reconnect else {}
+def after_connect(ctx: ControlContext, connected: Connected) -> dict[str, Any]:
+    """What a completed connection does next, and its description for the caller:
+    a reconnect re-drives what waited for it; a new company ends what waited for the old."""
+    info = connected.info
+    redriven: dict[str, int] = {}
+    abandoned: dict[str, int] = {}
+    if connected.kind == "reconnect":
+        redriven = reconnected(ctx, info.account_id)
+    elif connected.kind == "new_company":
+        statuses = ctx.engine().abandon_parked(
+            info.account_id, ErrorCode.CONNECTION_CHANGED,
+            f"the account was connected to {info.provider} company {info.tenant_id}; this "
+            "change waited for the previous company and was not synced")
+        ctx.publish()
+        abandoned = count_statuses(statuses)
     return {"account_id": info.account_id, "provider": info.provider,
-            "tenant_id": info.tenant_id, "status": info.status, "reconnected": reconnect,
-            "redriven": redriven}
+            "tenant_id": info.tenant_id, "tenant_name": info.tenant_name,
+            "status": info.status, "connected_at": info.connected_at.isoformat(),
+            "connection": connected.kind, "reconnected": connected.kind == "reconnect",
+            "redriven": redriven, "abandoned": abandoned}
 
 
-def _settings_changes(args: argparse.Namespace) -> dict[str, bool]:
-    from control.service import SETTINGS_FIELDS
-
-    return {name: getattr(args, name) for name in SETTINGS_FIELDS
-            if getattr(args, name) is not None}
-
-
-def _wizard(ctx: ControlContext, args: argparse.Namespace) -> Any:
-    from control import service as svc
-
-    a = args.account
-    step = args.wizard_command
-    if step == "progress":
-        return svc.wizard_progress(ctx, a)
-    if step == "start":
-        return svc.start_wizard(ctx, a)
-    if step == "close":
-        return svc.close_wizard(ctx, a)
-    if step == "skip":
-        return svc.skip_step(ctx, a, args.step)
-    if step == "customers":
-        return svc.list_customers(ctx, a)
-    if step == "import-customers":
-        return svc.import_customers(ctx, a, _selections(args, with_type=True))
-    if step == "items":
-        return svc.list_items(ctx, a)
-    if step == "import-items":
-        return svc.import_items(ctx, a, _selections(args, with_type=False))
-    if step == "accounts":
-        return svc.income_accounts(ctx, a)
-    if step == "map":
-        return svc.map_item(ctx, a, args.item, args.income_account)
-    if step == "map-all":
-        return svc.map_all_unmapped(ctx, a, args.income_account)
-    if step == "settings":
-        changes = _settings_changes(args)
-        return svc.update_settings(ctx, a, changes) if changes else svc.get_settings(ctx, a)
-    return svc.summary(ctx, a)
+def disconnect(ctx: ControlContext, account_id: str) -> dict[str, Any]:
+    """Revoke the grant at the provider and stop syncing; links stay for a reconnect and
+    everything already in the books stays there."""
+    info = ctx.services.connections.get(account_id)
+    if info is None:
+        raise ControlError("not_connected", "this account has no accounting system to "
+                           "disconnect", 404)
+    revoked, revoke_error = False, None
+    if info.status != "disconnected":
+        try:
+            token = ctx.services.connections.refresh_token(account_id)
+            ctx.services.providers.oauth(info.provider).revoke(token)
+            revoked = True
+        except Exception as exc:  # fail closed: whatever happened, the account disconnects
+            revoke_error = (f"{info.provider} did not confirm the revocation "
+                            f"({type(exc).__name__}: {exc}); remove the BlueClerk app's "
+                            f"access in {info.provider}'s connected-apps settings")
+    # Disconnected and the stored tokens deleted, whatever the provider answered.
+    ctx.services.connections.disconnect(account_id, "disconnected by the user")
+    ctx.services.providers.forget(account_id)
+    with ctx.services.db.transaction() as s:
+        links = s.execute(select(func.count()).select_from(EntityLink).where(
+            EntityLink.account_id == account_id)).scalar_one()
+    return {"account_id": account_id, "provider": info.provider, "status": "disconnected",
+            "tokens_revoked": revoked, "revoke_error": revoke_error, "tokens_deleted": True,
+            "links_kept": int(links)}
 
 
-def _replay(ctx: ControlContext, args: argparse.Namespace) -> dict[str, Any]:
-    from control.service import replay_dead_letters
+def status(ctx: ControlContext, account_id: str, recent: int = 20) -> dict[str, Any]:
+    """Connection health, last sync, counts by status and recent errors with advice."""
+    with ctx.services.db.transaction() as s:
+        conn = s.get(Connection, account_id)
+        counts = dict(s.execute(
+            select(OutboxMessage.status, func.count()).where(
+                OutboxMessage.account_id == account_id, OutboxMessage.topic_kind == "status",
+                OutboxMessage.status.is_not(None)).group_by(OutboxMessage.status)).all())
+        parked = dict(s.execute(
+            select(ParkedEvent.reason, func.count()).where(ParkedEvent.account_id == account_id)
+            .group_by(ParkedEvent.reason)).all())
+        errors = list(s.execute(
+            select(OutboxMessage).where(OutboxMessage.account_id == account_id,
+                                        OutboxMessage.topic_kind == "status",
+                                        OutboxMessage.error_code.is_not(None),
+                                        OutboxMessage.status.in_(_ERROR_STATUSES))
+            .order_by(OutboxMessage.id.desc()).limit(recent)).scalars())
+        dead = s.execute(select(func.count()).select_from(DeadLetter).where(
+            DeadLetter.account_id == account_id, DeadLetter.replayed_at.is_(None))).scalar_one()
+        settings = settings_json(repo.get_settings(s, account_id)) if conn else None
+        connection = None
+        if conn is not None:
+            connection = {"provider": conn.provider, "tenant_id": conn.tenant_id,
+                          "status": conn.status, "status_reason": conn.status_reason,
+                          "connected_at": conn.connected_at.isoformat(),
+                          "last_sync_at": conn.last_sync_at.isoformat()
+                          if conn.last_sync_at else None}
+        health = {None: "not_connected", "active": "healthy"}.get(
+            conn.status if conn else None, conn.status if conn else "not_connected")
+        recent_errors = [{
+            "at": e.created_at.isoformat(), "entity_type": e.entity_type,
+            "entity_id": e.entity_id, "status": e.status, "error_code": e.error_code,
+            "message": e.message, "what_to_do": advice_for(e.error_code)} for e in errors]
+    what_to_do = None
+    if health == "reconnect_required":
+        what_to_do = ADVICE[ErrorCode.RECONNECT_REQUIRED]
+    elif health in ("not_connected", "disconnected"):
+        what_to_do = ADVICE[ErrorCode.NOT_CONNECTED]
+    return {"account_id": account_id, "health": health, "what_to_do": what_to_do,
+            "connection": connection, "settings": settings,
+            "last_sync_at": connection["last_sync_at"] if connection else None,
+            "counts_by_status": {str(k): int(v) for k, v in counts.items()},
+            "parked": {str(k): int(v) for k, v in parked.items()},
+            "dead_letters_pending_replay": int(dead), "recent_errors": recent_errors}
 
-    return replay_dead_letters(ctx, account_id=args.account, record_id=args.record,
-                               replay_all=args.all)
 
+def replay_dead_letters(ctx: ControlContext, *, account_id: str | None = None,
+                        record_id: int | None = None, replay_all: bool = False
+                        ) -> dict[str, Any]:
+    """Run dead-lettered events through the engine again (after their cause is fixed)."""
+    if account_id is None and record_id is None and not replay_all:
+        raise ControlError("nothing_selected", "say which dead letters to replay: an account, "
+                           "a record id, or all", 400)
+    with ctx.services.db.transaction() as s:
+        query = select(DeadLetter).where(DeadLetter.replayed_at.is_(None))
+        if account_id is not None:
+            query = query.where(DeadLetter.account_id == account_id)
+        if record_id is not None:
+            query = query.where(DeadLetter.id == record_id)
+        rows = [(d.id, d.payload) for d in s.execute(query.order_by(DeadLetter.id)).scalars()]
+    if record_id is not None and not rows:
+        raise ControlError("unknown_record", f"dead letter {record_id} does not exist or was "
+                           "already replayed", 404)
+    results: list[dict[str, Any]] = []
+    engine = ctx.engine() if rows else None
+    for dl_id, payload in rows:
+        if engine is None or payload is None:
+            results.append({"id": dl_id, "outcome": "not_replayable",
+                            "message": "the dead letter kept no payload"})
+            continue
+        try:
+            event = engine.decode(payload)
+        except Exception as exc:
+            results.append({"id": dl_id, "outcome": "undecodable", "message": f"{exc}; fix the "
+                            "producer and publish the record again"})
+            continue
+        with ctx.services.db.transaction() as s:
+            # The failed outcome is forgotten so the engine applies the event afresh.
+            s.execute(delete(ProcessedEvent).where(
+                ProcessedEvent.account_id == event.account_id,
+                ProcessedEvent.event_id == event.event_id,
+                ProcessedEvent.status.in_(("failed", "dead_lettered"))))
+        result = engine.process(event, payload, redrive=True)
+        if result.retry_after_s is not None:
+            results.append({"id": dl_id, "event_id": event.event_id, "outcome": "retrying",
+                            "message": f"the provider is still failing; replay again in "
+                            f"{result.retry_after_s:.0f}s"})
+            continue
+        with ctx.services.db.transaction() as s:
+            row = s.get(DeadLetter, dl_id)
+            if row is not None:
+                row.replayed_at = now(ctx)
+        final = result.statuses[-1] if result.statuses else None
+        results.append({"id": dl_id, "event_id": event.event_id,
+                        "outcome": final.status.value if final else "unchanged",
+                        "error_code": final.error_code.value if final and final.error_code
+                        else None, "message": final.message if final else None})
+    ctx.publish()
+    done = [r for r in results if r["outcome"] not in ("retrying", "undecodable",
+                                                       "not_replayable")]
+    return {"replayed": len(done), "results": results}
 
-def _serve_api(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from control.api import create_control_app
-    from service.bootstrap import build_services
-
-    services = build_services(_settings())
-    try:
-        uvicorn.run(create_control_app(services), host=args.host, port=args.port,
-                    log_level="warning")
-    finally:
-        services.close()
-    return 0
-
-
-# --------------------------------------------------------------------------- parser
-
-
-def _account(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--account", required=True, help="BlueClerk account id")
-
-
-def register(sub: Any) -> None:
-    """Add the control-plane commands to the `blueclerk-sync` parser."""
-    from control import service as svc
-
-    p = sub.add_parser("connect", help="start connecting an accounting system; prints the "
-                       "authorization URL")
-    _account(p)
-    p.add_argument("--provider", required=True, choices=("quickbooks", "xero", "freshbooks"))
-    p.set_defaults(func=_run(_connect))
-
-    p = sub.add_parser("callback", help="complete a connection with the redirect's code and "
-                       "state")
-    p.add_argument("--url", help="the full redirect URL the provider sent the browser to")
-    p.add_argument("--code")
-    p.add_argument("--state")
-    p.add_argument("--error")
-    p.add_argument("--realm-id", help="QuickBooks realmId from the redirect")
-    p.add_argument("--tenant", help="Xero organisation / FreshBooks account to connect when "
-                   "the grant covers several (default: the first)")
-    p.set_defaults(func=_run(_callback))
-
-    wizard = sub.add_parser("wizard", help="the setup wizard, step by step")
-    steps = wizard.add_subparsers(dest="wizard_command", required=True)
-    for name, text in (("progress", "show the wizard's progress"),
-                       ("start", "open or re-run the wizard (progress is kept)"),
-                       ("close", "close the wizard; progress is kept"),
-                       ("customers", "step 1: list customers with suggested types and "
-                        "duplicates"),
-                       ("items", "step 2: list services and items with matching BlueClerk "
-                        "items"),
-                       ("accounts", "step 3: list income accounts, mappings and unmapped "
-                        "items"),
-                       ("summary", "step 5: what was imported, linked and mapped")):
-        _account(steps.add_parser(name, help=text))
-    p = steps.add_parser("skip", help="skip a step")
-    _account(p)
-    p.add_argument("--step", required=True, choices=svc.WIZARD_STEPS)
-    for name, text, typed in (("import-customers", "step 1: import or link customers", True),
-                              ("import-items", "step 2: import or link items", False)):
-        p = steps.add_parser(name, help=text)
-        _account(p)
-        suffix = "[:Homeowner|Business|Builder]" if typed else ""
-        p.add_argument("--import", dest="imports", action="append", metavar=f"ID{suffix}",
-                       help="import this provider record as a new BlueClerk record")
-        p.add_argument("--link", dest="links", action="append",
-                       metavar=f"ID=BLUECLERK_ID{suffix}",
-                       help="link this provider record to an existing BlueClerk record")
-        p.add_argument("--file", help='JSON: {"selections": [{"provider_id", "action", '
-                       '"link_to", "customer_type"}]}')
-    p = steps.add_parser("map", help="step 3: map one item to an income account")
-    _account(p)
-    p.add_argument("--item", required=True, help="BlueClerk item id")
-    p.add_argument("--income-account", required=True, help="provider income account id")
-    p = steps.add_parser("map-all", help="step 3: map every unmapped item to one account")
-    _account(p)
-    p.add_argument("--income-account", required=True)
-    p = steps.add_parser("settings", help="step 4: show or change the sync settings")
-    _account(p)
-    for name in svc.SETTINGS_FIELDS:
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=_on_off,
-                       metavar="on|off")
-    wizard.set_defaults(func=_run(_wizard))
-
-    p = sub.add_parser("sync-now", help="send the changes waiting for Sync Now")
-    _account(p)
-    p.set_defaults(func=_run(lambda ctx, args: svc.sync_now(ctx, args.account)))
-
-    p = sub.add_parser("disconnect", help="revoke the tokens and stop syncing (links kept)")
-    _account(p)
-    p.set_defaults(func=_run(lambda ctx, args: svc.disconnect(ctx, args.account)))
-
-    p = sub.add_parser("status", help="connection health, last sync, counts, recent errors")
-    _account(p)
-    p.add_argument("--recent", type=int, default=20)
-    p.set_defaults(func=_run(lambda ctx, args: svc.status(ctx, args.account, args.recent)))
-
-    p = sub.add_parser("serve-api", help="serve the control-plane HTTP API")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8700)
-    p.set_defaults(func=_serve_api)
-
-    p = sub.add_parser("replay-dead-letters", help="re-run dead-lettered events after the "
-                       "cause is fixed")
-    which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--account")
-    which.add_argument("--record", type=int, help="dead_letters row id")
-    which.add_argument("--all", action="store_true")
-    p.set_defaults(func=_run(_replay))
-    __import__("control.inbound_cli", fromlist=["register"]).register(sub)

@@ -7,6 +7,7 @@ method are data (`OAuthEndpoints`); the flow is the same code for all three.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,7 @@ import httpx
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.httpx_client import OAuth2Client
 
-from providers.errors import ReconnectRequired, TransientProviderError
+from providers.errors import PermanentProviderError, ReconnectRequired, TransientProviderError
 
 __all__ = ["ClientCredentials", "OAuthEndpoints", "OAuthFlow", "TokenSet"]
 
@@ -52,6 +53,19 @@ class TokenSet:
 
     def __repr__(self) -> str:
         return f"TokenSet(expires_at={self.expires_at.isoformat()})"
+
+    def to_json(self) -> str:
+        """For encrypted storage only: this string holds the tokens."""
+        return json.dumps({"access_token": self.access_token,
+                           "refresh_token": self.refresh_token,
+                           "expires_at": self.expires_at.isoformat(), "extra": self.extra})
+
+    @classmethod
+    def from_json(cls, text: str) -> TokenSet:
+        raw = json.loads(text)
+        return cls(raw["access_token"], raw["refresh_token"],
+                   dt.datetime.fromisoformat(raw["expires_at"]),
+                   tuple((str(k), str(v)) for k, v in raw["extra"]))
 
     @classmethod
     def from_response(cls, body: dict[str, Any], now: dt.datetime | None = None) -> TokenSet:
@@ -122,15 +136,25 @@ class OAuthFlow:
         return TokenSet.from_response(body)
 
     def revoke(self, token: str) -> None:
+        """Revoke the grant; raises unless the provider confirmed it (2xx)."""
         auth = (self.credentials.client_id, self.credentials.client_secret)
         url = self.endpoints.revoke_url
         style = self.endpoints.revoke_style
-        if style == "json_basic":
-            response = httpx.post(url, json={"token": token}, auth=auth, timeout=self._timeout)
-        elif style == "json_body":
-            response = httpx.post(url, json={"client_id": auth[0], "client_secret": auth[1],
-                                             "token": token}, timeout=self._timeout)
-        else:
-            response = httpx.post(url, data={"token": token}, auth=auth, timeout=self._timeout)
+        try:
+            if style == "json_basic":
+                response = httpx.post(url, json={"token": token}, auth=auth,
+                                      timeout=self._timeout)
+            elif style == "json_body":
+                response = httpx.post(url, json={"client_id": auth[0], "client_secret": auth[1],
+                                                 "token": token}, timeout=self._timeout)
+            else:
+                response = httpx.post(url, data={"token": token}, auth=auth,
+                                      timeout=self._timeout)
+        except httpx.HTTPError as exc:
+            raise TransientProviderError(f"revoke endpoint unreachable "
+                                         f"({type(exc).__name__})") from exc
         if response.status_code >= 500:
             raise TransientProviderError(f"revoke failed with {response.status_code}")
+        if response.status_code >= 300:
+            raise PermanentProviderError(f"revoke refused with {response.status_code}",
+                                         status=response.status_code)

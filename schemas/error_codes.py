@@ -36,6 +36,8 @@ class ErrorCode(StrEnum):
     RETRY_BUDGET_EXHAUSTED = "retry_budget_exhausted"
     UNSUPPORTED = "unsupported"
     INTERNAL = "internal"
+    KEY_MISMATCH = "key_mismatch"
+    CONNECTION_CHANGED = "connection_changed"
 
 
 ADVICE: dict[ErrorCode, str] = {
@@ -74,4 +76,8 @@ ADVICE: dict[ErrorCode, str] = {
     "accounting system is healthy.",
     ErrorCode.UNSUPPORTED: "This operation is not supported by the connected accounting system.",
     ErrorCode.INTERNAL: "An internal error; the event was dead-lettered for replay.",
+    ErrorCode.KEY_MISMATCH: "The Kafka key must be the event's account_id; fix the producer "
+    "and publish the event again with the right key.",
+    ErrorCode.CONNECTION_CHANGED: "The account was connected to another company, where this "
+    "waiting change means nothing; it was not synced. Import or re-send it if needed.",
 }

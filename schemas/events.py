@@ -27,6 +27,8 @@ from schemas.records import (
 )
 
 __all__ = [
+    "ID_LIMITS",
+    "check_id",
     "SCHEMA_BY_ENTITY",
     "InvalidEvent",
     "event_from_avro",
@@ -107,11 +109,31 @@ def _record_from_avro(entity_type: EntityType, raw: dict[str, Any]) -> Record:
     return Payment(**raw)
 
 
+# The longest ids the state tables hold (state/models.py); checked before any write.
+ID_LIMITS = {"account_id": 64, "event_id": 64, "entity_id": 128}
+
+
+def check_id(name: str, value: str, limit: int) -> None:
+    """Refuse an id the database could not hold, naming it."""
+    if len(value) > limit:
+        raise InvalidEvent(ErrorCode.SCHEMA_INVALID,
+                           f"{name} is {len(value)} characters; the limit is {limit}")
+
+
 def validate_event(event: ChangeEvent) -> None:
     """Raise InvalidEvent when the event breaks a rule Avro cannot express."""
     if not event.account_id or not event.entity_id or not event.event_id:
         raise InvalidEvent(ErrorCode.SCHEMA_INVALID, "account_id, entity_id and event_id "
                            "must not be empty")
+    for name, limit in ID_LIMITS.items():
+        check_id(name, getattr(event, name), limit)
+    for name in ("customer_id", "invoice_id"):
+        ref = getattr(event.record, name, None)
+        if isinstance(ref, str):
+            check_id(name, ref, ID_LIMITS["entity_id"])
+    for line in getattr(event.record, "lines", ()):
+        if line.item_id:
+            check_id("lines.item_id", line.item_id, ID_LIMITS["entity_id"])
     if event.entity_version < 1:
         raise InvalidEvent(ErrorCode.SCHEMA_INVALID,
                            f"entity_version must be >= 1, got {event.entity_version}")

@@ -10,7 +10,7 @@ from producers.dead_letters import KafkaDeadLetterSink
 from producers.kafka import make_producer
 from producers.outbox import OutboxPublisher
 from schemas.codec import AvroCodec
-from service.config import Settings
+from service.config import ConfigError, Settings
 from service.logging import configure_logging
 from service.providers import ProviderDirectory
 from state.connections import ConnectionStore
@@ -22,7 +22,10 @@ __all__ = ["Services", "build_services", "build_worker", "settings_from_env"]
 
 def settings_from_env() -> Settings:
     """Settings for a command-line process, with its JSON logging configured."""
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        raise SystemExit(f"error: {exc}") from None
     configure_logging(settings.log_level)
     return settings
 
@@ -34,6 +37,7 @@ class Services:
     connections: ConnectionStore
     providers: ProviderDirectory
     codec: AvroCodec
+    cipher: TokenCipher
 
     def close(self) -> None:
         self.providers.close()
@@ -44,9 +48,10 @@ def build_services(settings: Settings, run_migrations: bool = True) -> Services:
     if run_migrations:
         migrate(settings.database_url)
     db = Database(settings.database_url, pool_size=max(10, settings.max_in_flight))
-    connections = ConnectionStore(db, TokenCipher(settings.token_key))
+    cipher = TokenCipher(settings.token_key)
+    connections = ConnectionStore(db, cipher)
     return Services(settings, db, connections, ProviderDirectory(settings, connections),
-                    AvroCodec(settings.schema_registry_url))
+                    AvroCodec(settings.schema_registry_url), cipher)
 
 
 def build_engine(services: Services, dead_letters: KafkaDeadLetterSink) -> SyncEngine:

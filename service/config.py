@@ -13,9 +13,19 @@ from pathlib import Path
 from providers.oauth import ClientCredentials, OAuthEndpoints
 from providers.ratelimit import RateLimits
 
-__all__ = ["PROVIDERS", "ProviderSettings", "Settings", "Topics"]
+__all__ = ["LOCAL_MODES", "PROVIDERS", "ConfigError", "ProviderSettings", "Settings", "Topics"]
 
 PROVIDERS = ("quickbooks", "xero", "freshbooks")
+# BLUECLERK_MODE values in which local defaults (a generated key, the sandbox client and
+# control token) are allowed; anything else is production and must be configured.
+LOCAL_MODES = ("local", "sandbox")
+_LOCAL_CONTROL_TOKEN = "local-control-token"
+_LOCAL_CLIENT_SECRET = "local-secret"
+_ENV_PREFIX = {"quickbooks": "QBO", "xero": "XERO", "freshbooks": "FRESHBOOKS"}
+
+
+class ConfigError(RuntimeError):
+    """The environment does not configure what the service needs to run safely."""
 _ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -73,7 +83,8 @@ def _providers(sandbox: str | None, redirect_uri: str) -> dict[str, ProviderSett
 
     def creds(prefix: str) -> ClientCredentials:
         return ClientCredentials(_env(f"{prefix}_CLIENT_ID", "blueclerk-local"),
-                                 _env(f"{prefix}_CLIENT_SECRET", "local-secret"), redirect_uri)
+                                 _env(f"{prefix}_CLIENT_SECRET", _LOCAL_CLIENT_SECRET),
+                                 redirect_uri)
 
     qbo_api = "https://quickbooks.api.intuit.com/v3/company"
     return {
@@ -140,16 +151,24 @@ class Settings:
     log_level: str = "info"
     metrics_port: int | None = None
     poll_inbound_s: float = 0.0
+    mode: str = "local"
+    # (provider, tenant id) pairs an operator allows several accounts to connect to.
+    shared_companies: frozenset[tuple[str, str]] = frozenset()
 
     @classmethod
     def from_env(cls) -> Settings:
+        """The settings, refusing unsafe production defaults: outside BLUECLERK_MODE=local
+        (or sandbox) a real control token, client secrets and encryption key are required."""
+        mode = _env("BLUECLERK_MODE", "production").strip().lower()
+        if mode not in LOCAL_MODES:
+            _require_production_secrets()
         sandbox = os.environ.get("SANDBOX_URL")
         redirect = _env("OAUTH_REDIRECT_URI", "http://127.0.0.1:8700/oauth/callback")
         metrics = os.environ.get("METRICS_PORT")
         return cls(
             kafka_bootstrap=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"),
             database_url=_env("DATABASE_URL", f"sqlite:///{_ROOT / 'var' / 'sync.db'}"),
-            token_key=_local_token_key(),
+            token_key=_token_key(mode),
             topics=Topics(_env("TOPIC_PREFIX", "blueclerk.")),
             schema_registry_url=os.environ.get("SCHEMA_REGISTRY_URL") or None,
             consumer_group=_env("CONSUMER_GROUP", "blueclerk-accounting-sync"),
@@ -160,18 +179,52 @@ class Settings:
             http_timeout_s=float(_env("HTTP_TIMEOUT_S", "30")),
             sandbox_url=sandbox,
             providers=_providers(sandbox, redirect),
-            control_token=_env("CONTROL_API_TOKEN", "local-control-token"),
+            control_token=_env("CONTROL_API_TOKEN", _LOCAL_CONTROL_TOKEN),
             log_level=_env("LOG_LEVEL", "info"),
             metrics_port=int(metrics) if metrics else None,
             poll_inbound_s=float(_env("POLL_INBOUND_S", "0")),
+            mode=mode,
+            shared_companies=_shared_companies(os.environ.get("SHARED_COMPANIES", "")),
         )
 
 
-def _local_token_key() -> str:
-    """TOKEN_ENCRYPTION_KEY, or for local runs a key kept in var/ (mode 0600)."""
+def _require_production_secrets() -> None:
+    missing = []
+    token = os.environ.get("CONTROL_API_TOKEN", "")
+    if len(token) < 32 or token == _LOCAL_CONTROL_TOKEN:
+        missing.append("CONTROL_API_TOKEN (at least 32 characters)")
+    if not os.environ.get("TOKEN_ENCRYPTION_KEY"):
+        missing.append("TOKEN_ENCRYPTION_KEY (a Fernet key: `blueclerk-sync generate-key`)")
+    for prefix in _ENV_PREFIX.values():
+        for part in ("CLIENT_ID", "CLIENT_SECRET"):
+            value = os.environ.get(f"{prefix}_{part}", "")
+            if not value or value in (_LOCAL_CLIENT_SECRET, "blueclerk-local"):
+                missing.append(f"{prefix}_{part}")
+    if missing:
+        raise ConfigError(
+            "refusing to start in production mode without: " + ", ".join(missing)
+            + ". Set them (Kubernetes: the blueclerk-sync secret), or set BLUECLERK_MODE=local "
+            "to run against the local simulators with generated local secrets")
+
+
+def _shared_companies(raw: str) -> frozenset[tuple[str, str]]:
+    pairs = set()
+    for item in filter(None, (p.strip() for p in raw.split(","))):
+        provider, sep, tenant = item.partition(":")
+        if not sep or provider not in PROVIDERS or not tenant:
+            raise ConfigError(f"SHARED_COMPANIES entry {item!r} must be provider:tenant_id "
+                              f"with provider one of {', '.join(PROVIDERS)}")
+        pairs.add((provider, tenant))
+    return frozenset(pairs)
+
+
+def _token_key(mode: str) -> str:
+    """TOKEN_ENCRYPTION_KEY, or in local mode a key kept in var/ (mode 0600)."""
     key = os.environ.get("TOKEN_ENCRYPTION_KEY")
     if key:
         return key
+    if mode not in LOCAL_MODES:
+        raise ConfigError("TOKEN_ENCRYPTION_KEY is required outside BLUECLERK_MODE=local")
     from state.crypto import generate_key
 
     path = Path(_env("LOCAL_KEY_FILE", str(_ROOT / "var" / "token.key")))

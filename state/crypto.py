@@ -28,6 +28,13 @@ class TokenCipher:
     def encrypt(self, plaintext: str) -> bytes:
         return self._fernet.encrypt(plaintext.encode())
 
+    def rotate(self, ciphertext: bytes) -> bytes:
+        """The same secret encrypted under the first (newest) key."""
+        try:
+            return self._fernet.rotate(ciphertext)
+        except InvalidToken as exc:
+            raise ValueError("token cannot be decrypted with the configured keys") from exc
+
     def decrypt(self, ciphertext: bytes) -> str:
         try:
             return self._fernet.decrypt(ciphertext).decode()

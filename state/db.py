@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 __all__ = ["Database", "migrate"]
@@ -61,6 +61,13 @@ class Database:
         """One unit of work: commits on success, rolls back on any exception."""
         with self._sessions.begin() as session:
             yield session
+
+    def xact_lock(self, s: Session, name: str) -> None:
+        """A lock on `name` held until the caller's transaction ends (PostgreSQL advisory
+        transaction lock). SQLite needs none: BEGIN IMMEDIATE serialises writers."""
+        if not self.is_sqlite:
+            s.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:n, 0))"),
+                      {"n": name})
 
     def session(self) -> Session:
         return self._sessions()

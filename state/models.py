@@ -75,11 +75,15 @@ class Connection(Base):
     __table_args__ = (Index("ix_connections_provider_tenant", "provider", "tenant_id"),)
     account_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     provider: Mapped[str] = mapped_column(String(16))
+    # The provider company (QuickBooks realm, Xero organisation, FreshBooks account) this
+    # connection writes to; links made for one company are never used for another.
     tenant_id: Mapped[str] = mapped_column(String(128))
+    tenant_name: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(24), default="active")
     connected_at: Mapped[dt.datetime]
-    access_token: Mapped[bytes] = mapped_column(LargeBinary)
-    refresh_token: Mapped[bytes] = mapped_column(LargeBinary)
+    # Encrypted; None once the connection is disconnected (the tokens are deleted).
+    access_token: Mapped[bytes | None] = mapped_column(LargeBinary)
+    refresh_token: Mapped[bytes | None] = mapped_column(LargeBinary)
     access_expires_at: Mapped[dt.datetime]
     # Grows by one at every token rotation; a refresh commits only if the version it
     # read is still current, so two workers never both spend one refresh token.
@@ -115,6 +119,9 @@ class EntityLink(Base):
     entity_type: Mapped[str] = mapped_column(String(16), primary_key=True)
     entity_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     provider: Mapped[str] = mapped_column(String(16))
+    # The company the provider record lives in; a link is used only while the account's
+    # connection points at this same company.
+    tenant_id: Mapped[str | None] = mapped_column(String(128))
     provider_id: Mapped[str] = mapped_column(String(128))
     provider_version: Mapped[str | None] = mapped_column(String(64))
     last_applied_version: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -135,9 +142,12 @@ class Snapshot(Base):
 
 
 class ProcessedEvent(Base):
+    """Event ids are unique per account: another tenant's producer reusing an id can never
+    make this account's event look like a duplicate."""
+
     __tablename__ = "processed_events"
+    account_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    account_id: Mapped[str] = mapped_column(String(64), index=True)
     status: Mapped[str] = mapped_column(String(24))
     processed_at: Mapped[dt.datetime] = mapped_column(default=_utcnow)
 
@@ -162,7 +172,7 @@ class ParkedEvent(Base):
 
     __tablename__ = "parked_events"
     __table_args__ = (
-        UniqueConstraint("event_id", name="uq_parked_event"),
+        UniqueConstraint("account_id", "event_id", name="uq_parked_event"),
         Index("ix_parked_wait", "account_id", "reason", "waits_for"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -227,10 +237,17 @@ class OAuthState(Base):
     state: Mapped[str] = mapped_column(String(128), primary_key=True)
     account_id: Mapped[str] = mapped_column(String(64), index=True)
     provider: Mapped[str] = mapped_column(String(16))
-    code_verifier: Mapped[str] = mapped_column(String(128))
+    code_verifier: Mapped[bytes] = mapped_column(LargeBinary)  # encrypted like tokens
+    # SHA-256 of the one-time browser binding handed to whoever started the connection;
+    # the callback must present it, so a consent completed by someone else attaches nothing.
+    binding_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(default=_utcnow)
     expires_at: Mapped[dt.datetime]
     used_at: Mapped[dt.datetime | None]
+    # When the consent authorised several organisations: the encrypted grant and the
+    # choices, kept until the user picks one (or the state expires).
+    pending_tokens: Mapped[bytes | None] = mapped_column(LargeBinary)
+    tenant_choices: Mapped[str | None] = mapped_column(Text)
 
 
 __all__ += ["OAuthState"]

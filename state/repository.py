@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from state.connections import Company
 from state.models import (
     DeadLetter,
     EntityLink,
@@ -48,13 +49,13 @@ __all__ = [
 ]
 
 
-def processed_status(s: Session, event_id: str) -> str | None:
-    row = s.get(ProcessedEvent, event_id)
+def processed_status(s: Session, account_id: str, event_id: str) -> str | None:
+    row = s.get(ProcessedEvent, (account_id, event_id))
     return row.status if row else None
 
 
 def mark_processed(s: Session, event_id: str, account_id: str, status: str) -> None:
-    row = s.get(ProcessedEvent, event_id)
+    row = s.get(ProcessedEvent, (account_id, event_id))
     if row is None:
         s.add(ProcessedEvent(event_id=event_id, account_id=account_id, status=status))
     else:
@@ -62,19 +63,29 @@ def mark_processed(s: Session, event_id: str, account_id: str, status: str) -> N
         row.processed_at = dt.datetime.now(dt.UTC)
 
 
-def get_link(s: Session, account_id: str, entity_type: str, entity_id: str) -> EntityLink | None:
-    return s.get(EntityLink, (account_id, entity_type, entity_id))
+def get_link(s: Session, company: Company, entity_type: str, entity_id: str
+             ) -> EntityLink | None:
+    """The record's link, only if it points into `company`: a link made for another
+    company (an earlier connection of the account) is as good as none."""
+    link = s.get(EntityLink, (company.account_id, entity_type, entity_id))
+    if link is None or (link.provider, link.tenant_id) != (company.provider, company.tenant_id):
+        return None
+    return link
 
 
-def save_link(s: Session, account_id: str, entity_type: str, entity_id: str, provider: str,
+def save_link(s: Session, company: Company, entity_type: str, entity_id: str,
               provider_id: str, provider_version: str | None, applied_version: int,
               payload_hash: str | None) -> EntityLink:
-    link = get_link(s, account_id, entity_type, entity_id)
-    if link is None:
-        link = EntityLink(account_id=account_id, entity_type=entity_type, entity_id=entity_id)
-        s.add(link)
+    link = s.get(EntityLink, (company.account_id, entity_type, entity_id))
+    if link is None or (link.provider, link.tenant_id) != (company.provider, company.tenant_id):
+        # A new link, or one for another company whose history means nothing here.
+        if link is None:
+            link = EntityLink(account_id=company.account_id, entity_type=entity_type,
+                              entity_id=entity_id)
+            s.add(link)
         link.last_applied_version = 0
-    link.provider = provider
+    link.provider = company.provider
+    link.tenant_id = company.tenant_id
     link.provider_id = provider_id
     link.provider_version = provider_version
     link.last_applied_version = max(link.last_applied_version or 0, applied_version)
@@ -110,8 +121,7 @@ def get_mapping(s: Session, account_id: str, item_id: str) -> IncomeAccountMappi
 
 def park(s: Session, *, event_id: str, account_id: str, entity_type: str, entity_id: str,
          reason: str, waits_for: str | None, payload: bytes) -> None:
-    existing = s.execute(select(ParkedEvent).where(ParkedEvent.event_id == event_id)
-                         ).scalar_one_or_none()
+    existing = get_parked(s, account_id, event_id)
     if existing is None:
         s.add(ParkedEvent(event_id=event_id, account_id=account_id, entity_type=entity_type,
                           entity_id=entity_id, reason=reason, waits_for=waits_for,
@@ -132,13 +142,15 @@ def parked_for(s: Session, account_id: str, *, reason: str | None = None,
     return list(s.execute(query.order_by(ParkedEvent.id)).scalars())
 
 
-def get_parked(s: Session, event_id: str) -> ParkedEvent | None:
-    return s.execute(select(ParkedEvent).where(ParkedEvent.event_id == event_id)
+def get_parked(s: Session, account_id: str, event_id: str) -> ParkedEvent | None:
+    return s.execute(select(ParkedEvent).where(ParkedEvent.account_id == account_id,
+                                               ParkedEvent.event_id == event_id)
                      ).scalar_one_or_none()
 
 
-def is_parked(s: Session, event_id: str) -> bool:
-    return s.execute(select(ParkedEvent.id).where(ParkedEvent.event_id == event_id)
+def is_parked(s: Session, account_id: str, event_id: str) -> bool:
+    return s.execute(select(ParkedEvent.id).where(ParkedEvent.account_id == account_id,
+                                                  ParkedEvent.event_id == event_id)
                      ).first() is not None
 
 
@@ -146,7 +158,8 @@ def parked_before(s: Session, account_id: str, entity_type: str, entity_id: str,
                   event_id: str) -> bool:
     """Whether an earlier-parked event of the same record is still waiting. `event_id` is
     the asking event when it is itself parked (a re-drive), else ""."""
-    mine = s.execute(select(ParkedEvent.id).where(ParkedEvent.event_id == event_id)
+    mine = s.execute(select(ParkedEvent.id).where(ParkedEvent.account_id == account_id,
+                                                  ParkedEvent.event_id == event_id)
                      ).scalar_one_or_none() if event_id else None
     query = select(ParkedEvent.id).where(
         ParkedEvent.account_id == account_id, ParkedEvent.entity_type == entity_type,
@@ -157,8 +170,9 @@ def parked_before(s: Session, account_id: str, entity_type: str, entity_id: str,
     return s.execute(query.limit(1)).first() is not None
 
 
-def unpark(s: Session, event_id: str) -> None:
-    s.execute(delete(ParkedEvent).where(ParkedEvent.event_id == event_id))
+def unpark(s: Session, account_id: str, event_id: str) -> None:
+    s.execute(delete(ParkedEvent).where(ParkedEvent.account_id == account_id,
+                                        ParkedEvent.event_id == event_id))
 
 
 def add_outbox(s: Session, *, account_id: str, topic_kind: str, key: str, value: bytes,

@@ -16,6 +16,10 @@ from sandbox.kafka_broker import KafkaBroker
 from sandbox.serve import serve_in_thread
 from service.config import Topics
 
+# The suite runs the service against the local simulators with local secrets; production
+# mode (the default) would rightly refuse to start without real ones.
+os.environ.setdefault("BLUECLERK_MODE", "local")
+
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:

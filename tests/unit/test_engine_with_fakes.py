@@ -38,7 +38,7 @@ from schemas.events import SCHEMA_BY_ENTITY, event_to_avro
 from schemas.records import ChangeEvent, Customer, Invoice, Item, Payment
 from schemas.status import SyncStatus, SyncStatusEvent
 from state import repository as repo
-from state.connections import ConnectionInfo, ConnectionStore
+from state.connections import ConnectionInfo, ConnectionStore, connection_info
 from state.crypto import TokenCipher, generate_key
 from state.db import Database
 from state.models import EntityLink, IncomeAccountMapping, OutboxMessage, ParkedEvent, SyncSettings
@@ -144,7 +144,7 @@ class World:
         account_id = f"acct-{uuid.uuid4().hex[:8]}"
         if connect:
             self.connections.connect(
-                account_id, self.provider_name, "realm-1",
+                account_id, self.provider_name, f"realm-{account_id}",
                 TokenSet("at", "rt", dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)),
                 connected_at=CONNECTED)
             if setting:
@@ -190,7 +190,9 @@ class World:
 
     def link(self, account_id: str, entity_type: str, entity_id: str) -> EntityLink | None:
         with self.db.transaction() as s:
-            return repo.get_link(s, account_id, entity_type, entity_id)
+            company = connection_info(s, account_id)
+            assert company is not None
+            return repo.get_link(s, company, entity_type, entity_id)
 
     def parked(self, event_id: str) -> ParkedEvent | None:
         with self.db.transaction() as s:

@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from control.api import create_control_app
+from control import oauth_flow
 from control.oauth_flow import sandbox_consent
 from sandbox.scenario import EventFactory
 from schemas.codec import AvroCodec
@@ -131,7 +132,8 @@ class TestConnect:
         assert "already completed" in message
         # The old code under a fresh authorization: the provider says invalid_grant.
         fresh = dict(parse_qsl(urlsplit(_start(api, account, provider)).query))["state"]
-        replay = {**first, "state": fresh}
+        replay = {**first, "state": fresh,
+                  "binding": api.cookies.get(oauth_flow.BINDING_COOKIE, path="/oauth")}
         r = api.post("/v1/oauth/callback", json=replay, headers=AUTH)
         message = _error(r, 400, "invalid_grant")
         assert message == "the authorization code was already used or expired; start again"

@@ -34,6 +34,7 @@ from schemas.records import Customer, Item, Payment
 from service.bootstrap import Services, build_services
 from service.config import Settings, Topics
 from state import repository as repo
+from state.connections import connection_info
 from state.crypto import generate_key
 from state.models import InboundCursor, OutboxMessage
 
@@ -181,8 +182,10 @@ class World:
 
     def link(self, entity_type: str, entity_id: str, record: ProviderRecord) -> None:
         with self.services.db.transaction() as s:
-            repo.save_link(s, self.account, entity_type, entity_id, self.provider, record.id,
-                           record.version, 1, None)
+            company = connection_info(s, self.account)
+            assert company is not None
+            repo.save_link(s, company, entity_type, entity_id, record.id, record.version, 1,
+                           None)
         self.records[entity_id] = record
 
     # -- what the sync service writes (through the adapter, with its links) -----------

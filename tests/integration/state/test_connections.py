@@ -13,9 +13,10 @@ from sqlalchemy import text
 
 from providers.errors import ReconnectRequired, TransientProviderError
 from providers.oauth import TokenSet
-from state.connections import ConnectionStore
+from state.connections import CompanyMismatch, CompanyTaken, ConnectionStore
 from state.crypto import TokenCipher, generate_key
 from state.db import Database
+from state.models import IncomeAccountMapping, WizardProgress
 
 KEY = generate_key()
 NOW = dt.datetime.now(dt.UTC)
@@ -55,7 +56,7 @@ class CountingRefresh:
 def test_connect_and_read_back(database_url: str) -> None:
     s = store(database_url)
     connected_at = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
-    info = s.connect("a-1", "quickbooks", "9341", tokens(1), connected_at=connected_at)
+    info = s.connect("a-1", "quickbooks", "9341", tokens(1), connected_at=connected_at).info
     assert (info.account_id, info.provider, info.tenant_id, info.status) == (
         "a-1", "quickbooks", "9341", "active")
     assert info.connected_at == connected_at
@@ -79,16 +80,19 @@ def test_one_accounting_system_per_account(database_url: str) -> None:
     with pytest.raises(ValueError):
         s.connect("a-1", "xero", "tenant-x", tokens(2))
     s.set_status("a-1", "disconnected")
-    info = s.connect("a-1", "xero", "tenant-x", tokens(2))
-    assert (info.provider, info.status) == ("xero", "active")
+    connected = s.connect("a-1", "xero", "tenant-x", tokens(2))
+    assert (connected.info.provider, connected.info.status) == ("xero", "active")
+    assert connected.kind == "new_company"
 
 
 def test_reconnect_to_the_same_provider_keeps_the_connection_time(database_url: str) -> None:
     s = store(database_url)
     first = s.connect("a-1", "quickbooks", "9341", tokens(1),
-                      connected_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+                      connected_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC)).info
     s.set_status("a-1", "reconnect_required", "revoked")
-    again = s.connect("a-1", "quickbooks", "9341", tokens(5))
+    reconnect = s.connect("a-1", "quickbooks", "9341", tokens(5))
+    again = reconnect.info
+    assert reconnect.kind == "reconnect"
     assert again.connected_at == first.connected_at
     assert again.status == "active" and again.status_reason is None
     assert s.current("a-1").refresh_token == "refresh-token-5-BBBB"
@@ -237,3 +241,96 @@ def test_touch_sync_and_status(database_url: str) -> None:
     assert info is not None and (info.status, info.status_reason) == (
         "disconnected", "user disconnected")
     s.set_status("nobody", "disconnected")  # no row: nothing happens
+
+
+def test_another_company_while_connected_is_refused(database_url: str) -> None:
+    """A consent for company B on an account connected to company A is never a silent
+    reconnect: refused, and the stored connection (tokens included) is untouched."""
+    s = store(database_url)
+    s.connect("a-1", "quickbooks", "9341", tokens(1), tenant_name="Acme Plumbing")
+    for status in ("active", "reconnect_required"):
+        s.set_status("a-1", status)
+        with pytest.raises(CompanyMismatch) as refused:
+            s.connect("a-1", "quickbooks", "7777", tokens(2), tenant_name="Other Co")
+        assert refused.value.current.tenant_id == "9341"
+        assert refused.value.current.tenant_name == "Acme Plumbing"
+        info = s.get("a-1")
+        assert info is not None and info.tenant_id == "9341"
+        assert s.refresh_token("a-1") == "refresh-token-1-BBBB"
+
+
+def test_another_company_after_a_disconnect_starts_afresh(database_url: str) -> None:
+    db = Database(database_url)
+    s = ConnectionStore(db, TokenCipher(generate_key()))
+    old = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    s.connect("a-1", "quickbooks", "9341", tokens(1), connected_at=old)
+    with db.transaction() as tx:
+        tx.add(IncomeAccountMapping(account_id="a-1", item_id="i1", provider_account_id="79"))
+        tx.add(WizardProgress(account_id="a-1", state='{"runs": 1}'))
+    s.disconnect("a-1", "by the user")
+    connected = s.connect("a-1", "quickbooks", "7777", tokens(2))
+    assert connected.kind == "new_company"
+    assert connected.info.connected_at > old  # no retroactive sync into the new company
+    with db.transaction() as tx:
+        assert tx.get(IncomeAccountMapping, ("a-1", "i1")) is None
+        assert tx.get(WizardProgress, "a-1") is None
+    db.dispose()
+
+
+def test_disconnect_deletes_the_tokens(database_url: str) -> None:
+    s = store(database_url)
+    s.connect("a-1", "quickbooks", "9341", tokens(1))
+    s.disconnect("a-1", "by the user")
+    info = s.get("a-1")
+    assert info is not None and info.status == "disconnected"
+    with pytest.raises(ReconnectRequired):
+        s.refresh_token("a-1")
+    with pytest.raises(ReconnectRequired):
+        s.current("a-1")
+
+
+def test_one_company_belongs_to_one_account(database_url: str) -> None:
+    s = store(database_url)
+    s.connect("a-1", "xero", "org-1", tokens(1))
+    with pytest.raises(CompanyTaken):
+        s.connect("a-2", "xero", "org-1", tokens(2))
+    assert s.get("a-2") is None
+    # An operator's explicit allowance, and a disconnected owner, both let it through.
+    s.connect("a-2", "xero", "org-1", tokens(2), shared_companies=frozenset({("xero", "org-1")}))
+    s.disconnect("a-2", "done")
+    s.disconnect("a-1", "done")
+    assert s.connect("a-3", "xero", "org-1", tokens(3)).info.status == "active"
+
+
+def test_two_accounts_racing_for_one_company_one_wins(database_url: str) -> None:
+    """Concurrent connects of two accounts to one company: exactly one succeeds (the
+    advisory transaction lock on PostgreSQL, BEGIN IMMEDIATE on SQLite)."""
+    s = store(database_url)
+    barrier = threading.Barrier(8)
+    outcomes: list[str] = []
+
+    def attempt(n: int) -> None:
+        barrier.wait()
+        try:
+            s.connect(f"race-{n}", "freshbooks", "ACME1", tokens(n))
+            outcomes.append("connected")
+        except CompanyTaken:
+            outcomes.append("taken")
+
+    threads = [threading.Thread(target=attempt, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["connected"] + ["taken"] * 7
+
+
+def test_key_rotation_reencrypts_every_token(database_url: str) -> None:
+    old, new = generate_key(), generate_key()
+    db = Database(database_url)
+    ConnectionStore(db, TokenCipher(old)).connect("a-1", "quickbooks", "9341", tokens(1))
+    rotated = ConnectionStore(db, TokenCipher(f"{new},{old}"))
+    assert rotated.reencrypt() == 1
+    # Only the new key is needed now.
+    assert ConnectionStore(db, TokenCipher(new)).refresh_token("a-1") == "refresh-token-1-BBBB"
+    db.dispose()

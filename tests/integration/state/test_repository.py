@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 import pytest
 
@@ -37,28 +38,60 @@ def test_snapshot_keeps_the_newest_version(db: Database) -> None:
         assert s.query(Snapshot).count() == 1
 
 
+@dataclass(frozen=True)
+class _Company:
+    account_id: str
+    provider: str
+    tenant_id: str
+
+
+A_REALM1 = _Company("a", "quickbooks", "realm-1")
+A_REALM2 = _Company("a", "quickbooks", "realm-2")
+
+
 def test_links_never_go_back_in_version(db: Database) -> None:
     with db.transaction() as s:
-        repo.save_link(s, "a", "invoice", "i1", "quickbooks", "130", "0", 3, "h3")
+        repo.save_link(s, A_REALM1, "invoice", "i1", "130", "0", 3, "h3")
     with db.transaction() as s:
-        repo.save_link(s, "a", "invoice", "i1", "quickbooks", "130", "1", 2, "h2")
+        repo.save_link(s, A_REALM1, "invoice", "i1", "130", "1", 2, "h2")
     with db.transaction() as s:
-        link = repo.get_link(s, "a", "invoice", "i1")
+        link = repo.get_link(s, A_REALM1, "invoice", "i1")
         assert link is not None
         assert (link.provider_id, link.provider_version, link.last_applied_version,
                 link.payload_hash) == ("130", "1", 3, "h2")
-        assert repo.get_link(s, "a", "invoice", "i2") is None
+        assert repo.get_link(s, A_REALM1, "invoice", "i2") is None
+
+
+def test_a_link_belongs_to_one_company(db: Database) -> None:
+    """A link made in one company is never handed out for another, and a write for the
+    other company starts the record's history afresh."""
+    with db.transaction() as s:
+        repo.save_link(s, A_REALM1, "customer", "c1", "58", "3", 7, "h")
+    with db.transaction() as s:
+        assert repo.get_link(s, A_REALM2, "customer", "c1") is None
+        assert repo.get_link(s, _Company("a", "xero", "realm-1"), "customer", "c1") is None
+        repo.save_link(s, A_REALM2, "customer", "c1", "9", None, 2, None)
+    with db.transaction() as s:
+        link = repo.get_link(s, A_REALM2, "customer", "c1")
+        assert link is not None and (link.provider_id, link.last_applied_version) == ("9", 2)
+        assert repo.get_link(s, A_REALM1, "customer", "c1") is None
 
 
 def test_processed_events(db: Database) -> None:
     with db.transaction() as s:
-        assert repo.processed_status(s, "e1") is None
+        assert repo.processed_status(s, "a", "e1") is None
         repo.mark_processed(s, "e1", "a", "waiting_dependency")
     with db.transaction() as s:
-        assert repo.processed_status(s, "e1") == "waiting_dependency"
+        assert repo.processed_status(s, "a", "e1") == "waiting_dependency"
         repo.mark_processed(s, "e1", "a", "synced")
     with db.transaction() as s:
-        assert repo.processed_status(s, "e1") == "synced"
+        assert repo.processed_status(s, "a", "e1") == "synced"
+        # Event ids are unique per account: another tenant's "e1" is another event.
+        assert repo.processed_status(s, "b", "e1") is None
+        repo.mark_processed(s, "e1", "b", "skipped")
+    with db.transaction() as s:
+        assert repo.processed_status(s, "a", "e1") == "synced"
+        assert repo.processed_status(s, "b", "e1") == "skipped"
 
 
 def test_intents_report_an_uncertain_earlier_attempt(db: Database) -> None:
@@ -97,15 +130,17 @@ def test_parking_in_arrival_order(db: Database) -> None:
             s, "a", reason="missing_dependency", waits_for=["customer:c1"])] == ["e0", "e2"]
         assert [bytes(p.payload) for p in repo.parked_for(s, "a", reason="unmapped_item")] \
             == [b"p1"]
-        assert repo.is_parked(s, "e1") and not repo.is_parked(s, "nope")
+        assert repo.is_parked(s, "a", "e1") and not repo.is_parked(s, "a", "nope")
+        assert not repo.is_parked(s, "b", "e1")  # per account
         # parking again updates the reason, it does not duplicate the event
         repo.park(s, event_id="e0", account_id="a", entity_type="invoice", entity_id="inv1",
                   reason="missing_dependency", waits_for="item:i1", payload=b"p0")
     with db.transaction() as s:
         assert repo.parked_for(s, "a")[0].waits_for == "item:i1"
         assert len(repo.parked_for(s, "a")) == 4
-        repo.unpark(s, "e0")
-        repo.unpark(s, "never-parked")
+        repo.unpark(s, "b", "e0")  # another account's id: nothing happens
+        repo.unpark(s, "a", "e0")
+        repo.unpark(s, "a", "never-parked")
     with db.transaction() as s:
         assert [p.event_id for p in repo.parked_for(s, "a")] == ["e1", "e2", "e3"]
 
@@ -157,7 +192,7 @@ def test_a_failed_transaction_leaves_no_trace(db: Database) -> None:
         raise RuntimeError("crash between the outcome and the commit")
     with db.transaction() as s:
         assert repo.unpublished(s) == []
-        assert repo.processed_status(s, "e1") is None
+        assert repo.processed_status(s, "a", "e1") is None
 
 
 def test_dead_letters_and_settings(db: Database) -> None:
