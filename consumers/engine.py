@@ -411,9 +411,10 @@ class SyncEngine:
                 if row.account_id not in companies:
                     companies[row.account_id] = connection_info(s, row.account_id)
                 company = companies[row.account_id]
-                if (company is not None and not own
-                        and repo.get_link(s, company, entity_type, entity_id) is not None) or (own and not repo.parked_before(
-                            s, row.account_id, row.entity_type, row.entity_id, row.event_id)):
+                linked = company is not None and not own and \
+                    repo.get_link(s, company, entity_type, entity_id) is not None
+                if linked or (own and not repo.parked_before(
+                        s, row.account_id, row.entity_type, row.entity_id, row.event_id)):
                     ready.append((row.account_id, row.event_id))
             return ready
 

@@ -27,6 +27,7 @@ from control import oauth_flow, webhooks
 from control import service as svc
 from control.context import ControlContext, ControlError, KafkaSide
 from control.operations import after_connect
+from schemas.redaction import scrub
 from service.bootstrap import Services
 from service.config import LOCAL_MODES
 
@@ -117,7 +118,7 @@ _BEARER = HTTPBearer(auto_error=False, description="the service token (CONTROL_A
 
 def _error(code: str, message: str, status: int,
            details: dict[str, Any] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message, **(details or {})}},
+    return JSONResponse({"error": {"code": code, "message": scrub(message), **(details or {})}},
                         status_code=status)
 
 

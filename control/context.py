@@ -22,6 +22,7 @@ from providers.errors import ProviderError, ReconnectRequired
 from providers.port import AccountingProvider
 from schemas.error_codes import ADVICE, ErrorCode
 from schemas.events import event_from_avro
+from schemas.redaction import scrub
 from schemas.status import SyncStatusEvent
 from service.bootstrap import Services
 from state.connections import Company, ConnectionInfo
@@ -60,7 +61,7 @@ class ControlError(Exception):
         self.details = dict(details or {})
 
     def to_json(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message, **self.details}}
+        return {"error": {"code": self.code, "message": scrub(self.message), **self.details}}
 
 
 class KafkaSide:

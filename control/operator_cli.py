@@ -212,8 +212,9 @@ def _serve_api(args: argparse.Namespace) -> int:
 
     services = build_services(_settings())
     try:
+        # log_config=None: uvicorn logs through the root handler, whose formatter redacts.
         uvicorn.run(create_control_app(services), host=args.host, port=args.port,
-                    log_level="warning")
+                    log_level="warning", log_config=None)
     finally:
         services.close()
     return 0

@@ -10,6 +10,7 @@ from confluent_kafka import Producer
 from consumers.engine import Origin
 from producers.kafka import produce_and_wait
 from schemas.error_codes import ErrorCode
+from schemas.redaction import scrub
 
 __all__ = ["KafkaDeadLetterSink"]
 
@@ -27,9 +28,9 @@ class KafkaDeadLetterSink:
             ("__connect.errors.partition", str(origin.partition if origin else -1).encode()),
             ("__connect.errors.offset", str(origin.offset if origin else -1).encode()),
             ("__connect.errors.exception.class.name", type(error).__qualname__.encode()),
-            ("__connect.errors.exception.message", str(error)[:2000].encode()),
+            ("__connect.errors.exception.message", scrub(str(error))[:2000].encode()),
             ("__connect.errors.exception.stacktrace",
-             "".join(traceback.format_exception(error))[-4000:].encode()),
+             scrub("".join(traceback.format_exception(error)))[-4000:].encode()),
             ("blueclerk.error_code", code.value.encode()),
         ]
         # Headers require the synchronous Producer (AIOProducer rejects them); the record

@@ -9,6 +9,7 @@ from enum import StrEnum
 from typing import Any
 
 from schemas.error_codes import ADVICE, ErrorCode
+from schemas.redaction import scrub
 
 __all__ = ["TERMINAL_STATUSES", "SyncStatus", "SyncStatusEvent"]
 
@@ -61,7 +62,7 @@ class SyncStatusEvent:
         return f"{self.account_id}/{self.entity_type}/{self.entity_id}"
 
     def to_avro(self) -> dict[str, Any]:
-        message = self.message
+        message = scrub(self.message) if self.message is not None else None
         if message is None and self.error_code is not None:
             message = ADVICE[self.error_code]
         return {

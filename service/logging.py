@@ -1,8 +1,10 @@
 """Structured JSON logs (structlog) that never carry a secret.
 
 Every line is one JSON object with the tenant (`account_id`) and `event_id` bound where
-known. A redaction processor removes secret-named keys and bearer/refresh token values
-from any string before rendering, as a last line of defence.
+known. A redaction processor removes secret-named keys and secret-shaped values
+(`schemas.redaction`) from any string or bytes before rendering, and the standard
+library's records (uvicorn, authlib, SQLAlchemy, tracebacks) pass the same scrub in
+their formatter, as a last line of defence.
 """
 
 from __future__ import annotations
@@ -15,17 +17,17 @@ from typing import Any
 
 import structlog
 
-__all__ = ["configure_logging", "redact"]
+from schemas.redaction import scrub
 
-_SECRET_KEYS = re.compile(r"(token|secret|password|authorization|verifier|code_verifier|key)$",
-                          re.IGNORECASE)
-_BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
-_TOKEN_PARAM = re.compile(r"((?:access|refresh)_token[\"'=:\s]+)[^\s&\"',}]+", re.IGNORECASE)
-_ALLOWED = {"idempotency_key", "key", "partition_key"}
+__all__ = ["RedactingFormatter", "configure_logging", "redact"]
+
+_SECRET_KEYS = re.compile(r"(token|secret|password|authorization|verifier|code_verifier|key|"
+                          r"binding|^code)$", re.IGNORECASE)
+_ALLOWED = {"idempotency_key", "key", "partition_key", "error_code", "status_code"}
 
 
 def _scrub(value: str) -> str:
-    return _TOKEN_PARAM.sub(r"\1[redacted]", _BEARER.sub(r"\1[redacted]", value))
+    return scrub(value)
 
 
 def _secret_key(key: object) -> bool:
@@ -36,6 +38,8 @@ def _clean(value: Any) -> Any:
     """Scrub strings and secret-named keys at any depth (headers, token responses)."""
     if isinstance(value, str):
         return _scrub(value)
+    if isinstance(value, bytes | bytearray):
+        return _scrub(bytes(value).decode("utf-8", errors="replace"))
     if isinstance(value, Mapping):
         return {k: "[redacted]" if _secret_key(k) else _clean(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
@@ -66,9 +70,20 @@ class _StderrLogger:
     debug = info = warning = warn = error = critical = exception = fatal = log = msg
 
 
+class RedactingFormatter(logging.Formatter):
+    """The standard library's records (uvicorn, authlib, httpx, SQLAlchemy, tracebacks
+    included) scrubbed after formatting, so no argument or exception text escapes."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return _scrub(super().format(record))
+
+
 def configure_logging(level: str = "info") -> None:
-    logging.basicConfig(format="%(message)s", stream=sys.stderr,
+    logging.basicConfig(format="%(levelname)s %(name)s %(message)s", stream=sys.stderr,
                         level=getattr(logging, level.upper(), logging.INFO))
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(RedactingFormatter(handler.formatter._fmt
+                                                if handler.formatter else None))
     for noisy in ("httpx", "httpcore", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     structlog.configure(

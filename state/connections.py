@@ -22,7 +22,16 @@ from state.models import (
     WizardProgress,
 )
 
-__all__ = ["Company", "CompanyMismatch", "CompanyTaken", "Connected", "ConnectionInfo", "ConnectionStore", "connection_info", "mark_synced"]
+__all__ = [
+    "Company",
+    "CompanyMismatch",
+    "CompanyTaken",
+    "Connected",
+    "ConnectionInfo",
+    "ConnectionStore",
+    "connection_info",
+    "mark_synced",
+]
 
 _EARLY_REFRESH = dt.timedelta(seconds=60)
 

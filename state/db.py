@@ -38,7 +38,8 @@ def _normalise(url: str) -> str:
 class Database:
     def __init__(self, url: str, pool_size: int = 10) -> None:
         self.url = _normalise(url)
-        kwargs: dict[str, Any] = {"future": True}
+        # Bound parameters (tokens, payloads) never appear in SQLAlchemy's errors or logs.
+        kwargs: dict[str, Any] = {"future": True, "hide_parameters": True}
         if self.url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
         else:

@@ -131,3 +131,59 @@ def test_redact_processor_directly() -> None:
     text = json.dumps(out, default=str)
     for secret in SECRETS:
         assert secret not in text
+
+
+@pytest.mark.parametrize("text", [
+    f"GET /oauth/callback?code={REFRESH}&state=s1&realmId=9341",
+    f"grant_type=authorization_code&code_verifier={REFRESH}&redirect_uri=x",
+    f"client_id=abc&client_secret={SECRET}",
+    f"Authorization: Basic {ACCESS}",
+    f"Authorization: Bearer {ACCESS}",
+    f'{{"client_secret": "{SECRET}", "grant_type": "refresh_token"}}',
+    f"{{'refresh_token': '{REFRESH}', 'expires_in': 3600}}",
+    f"postgresql://blueclerk:{SECRET}@127.0.0.1:5432/sync",
+])
+def test_secret_shapes_in_free_text(text: str) -> None:
+    from schemas.redaction import scrub
+
+    cleaned = scrub(text)
+    for secret in SECRETS:
+        assert secret not in cleaned, cleaned
+    assert "[redacted]" in cleaned
+
+
+def test_words_that_merely_contain_secret_names_survive() -> None:
+    from schemas.redaction import scrub
+
+    text = "error_code=timeout barcode=123 token_version=4 status_code=429"
+    assert scrub(text) == text
+
+
+def test_standard_library_loggers_and_tracebacks_are_redacted() -> None:
+    """uvicorn, authlib, httpx and SQLAlchemy log through the standard library: their
+    records, arguments and exception tracebacks pass the same redaction (a process of
+    its own, so pytest's log capture is not in the way)."""
+    import subprocess
+    import sys
+
+    program = f"""
+import logging
+from service.logging import configure_logging
+configure_logging("debug")
+logging.getLogger("authlib").warning("token response %s", {{"refresh_token": "{REFRESH}"}})
+logging.getLogger("uvicorn.error").info('"GET /oauth/callback?code=%s HTTP/1.1"', "{REFRESH}")
+try:
+    raise RuntimeError("could not connect to postgresql://u:{SECRET}@db/x")
+except RuntimeError:
+    logging.getLogger("sqlalchemy").exception("failed")
+"""
+    err = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                         check=True).stderr
+    assert "token response" in err and "failed" in err and "RuntimeError" in err
+    for secret in SECRETS:
+        assert secret not in err, err
+
+
+def test_bytes_values_are_decoded_and_redacted(lines: Any) -> None:
+    structlog.get_logger("t").info("body", body=f"refresh_token={REFRESH}".encode())
+    _clean(lines())
