@@ -115,11 +115,20 @@ def _customer(ctx: SyncContext, customer: Customer, event: ChangeEvent) -> Appli
     return Applied(operation, record, digest)
 
 
+def _unmapped_message(provider: str, account_id: str, item_id: str, what: str) -> str:
+    """What to map and where, for a record waiting for an item's income-account mapping."""
+    return (f"{what} has no income-account mapping, so it is not sent to {provider} (no "
+            "default sales account is guessed). Map it in the setup wizard, step 3: "
+            f"`blueclerk-sync wizard map --account {account_id} --item {item_id} "
+            f"--income-account <ACCOUNT>` or PUT /v1/accounts/{account_id}/mappings/{item_id} "
+            '{"income_account_id": "<ACCOUNT>"}; it is sent as soon as the mapping is saved')
+
+
 def _item(ctx: SyncContext, item: Item, event: ChangeEvent) -> Applied:
     account = ctx.income_account(item.id)
     if account is None and ctx.provider_name in PROVIDERS_NEEDING_INCOME_ACCOUNT:
-        raise Parked(ErrorCode.UNMAPPED_ITEM, f"mapping:{item.id}",
-                     f"item {item.name!r} has no income-account mapping")
+        raise Parked(ErrorCode.UNMAPPED_ITEM, f"mapping:{item.id}", _unmapped_message(
+            ctx.provider_name, event.account_id, item.id, f"item {item.name!r} ({item.id})"))
     link, synced_hash = _existing(ctx, event)
     digest = payload_hash(ctx.provider_name, item, {"income_account": account})
     if link is not None and digest == synced_hash:
@@ -141,6 +150,17 @@ def _invoice(ctx: SyncContext, invoice: Invoice, event: ChangeEvent) -> Applied:
         return Applied("void", record, "void")
     customer = ctx.ensure_dependency("customer", invoice.customer_id)
     items = {line.item_id: ctx.ensure_dependency("item", line.item_id) for line in invoice.lines}
+    if ctx.provider_name in PROVIDERS_NEEDING_INCOME_ACCOUNT:
+        # An item linked from the books without an income account (imported in the wizard)
+        # is in the books but has no account to post to: the invoice waits for its mapping
+        # (re-driven when it is saved) instead of failing or landing on a guessed account.
+        for item_id in sorted(items):
+            if ctx.income_account(item_id) is None:
+                known = ctx.latest("item", item_id)
+                name = f"{known.name!r} ({item_id})" if isinstance(known, Item) else item_id
+                raise Parked(ErrorCode.UNMAPPED_ITEM, f"mapping:{item_id}", _unmapped_message(
+                    ctx.provider_name, event.account_id, item_id,
+                    f"invoice {invoice.number}: item {name}"))
     digest = payload_hash(ctx.provider_name, invoice,
                           {"customer": customer.id, "items": {k: v.id for k, v in items.items()}})
     if link is not None and digest == synced_hash:

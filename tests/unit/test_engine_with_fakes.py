@@ -535,3 +535,61 @@ def test_a_saved_mapping_re_drives_the_whole_chain_waiting_on_it(world: World) -
         ("item", SyncStatus.SYNCED), ("invoice", SyncStatus.SYNCED),
         ("payment", SyncStatus.SYNCED)]
     assert world.parked(payment_event.event_id) is None
+
+
+# ---- items linked from the books without an income account (issue 9) -----------------------
+
+def _import_item_without_account(world: World, acct: str, item_id: str = "imp-i7") -> None:
+    """What the wizard's step 2 does for a provider item that has no income account: a link
+    (version 0, nothing synced) and no mapping."""
+    with world.db.transaction() as s:
+        company = connection_info(s, acct)
+        assert company is not None
+        repo.save_link(s, company, "item", item_id, "P-7", None, 0, None)
+
+
+@pytest.mark.parametrize("provider", ["quickbooks", "xero"])
+def test_invoice_using_an_imported_item_without_account_waits_for_its_mapping(
+        sqlite_url: str, provider: str) -> None:
+    world = World(sqlite_url, provider_name=provider)
+    acct, f = world.account()
+    _import_item_without_account(world, acct)
+    assert only(world.process(f.customer("c1", "Ada"))).status is SyncStatus.SYNCED
+    inv = build_invoice("inv7", "c1", "1007", "USD", "exclusive", [("imp-i7", "1", "5", "0", "0")])
+    invoice_event = f.event(inv)
+
+    waiting = only(world.process(invoice_event))
+    assert (waiting.status, waiting.error_code) == (
+        SyncStatus.WAITING_DEPENDENCY, ErrorCode.UNMAPPED_ITEM)
+    assert waiting.message is not None
+    assert f"blueclerk-sync wizard map --account {acct} --item imp-i7" in waiting.message
+    assert f"/v1/accounts/{acct}/mappings/imp-i7" in waiting.message
+    assert "step 3" in waiting.message
+    parked = world.parked(invoice_event.event_id)
+    assert parked is not None and parked.reason == "unmapped_item"
+    assert parked.waits_for == "mapping:imp-i7"
+    assert "upsert_invoice" not in [c.op for c in world.provider(acct).calls]
+    assert world.sink.sent == []  # not failed, not dead-lettered
+
+    world.map_item(acct, "imp-i7")
+    statuses = world.engine.drive_parked(acct, {"unmapped_item"}, {"mapping:imp-i7"})
+    assert [(s.entity_type, s.status) for s in statuses] == [("invoice", SyncStatus.SYNCED)]
+    assert world.parked(invoice_event.event_id) is None
+
+
+def test_invoice_using_an_imported_item_without_account_syncs_on_freshbooks(
+        sqlite_url: str) -> None:
+    world = World(sqlite_url, provider_name="freshbooks")
+    acct, f = world.account()
+    _import_item_without_account(world, acct)
+    assert only(world.process(f.customer("c1", "Ada"))).status is SyncStatus.SYNCED
+    inv = build_invoice("inv7", "c1", "1007", "USD", "exclusive", [("imp-i7", "1", "5", "0", "0")])
+    assert only(world.process(f.event(inv))).status is SyncStatus.SYNCED
+
+
+def test_unmapped_item_event_says_what_to_map_and_where(world: World) -> None:
+    acct, f = world.account()
+    status = only(world.process(f.event(Item("i9", "Unmapped thing"))))
+    assert status.error_code is ErrorCode.UNMAPPED_ITEM and status.message is not None
+    assert f"blueclerk-sync wizard map --account {acct} --item i9" in status.message
+    assert f"/v1/accounts/{acct}/mappings/i9" in status.message
