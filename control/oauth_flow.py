@@ -254,12 +254,12 @@ def choose_organisation(services: Services, state: str, binding: str | None, ten
         if row.expires_at < _now():
             raise ControlError("state_expired", "the choice took longer than 10 minutes; "
                                "start the connection again", 400)
-        taken = s.execute(update(OAuthState).where(OAuthState.state == state,
-                                                   OAuthState.pending_tokens.is_not(None))
-                          .values(pending_tokens=None)).rowcount  # type: ignore[attr-defined]
         account_id, provider = row.account_id, row.provider
         tokens = TokenSet.from_json(services.cipher.decrypt(row.pending_tokens))
         choices = [_Choice(**c) for c in json.loads(row.tenant_choices)]
+        taken = s.execute(update(OAuthState).where(OAuthState.state == state,
+                                                   OAuthState.pending_tokens.is_not(None))
+                          .values(pending_tokens=None)).rowcount  # type: ignore[attr-defined]
     if taken != 1:
         raise ControlError("invalid_state", "this choice was already made; start the "
                            "connection again to change it", 400)
@@ -409,7 +409,7 @@ def _claims(access_token: str) -> dict[str, Any]:
 
 
 def sandbox_consent(authorization_url: str, *, approve: bool = True, tenant: str | None = None,
-                    timeout: float = 10.0) -> dict[str, str]:
+                    user: str | None = None, timeout: float = 10.0) -> dict[str, str]:
     """Answer a simulator's consent page headlessly (`POST <authorize path>/decision`) and
     return the query parameters of the redirect it answers with (code/state/realmId or
     error). For the local sandbox, tests and demos; real providers need a person."""
@@ -420,6 +420,8 @@ def sandbox_consent(authorization_url: str, *, approve: bool = True, tenant: str
     form["decision"] = "approve" if approve else "deny"
     if tenant is not None:
         form["tenant"] = tenant
+    if user is not None:  # the simulated provider user giving consent (Xero)
+        form["user"] = user
     target = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + "/decision", "",
                          ""))
     response = httpx.post(target, data=form, follow_redirects=False, timeout=timeout)
