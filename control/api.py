@@ -143,11 +143,6 @@ class GuardMiddleware:
         path: str = scope["path"]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                    for k, v in scope.get("headers", [])}
-        length = headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            await _reply(send, _error("payload_too_large", f"the body is larger than "
-                                      f"{MAX_BODY_BYTES} bytes", 413))
-            return
         if path.startswith("/v1/"):
             scheme, _, given = headers.get("authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(
@@ -157,26 +152,37 @@ class GuardMiddleware:
                 response.headers["WWW-Authenticate"] = "Bearer"
                 await _reply(send, response)
                 return
+        length = headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            await _reply(send, _error("payload_too_large", f"the body is larger than "
+                                      f"{MAX_BODY_BYTES} bytes", 413))
+            return
         received = 0
+        refused = False
 
         async def capped() -> Any:
-            nonlocal received
+            # A body without a (truthful) length is cut off at the cap: answer 413, and
+            # tell the app the client went away.
+            nonlocal received, refused
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > MAX_BODY_BYTES:
-                    raise _BodyTooLarge
+                if received > MAX_BODY_BYTES and not refused:
+                    refused = True
+                    await _reply(send, _error("payload_too_large", f"the body is larger "
+                                              f"than {MAX_BODY_BYTES} bytes", 413))
+                    return {"type": "http.disconnect"}
             return message
 
+        async def guarded_send(message: Any) -> None:
+            if not refused:  # after our 413, nothing the app says reaches the client
+                await send(message)
+
         try:
-            await self._app(scope, capped, send)
-        except _BodyTooLarge:
-            await _reply(send, _error("payload_too_large", f"the body is larger than "
-                                      f"{MAX_BODY_BYTES} bytes", 413))
-
-
-class _BodyTooLarge(Exception):
-    pass
+            await self._app(scope, capped, guarded_send)
+        except Exception:
+            if not refused:
+                raise
 
 
 async def _reply(send: Any, response: JSONResponse) -> None:

@@ -93,11 +93,23 @@ def test_poison_records_end_with_a_status_and_never_stall_the_partition(
     for entity, value in corpus:
         producer.produce(topics.entity(entity), key=account.encode(), value=value)
     producer.produce(topics.entity("customer"), key=account.encode(), value=None)  # tombstone
+    # Valid bytes under the wrong key: another tenant's event keyed to this account, and
+    # this account's event keyed to another tenant (partition and order decided by a
+    # tenant the event does not belong to). Both are refused, never applied for either.
+    stranger = EventFactory("acct-stranger").customer("c-stranger", "Not Yours")
+    producer.produce(topics.entity("customer"), key=account.encode(),
+                     value=_valid_bytes(stranger))
+    mine = factory.customer("c-misrouted", "Misrouted")
+    producer.produce(topics.entity("customer"), key=b"acct-stranger", value=_valid_bytes(mine))
+    # An id longer than the state tables hold is refused before it reaches the database.
+    long_id = factory.customer("c" * 129, "Long Id")
+    producer.produce(topics.entity("customer"), key=account.encode(),
+                     value=_valid_bytes(long_id))
     for event in good:
         producer.produce(topics.entity("customer"), key=account.encode(),
                          value=_valid_bytes(event))
     producer.flush(30)
-    expected_rejections = len(corpus) + 1
+    expected_rejections = len(corpus) + 4
 
     env = {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "DATABASE_URL": db_url,
            "TOKEN_ENCRYPTION_KEY": key, "SANDBOX_URL": sandbox_url,
@@ -120,7 +132,14 @@ def test_poison_records_end_with_a_status_and_never_stall_the_partition(
     assert len(rejected) == expected_rejections
     assert all(s.error_code is not None and s.message for s in rejected)
     codes = {s.error_code.value for s in rejected if s.error_code}
-    assert {"undecodable", "schema_invalid", "unknown_currency"} <= codes, codes
+    assert {"undecodable", "schema_invalid", "unknown_currency", "key_mismatch"} <= codes, codes
+    mismatched = [s for s in rejected if s.error_code and s.error_code.value == "key_mismatch"]
+    assert len(mismatched) == 2
+    assert any("c" * 129 in (s.message or "") or "entity_id is 129" in (s.message or "")
+               for s in rejected)
+    assert not any(s.status == SyncStatus.SYNCED and s.entity_id in ("c-stranger",
+                                                                     "c-misrouted")
+                   for s in reader.statuses)
 
     dlq = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"dlq-{uuid.uuid4()}",
                     "auto.offset.reset": "earliest"})
