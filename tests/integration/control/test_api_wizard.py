@@ -304,36 +304,54 @@ def test_wizard_walk(api: TestClient, services: Services, sandbox_url: str,
                                                   unit_price=Decimal("210.00")))
     parked = w.process(new_item)
     accounts = w.call("GET", "/wizard/income-accounts")
-    assert len(accounts["income_accounts"]) >= 2
-    first, second = (a["id"] for a in accounts["income_accounts"][:2])
-    unmapped = {u["item_id"] for u in accounts["unmapped"]}
-    assert {"item-gutter", "item-pipe"} <= unmapped
-    if provider != "freshbooks":
+    if provider == "freshbooks":
+        # FreshBooks items carry no income account: nothing waits, and step 3 says that
+        # mappings do not apply instead of accepting them to no effect.
+        assert parked == "synced"
+        assert accounts["mappings_apply"] is False
+        assert "FreshBooks items have no income account; mappings are not used" in \
+            accounts["message"]
+        assert accounts["unmapped"] == [] and accounts["income_accounts"] == []
+        for method, path in (("PUT", "/mappings/item-pipe"),
+                             ("POST", "/mappings/apply-to-unmapped")):
+            refused = w.call(method, path, status=409, json={"income_account_id": "1"})
+            assert refused["error"]["code"] == "mapping_not_applicable"
+            assert (f"blueclerk-sync wizard skip --account {w.account} --step accounts"
+                    in refused["error"]["message"])
+        with services.db.transaction() as s:
+            assert s.execute(select(IncomeAccountMapping).where(
+                IncomeAccountMapping.account_id == w.account)).scalars().all() == []
+        skipped = w.call("POST", "/wizard/steps/accounts/skip")
+        assert skipped["steps"]["accounts"] == "skipped"
+    else:
+        assert accounts["mappings_apply"] is True
+        assert len(accounts["income_accounts"]) >= 2
+        first, second = (a["id"] for a in accounts["income_accounts"][:2])
+        unmapped = {u["item_id"] for u in accounts["unmapped"]}
+        assert {"item-gutter", "item-pipe"} <= unmapped
         assert parked == "waiting_dependency"
         with services.db.transaction() as s:
             assert s.execute(select(ParkedEvent).where(
                 ParkedEvent.account_id == w.account,
                 ParkedEvent.reason == "unmapped_item")).scalars().all()
-    else:
-        assert parked == "synced"  # FreshBooks items carry no income account
-    mapped = w.call("PUT", "/mappings/item-pipe", json={"income_account_id": first})
-    assert mapped["mapped"] == ["item-pipe"]
-    if provider != "freshbooks":
+        mapped = w.call("PUT", "/mappings/item-pipe", json={"income_account_id": first})
+        assert mapped["mapped"] == ["item-pipe"]
         assert mapped["redriven"] == {"synced": 1}
         assert "Pipe Repair" in _item_names(w.books(), provider)
-    bad = w.call("PUT", "/mappings/item-pipe", status=400,
-                 json={"income_account_id": "no-such-account"})
-    assert bad["error"]["code"] == "unknown_income_account"
-    assert w.call("PUT", "/mappings/item-nope", status=404,
-                  json={"income_account_id": first})["error"]["code"] == "unknown_item"
-    applied = w.call("POST", "/mappings/apply-to-unmapped", json={"income_account_id": first})
-    assert "item-gutter" in applied["mapped"] and "item-pipe" not in applied["mapped"]
-    assert w.call("GET", "/wizard/income-accounts")["unmapped"] == []
-    # Change one mapping later.
-    w.call("PUT", "/mappings/item-gutter", json={"income_account_id": second})
-    with services.db.transaction() as s:
-        row = s.get(IncomeAccountMapping, (w.account, "item-gutter"))
-        assert row is not None and row.provider_account_id == second
+        bad = w.call("PUT", "/mappings/item-pipe", status=400,
+                     json={"income_account_id": "no-such-account"})
+        assert bad["error"]["code"] == "unknown_income_account"
+        assert w.call("PUT", "/mappings/item-nope", status=404,
+                      json={"income_account_id": first})["error"]["code"] == "unknown_item"
+        applied = w.call("POST", "/mappings/apply-to-unmapped",
+                         json={"income_account_id": first})
+        assert "item-gutter" in applied["mapped"] and "item-pipe" not in applied["mapped"]
+        assert w.call("GET", "/wizard/income-accounts")["unmapped"] == []
+        # Change one mapping later.
+        w.call("PUT", "/mappings/item-gutter", json={"income_account_id": second})
+        with services.db.transaction() as s:
+            row = s.get(IncomeAccountMapping, (w.account, "item-gutter"))
+            assert row is not None and row.provider_account_id == second
 
     # -- step 4: settings (auto-sync off): changes wait for Sync Now ---------------------
     assert w.call("GET", "/settings")["auto_sync"] is True
@@ -358,13 +376,17 @@ def test_wizard_walk(api: TestClient, services: Services, sandbox_url: str,
     assert summary["items"]["imported"] == [{"blueclerk_id": f"imp-{provider}-{drain}",
                                              "provider_id": drain}]
     assert summary["items"]["linked"] == [{"blueclerk_id": "item-svc", "provider_id": svc}]
-    assert summary["unmapped"] == []
-    assert {m["item_id"] for m in summary["mappings"]} >= {"item-pipe", "item-gutter"}
+    if provider != "freshbooks":
+        assert summary["unmapped"] == []
+        assert {m["item_id"] for m in summary["mappings"]} >= {"item-pipe", "item-gutter"}
+    else:
+        assert summary["mappings"] == []
     assert summary["settings"]["auto_sync"] is False
     assert summary["progress"]["complete"] is True
-    assert summary["progress"]["steps"] == {"customers": "done", "items": "done",
-                                            "accounts": "done", "settings": "done",
-                                            "summary": "done"}
+    assert summary["progress"]["steps"] == {
+        "customers": "done", "items": "done",
+        "accounts": "skipped" if provider == "freshbooks" else "done", "settings": "done",
+        "summary": "done"}
 
     # -- inbound events: outbox rows, published to the inbound topic ----------------------
     events = w.inbound_rows()
@@ -413,9 +435,10 @@ def test_linked_item_stays_in_sync(api: TestClient, services: Services, sandbox_
                if r["name"] == "Service Call")
     w.call("POST", "/wizard/items/import", json={"selections": [
         {"provider_id": svc, "action": "link", "link_to": "item-svc"}]})
-    w.call("POST", "/mappings/apply-to-unmapped",
-           json={"income_account_id": w.call("GET", "/wizard/income-accounts")
-                 ["income_accounts"][0]["id"]})
+    if provider != "freshbooks":  # FreshBooks items have no income account to map
+        w.call("POST", "/mappings/apply-to-unmapped",
+               json={"income_account_id": w.call("GET", "/wizard/income-accounts")
+                     ["income_accounts"][0]["id"]})
     update = EventFactory(w.account, existing.record_created_at).event(
         Item(id="item-svc", name="Service Call", sku="SVC-1", unit_price=Decimal("95.00")),
         version=2)
