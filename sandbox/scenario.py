@@ -11,7 +11,7 @@ import datetime as dt
 import random
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -21,6 +21,7 @@ from schemas.codec import AvroCodec
 from schemas.events import SCHEMA_BY_ENTITY, event_to_avro
 from schemas.money import quantize_money
 from schemas.records import (
+    Address,
     ChangeEvent,
     Customer,
     EntityType,
@@ -34,7 +35,7 @@ from schemas.records import (
 )
 from service.config import Topics
 
-__all__ = ["EventFactory", "Week", "build_invoice", "field_service_week", "publish"]
+__all__ = ["Edit", "EventFactory", "Week", "build_invoice", "field_service_week", "publish"]
 
 _ENTITY = {Customer: EntityType.CUSTOMER, Item: EntityType.ITEM, Invoice: EntityType.INVOICE,
            Payment: EntityType.PAYMENT}
@@ -68,12 +69,25 @@ def build_invoice(invoice_id: str, customer_id: str, number: str, currency: str,
 
 
 class EventFactory:
-    """Keeps entity versions per record so successive changes carry growing versions."""
+    """Keeps entity versions per record so successive changes carry growing versions.
+
+    ``record_created_at`` is when BlueClerk created the record, and the sync skips records
+    created before the account connected (``pre_connection``). Without ``created_at`` each
+    record is stamped when the factory builds its first event, and keeps that stamp on its
+    later versions (a record is created once); it is never the time the factory itself was
+    made, so a factory built before connecting still produces post-connection records. A
+    ``created_at`` given here (or to ``event``) is used as is: pass one to script history.
+
+    Every event is checked against its Avro contract as it is built: money with more
+    decimal places than the contract carries (decimal(18,4)) raises DecimalFieldError
+    naming the field (schemas/events.py says why nothing is rounded).
+    """
 
     def __init__(self, account_id: str, created_at: dt.datetime | None = None) -> None:
         self.account_id = account_id
-        self.created_at = created_at or dt.datetime.now(dt.UTC)
+        self.created_at = created_at
         self._versions: dict[tuple[EntityType, str], int] = {}
+        self._created: dict[tuple[EntityType, str], dt.datetime] = {}
 
     def event(self, record: Record, event_type: EventType | None = None,
               version: int | None = None, created_at: dt.datetime | None = None) -> ChangeEvent:
@@ -81,15 +95,20 @@ class EventFactory:
         key = (entity_type, record.id)
         if version is None:
             version = self._versions.get(key, 0) + 1
-        self._versions[key] = max(self._versions.get(key, 0), version)
         if event_type is None:
             event_type = EventType.CREATED if version == 1 else EventType.UPDATED
-        return ChangeEvent(
+        now = dt.datetime.now(dt.UTC)
+        stamp = created_at or self.created_at or self._created.get(key) or now
+        event = ChangeEvent(
             event_id=str(uuid.uuid4()), event_type=event_type,
-            occurred_at=dt.datetime.now(dt.UTC), account_id=self.account_id,
+            occurred_at=now, account_id=self.account_id,
             entity_type=entity_type, entity_id=record.id, entity_version=version,
-            record_created_at=created_at or self.created_at, record=record,
+            record_created_at=stamp, record=record,
         )
+        event_to_avro(event)  # refuses, naming the field, what the contract cannot carry
+        self._versions[key] = max(self._versions.get(key, 0), version)
+        self._created.setdefault(key, stamp)
+        return event
 
     def version_of(self, entity_type: EntityType, entity_id: str) -> int:
         return self._versions.get((entity_type, entity_id), 0)
@@ -132,22 +151,134 @@ _SERVICES = [("Drain cleaning", "95.00"), ("Water heater install", "1450.00"),
              ("Thermostat", "249.00"), ("Valve kit", "38.40"), ("Travel (per mile)", "0.655")]
 
 
+_NEW_FAMILY = ["Delgado", "Whitfield", "Moreau", "Haddad", "Lindqvist", "Mbeki", "Castellano",
+               "Ferreira"]
+_STREETS = [("1204 Oak Hollow Dr", "Suite 200"), ("88 Pecan St", None),
+            ("17 Harbour View Rd", None), ("4500 Commerce Blvd", "Unit 12"),
+            ("9 Kōwhai Lane", None), ("312 Elm St", "Apt 3B")]
+_CITIES = [("Austin", "TX", "78745", "US"), ("Auckland", "AKL", "1010", "NZ"),
+           ("Portland", "OR", "97201", "US"), ("Wellington", "WGN", "6011", "NZ")]
+
+
+@dataclass(frozen=True)
+class Edit:
+    """One edit of an existing record in the week: which fields BlueClerk changed."""
+
+    entity_type: EntityType
+    entity_id: str
+    version: int
+    fields: tuple[str, ...]  # "name", "email", "address", "unit_price"
+
+
 @dataclass
 class Week:
     """A scripted week of a small field-service business, and what its books must show."""
 
     events: list[ChangeEvent]
-    customers: dict[str, Customer]
-    items: dict[str, Item]
+    customers: dict[str, Customer]  # latest snapshot of each customer
+    items: dict[str, Item]  # latest snapshot of each item
     invoices: dict[str, Invoice]  # latest snapshot; status "void" for voided ones
     payments: dict[str, Payment]
+    edits: list[Edit] = field(default_factory=list)
+
+
+def _name_key(name: str) -> str:
+    """How QuickBooks compares DisplayNames: trimmed, case-insensitive (error 6240)."""
+    return " ".join(name.split()).casefold()
+
+
+def _renamed(customer: Customer, family: str) -> Customer:
+    """A new family name (marriage, new owner), keeping the record's unique suffix."""
+    if customer.id == "cust-000":
+        return replace(customer, display_name="O'Brien & Daughters \"Best\" Plumbing",
+                       given_name="O'Brien", family_name=None)
+    if customer.id == "cust-001":
+        return replace(customer, display_name="山田 花子", given_name="花子", family_name="山田")
+    first, *_, suffix = customer.display_name.split()
+    return replace(customer, display_name=f"{first} {family} {suffix}", given_name=first,
+                   family_name=family)
+
+
+def _address(rng: random.Random) -> Address:
+    line1, line2 = rng.choice(_STREETS)
+    city, region, postal, country = rng.choice(_CITIES)
+    return Address(line1, line2, city, region, postal, country)
+
+
+def _edit_customers(factory: EventFactory, people: dict[str, Customer], rng: random.Random,
+                    count: int) -> tuple[list[ChangeEvent], list[Edit]]:
+    """Edit ``count`` customers: renames, new e-mails, new addresses, and some customers
+    edited twice so that only the latest version may be in the books (the second address
+    drops the first one's line 2). Every name ever used stays unique (QuickBooks refuses a
+    DisplayName another customer holds, error 6240; the simulator enforces it)."""
+    events: list[ChangeEvent] = []
+    edits: list[Edit] = []
+    used = {_name_key(c.display_name) for c in people.values()}
+    ids = sorted(people)
+    others = rng.sample(ids[2:], k=min(max(0, count - 2), len(ids) - 2))
+    # The awkward names go first: cust-000 is renamed (quotes, '&'), cust-001 (Japanese)
+    # is edited twice, the second time renamed.
+    chosen = [*ids[:1], *others[:2], *ids[1:2], *others[2:]][:count]
+    for n, cid in enumerate(chosen):
+        plan: list[tuple[str, ...]] = [(("name",), ("email",), ("address",))[n % 3]]
+        if n % 4 == 3:
+            plan = [("address",), ("name", "email", "address")]
+        for fields in plan:
+            old = people[cid]
+            new = old
+            if "name" in fields:
+                new = _renamed(new, _NEW_FAMILY[n % len(_NEW_FAMILY)])
+                key = _name_key(new.display_name)
+                if key in used:
+                    raise ValueError(f"rename of {cid} to {new.display_name!r} would reuse a "
+                                     "name; QuickBooks refuses duplicate DisplayNames (6240)")
+                used.add(key)
+            if "email" in fields:
+                new = replace(new, email=f"{cid}.billing{n}@example.net")
+            if "address" in fields:
+                address = _address(rng)
+                if old.billing_address is not None:  # a move: line 2 of the old one goes
+                    address = replace(address, line2=None)
+                    if address == old.billing_address:
+                        address = replace(address, line1=f"2{address.line1}")
+                new = replace(new, billing_address=address)
+            event = factory.event(new)
+            people[cid] = new
+            events.append(event)
+            edits.append(Edit(EntityType.CUSTOMER, cid, event.entity_version, fields))
+    return events, edits
+
+
+def _edit_prices(factory: EventFactory, catalogue: dict[str, Item], rng: random.Random,
+                 count: int) -> tuple[list[ChangeEvent], list[Edit]]:
+    """New catalogue prices for ``count`` items, in cents, one of them changed twice."""
+    events: list[ChangeEvent] = []
+    edits: list[Edit] = []
+    chosen = rng.sample(sorted(catalogue), k=min(count, len(catalogue)))
+    for n, item_id in enumerate([*chosen, *chosen[:1]]):
+        old = catalogue[item_id]
+        factor = Decimal("1.075") if n % 2 == 0 else Decimal("0.9")
+        price = quantize_money(old.unit_price * factor, old.currency)
+        if price == old.unit_price:
+            price += Decimal(1).scaleb(-2)
+        new = replace(old, unit_price=price)
+        event = factory.event(new)
+        catalogue[item_id] = new
+        events.append(event)
+        edits.append(Edit(EntityType.ITEM, item_id, event.entity_version, ("unit_price",)))
+    return events, edits
 
 
 def field_service_week(account_id: str, rng: random.Random, *, currency: str = "USD",
                        customers: int = 40, items: int = 15, invoices: int = 120,
-                       payments: int = 80, created_at: dt.datetime | None = None) -> Week:
+                       payments: int = 80, created_at: dt.datetime | None = None,
+                       customer_edits: int = 0, price_edits: int = 0) -> Week:
+    """Creates, then half the invoices; then ``customer_edits`` customers and
+    ``price_edits`` item prices are edited (new entity versions), and the rest of the
+    week's invoices use the new prices; then invoice updates, payments and voids."""
     factory = EventFactory(account_id, created_at)
     events: list[ChangeEvent] = []
+    edits: list[Edit] = []
     tag = account_id[-4:]
     people: dict[str, Customer] = {}
     for i in range(customers):
@@ -173,6 +304,11 @@ def field_service_week(account_id: str, rng: random.Random, *, currency: str = "
     tax_modes: list[TaxMode] = ["exclusive", "exclusive", "inclusive", "none"]
     item_ids = sorted(catalogue)
     for i in range(invoices):
+        if i == invoices // 2 and (customer_edits or price_edits):
+            for more, done in (_edit_customers(factory, people, rng, customer_edits),
+                               _edit_prices(factory, catalogue, rng, price_edits)):
+                events.extend(more)
+                edits.extend(done)
         lines = []
         for _ in range(rng.randint(1, 4)):
             item = catalogue[rng.choice(item_ids)]
@@ -213,4 +349,4 @@ def field_service_week(account_id: str, rng: random.Random, *, currency: str = "
         voided = replace(books[invoice_id], status="void")
         books[invoice_id] = voided
         events.append(factory.event(voided, EventType.VOIDED))
-    return Week(events, people, catalogue, books, paid)
+    return Week(events, people, catalogue, books, paid, edits)

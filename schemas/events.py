@@ -7,10 +7,13 @@ amounts, versions that grow from 1, and totals stated in the currency's minor un
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import asdict
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
+from schemas.codec import SCHEMA_DIR
 from schemas.error_codes import ErrorCode
 from schemas.money import is_known_currency, minor_unit
 from schemas.records import (
@@ -28,9 +31,9 @@ from schemas.records import (
 
 __all__ = [
     "ID_LIMITS",
-    "check_id",
     "SCHEMA_BY_ENTITY",
     "InvalidEvent",
+    "check_id",
     "event_from_avro",
     "event_to_avro",
 ]
@@ -52,8 +55,107 @@ class InvalidEvent(ValueError):
         self.code = code
 
 
+class DecimalFieldError(ValueError):
+    """A decimal the event's Avro schema cannot carry exactly. The message names the field
+    by its path in the event, e.g. ``invoice.lines[2].unit_price``."""
+
+    def __init__(self, path: str, value: Decimal, problem: str) -> None:
+        super().__init__(f"{path} {value} {problem}")
+        self.path = path
+        self.value = value
+
+
+# Every Avro decimal in the change-event contracts is decimal(18,4). What the event
+# helpers do with a value that has more places than that, per field, and why. Values that
+# fit exactly (``Decimal("12")``, ``Decimal("1.10000")``) are only rescaled to 4 places,
+# which changes nothing. None of the fields is rounded:
+DECIMAL_POLICY: dict[str, str] = {
+    "item.unit_price": "refuse: the catalogue price is copied onto invoice lines and "
+    "multiplied by quantities; a rounded price would price every later line differently "
+    "from BlueClerk",
+    "invoice.lines[].quantity": "refuse: quantity x unit price is the line amount BlueClerk "
+    "printed; a rounded quantity makes the provider compute another amount",
+    "invoice.lines[].unit_price": "refuse: same as quantity, the line amount is computed "
+    "from it",
+    "invoice.lines[].discount_percent": "refuse: the discount decides the line amount and "
+    "the tax; a rounded percentage makes the provider's arithmetic differ from BlueClerk's",
+    "invoice.lines[].tax_rate_percent": "refuse: the rate decides the tax the provider "
+    "computes; rounding it changes the tax total",
+    "invoice.lines[].amount": "refuse: an amount that must equal BlueClerk's books",
+    "invoice.subtotal": "refuse: an amount that must equal BlueClerk's books",
+    "invoice.tax_total": "refuse: an amount that must equal BlueClerk's books",
+    "invoice.total": "refuse: an amount that must equal BlueClerk's books",
+    "payment.amount": "refuse: the money received; it must equal BlueClerk's books",
+}
+
+
+@cache
+def _contract(schema_name: str) -> Any:
+    return json.loads((SCHEMA_DIR / f"{schema_name}.avsc").read_text())
+
+
+def _walk_decimals(schema: Any, path: str, out: dict[str, tuple[int, int]]) -> None:
+    if isinstance(schema, list):
+        for branch in schema:
+            _walk_decimals(branch, path, out)
+    elif isinstance(schema, dict):
+        if schema.get("logicalType") == "decimal":
+            out[path] = (int(schema["precision"]), int(schema.get("scale", 0)))
+        elif schema.get("type") == "record":
+            for f in schema["fields"]:
+                _walk_decimals(f["type"], f"{path}.{f['name']}" if path else f["name"], out)
+        elif schema.get("type") == "array":
+            _walk_decimals(schema["items"], f"{path}[]", out)
+        elif isinstance(schema.get("type"), dict | list):
+            _walk_decimals(schema["type"], path, out)
+
+
+@cache
+def decimal_fields(schema_name: str) -> dict[str, tuple[int, int]]:
+    """The Avro decimals of a change-event contract: ``"invoice.lines[].amount"`` ->
+    (precision, scale), read from the ``.avsc`` file itself."""
+    out: dict[str, tuple[int, int]] = {}
+    _walk_decimals(_contract(schema_name), "", out)
+    return out
+
+
+def _fit_decimal(path: str, value: Any, precision: int, scale: int) -> Any:
+    """``value`` at exactly ``scale`` places, or DecimalFieldError; never rounded."""
+    if not isinstance(value, Decimal):
+        return value  # not money as this module builds it; the encoder judges
+    if not value.is_finite():
+        raise DecimalFieldError(path, value, "is not a finite number")
+    if value and value.adjusted() >= precision - scale:
+        raise DecimalFieldError(path, value, f"has more than {precision - scale} digits "
+                                f"before the decimal point (Avro decimal({precision},{scale}))")
+    exact = value.quantize(Decimal(1).scaleb(-scale))
+    if exact != value:
+        raise DecimalFieldError(path, value, f"has more than {scale} decimal places")
+    return exact
+
+
+def _fit(value: Any, path: str, prefix: str, fields: dict[str, tuple[int, int]]) -> Any:
+    if isinstance(value, dict):
+        return {k: _fit(v, f"{path}.{k}" if path else k,
+                        f"{prefix}.{k}" if prefix else k, fields)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fit(v, f"{path}[{i}]", f"{prefix}[]", fields) for i, v in enumerate(value)]
+    spec = fields.get(prefix)
+    if spec is None:
+        return value
+    return _fit_decimal(path, value, *spec)
+
+
 def event_to_avro(event: ChangeEvent) -> dict[str, Any]:
-    return {
+    """The Avro value of an event, every decimal at its contract's exact scale.
+
+    A decimal with more places than the contract holds (decimal(18,4)) is refused with a
+    DecimalFieldError naming the field, e.g. ``invoice.lines[2].unit_price 1.23456 has
+    more than 4 decimal places``, instead of fastavro's anonymous "Scale provided in schema
+    does not match the decimal". Nothing is rounded (see DECIMAL_POLICY for why, per field).
+    """
+    value = {
         "event_id": event.event_id,
         "event_type": event.event_type.value,
         "occurred_at": event.occurred_at,
@@ -63,6 +165,9 @@ def event_to_avro(event: ChangeEvent) -> dict[str, Any]:
         "record_created_at": event.record_created_at,
         event.entity_type.value: _record_to_avro(event.record),
     }
+    fields = decimal_fields(SCHEMA_BY_ENTITY[event.entity_type])
+    fitted: dict[str, Any] = _fit(value, "", "", fields)
+    return fitted
 
 
 def _record_to_avro(record: Record) -> dict[str, Any]:
