@@ -8,9 +8,12 @@ Run from the repository root:
 It prints
   * customer-type suggestion accuracy (overall, per class, confusion matrix)
     on tests/data/labelled_customers.csv,
-  * duplicate precision / recall / F1 at the default threshold on the same file
-    (all records against all records; every pair is labelled through the
-    ``entity`` column), plus how the hand-picked hard negatives fared,
+  * duplicate precision / recall / F1 of the *likely* tier at the default
+    threshold on the same file (all records against all records; every pair is
+    labelled through the ``entity`` column), plus how the hand-picked hard
+    negatives fared; then the *possible* tier (name-only matches shown below the
+    likely ones for the user to decide) on its own: how many of its pairs are
+    true duplicates, and the recall of both tiers together,
   * the machine and a timing of find_duplicates on N x N synthetic customers,
     against the all-pairs baseline timed on a subset and extrapolated.
 
@@ -29,7 +32,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,6 +132,9 @@ def evaluate_types(records: Sequence[LabelledRecord]) -> TypeReport:
 
 @dataclass(frozen=True)
 class DuplicateReport:
+    """Precision, recall and the error lists are the likely tier's; possible_* the
+    possible tier's, counted over pairs the likely tier did not report."""
+
     threshold: float
     precision: float
     recall: float
@@ -139,6 +145,16 @@ class DuplicateReport:
     false_negatives: list[tuple[str, str]]
     hard_negatives: int
     hard_negatives_flagged: int
+    possible_pairs: int = 0
+    possible_true: int = 0
+    possible_hard_negatives: int = 0
+    recall_with_possible: float = 0.0
+    possible_found: list[tuple[str, str, tuple[str, ...]]] = field(default_factory=list)
+    possible_wrong: list[tuple[str, str, tuple[str, ...]]] = field(default_factory=list)
+
+    @property
+    def possible_precision(self) -> float:
+        return self.possible_true / self.possible_pairs if self.possible_pairs else 1.0
 
 
 def evaluate_duplicates(
@@ -148,10 +164,14 @@ def evaluate_duplicates(
     existing = [r.as_existing() for r in records]
     matches = find_duplicates(cands, existing, threshold=threshold, max_per_candidate=None)
     predicted: dict[frozenset[str], DuplicateMatch] = {}
+    possible: dict[frozenset[str], DuplicateMatch] = {}
     for m in matches:
         a = records[m.candidate_index].id
         if a != m.existing_id:
-            predicted.setdefault(frozenset((a, m.existing_id)), m)
+            tier = predicted if m.tier == "likely" else possible
+            tier.setdefault(frozenset((a, m.existing_id)), m)
+    for k in predicted.keys() & possible.keys():  # likely one way round is likely
+        del possible[k]
     by_entity: dict[str, list[str]] = defaultdict(list)
     for r in records:
         by_entity[r.entity].append(r.id)
@@ -172,9 +192,14 @@ def evaluate_duplicates(
         a, b = sorted(k)
         fns.append((a, b))
     hard = {frozenset((r.id, o)) for r in records for o in r.hard_negative_of}
+    found_p = [(*sorted(k), m.reasons) for k, m in possible.items() if k in truth]
+    wrong_p = [(*sorted(k), m.reasons) for k, m in possible.items() if k not in truth]
+    both = len(truth & (predicted.keys() | possible.keys()))
     return DuplicateReport(
         threshold, precision, recall, f1, len(truth), len(predicted),
         sorted(fps), sorted(fns), len(hard), len(hard & predicted.keys()),
+        len(possible), len(found_p), len(hard & possible.keys()),
+        both / len(truth) if truth else 1.0, sorted(found_p), sorted(wrong_p),
     )  # fmt: skip
 
 
@@ -339,6 +364,7 @@ def _print_types(rep: TypeReport) -> None:
 
 def _print_duplicates(rep: DuplicateReport) -> None:
     print(f"\nDuplicate detection, all-vs-all on the labelled set (threshold {rep.threshold})")
+    print("  likely tier:")
     print(f"  labelled duplicate pairs: {rep.true_pairs}; predicted pairs: {rep.predicted_pairs}")
     print(f"  precision {rep.precision:.3f}  recall {rep.recall:.3f}  F1 {rep.f1:.3f}")
     print(f"  hard negatives flagged: {rep.hard_negatives_flagged}/{rep.hard_negatives}")
@@ -346,6 +372,15 @@ def _print_duplicates(rep: DuplicateReport) -> None:
         print(f"    FP {a}~{b} {score:.2f}: {'; '.join(reasons)}")
     for a, b in rep.false_negatives:
         print(f"    FN {a}~{b}")
+    print("  possible tier (name only, shown below the likely ones; the user decides):")
+    print(f"  possible pairs: {rep.possible_pairs}; true duplicates among them: "
+          f"{rep.possible_true} (precision {rep.possible_precision:.3f}); hard negatives "
+          f"shown as possible: {rep.possible_hard_negatives}/{rep.hard_negatives}")
+    print(f"  recall of likely + possible: {rep.recall_with_possible:.3f}")
+    for a, b, reasons in rep.possible_found:
+        print(f"    TP {a}~{b}: {'; '.join(reasons)}")
+    for a, b, reasons in rep.possible_wrong:
+        print(f"    FP {a}~{b}: {'; '.join(reasons)}")
 
 
 def _threshold_sweep(records: Sequence[LabelledRecord]) -> None:
@@ -364,9 +399,12 @@ def _timing(n: int, naive_subset: int) -> None:
     t0 = time.perf_counter()
     matches = find_duplicates(cands, existing)
     blocked = time.perf_counter() - t0
-    found = {(m.candidate_index, m.existing_id) for m in matches}
-    print(f"  blocked find_duplicates: {blocked:.2f} s, {len(matches)} matches; "
+    found = {(m.candidate_index, m.existing_id) for m in matches if m.tier == "likely"}
+    maybe = {(m.candidate_index, m.existing_id) for m in matches if m.tier == "possible"}
+    print(f"  blocked find_duplicates: {blocked:.2f} s, {len(found)} likely matches; "
           f"planted duplicates found {len(found & truth)}/{len(truth)}")  # fmt: skip
+    print(f"  possible tier: {len(maybe)} matches, {len(maybe & truth)} of them planted "
+          f"duplicates; likely + possible found {len((found | maybe) & truth)}/{len(truth)}")
     subset = cands[:naive_subset]
     t0 = time.perf_counter()
     naive = find_duplicates_all_pairs(subset, existing)

@@ -4,13 +4,22 @@ Each (candidate, existing) pair gets evidence from four sources: the name
 (fuzzy, initials, nicknames, "Family, Given" order), the e-mail, the phone and
 the address.  Every piece of evidence carries a log-odds weight; the weights are
 added to a prior and squashed with a logistic function into a score in (0, 1).
-A pair is reported when its score reaches ``threshold``.  Every report lists the
-evidence as sentences so the wizard can show *why* two records look alike.
+A pair whose score reaches ``threshold`` is a *likely* duplicate.  Every report lists
+the evidence as sentences so the wizard can show *why* two records look alike.
+
+Below the threshold, a pair whose only link is the person's name -- the same surname and a
+first name that could be the same one ("J." for "John", "Bob" for "Robert") -- and which has
+nothing against it (no differing e-mail, phone or address) is reported as a *possible*
+duplicate, ranked after the likely ones, so the user decides: the help text's "John Smith"
+vs "J. Smith" is such a pair when nothing else is known.  "J." could as well be "Jane", so
+these are never scored as likely and the quality bench measures precision on the likely
+tier only.
 
 To stay fast on 5,000 x 5,000 the pairs are not all scored: existing customers
 are indexed by e-mail, phone, address, name tokens and one-deletion typo keys
 of those tokens, and only pairs sharing a key are considered.  Pairs that share
-nothing but a name token are pre-filtered with ``rapidfuzz.process.extract``.
+nothing but a name token are pre-filtered with ``rapidfuzz.process.extract``.  Possible
+matches come from one more index: surname + first initial and surname + canonical nickname.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Protocol
+from typing import Literal, Protocol
 
 from rapidfuzz import fuzz, process
 from rapidfuzz.distance import Indel
@@ -38,6 +47,7 @@ from schemas.records import Address, Customer
 
 __all__ = [
     "DEFAULT_THRESHOLD",
+    "TIERS",
     "DuplicateMatch",
     "ExistingCustomer",
     "find_duplicates",
@@ -79,12 +89,19 @@ class ExistingCustomer:
         )
 
 
+Tier = Literal["likely", "possible"]
+TIERS: tuple[Tier, ...] = ("likely", "possible")  # in the order they are shown
+
+
 @dataclass(frozen=True, slots=True)
 class DuplicateMatch:
     candidate_index: int
     existing_id: str
     score: float
     reasons: tuple[str, ...]
+    # "likely": score >= threshold. "possible": below it, only the name links the two
+    # (same surname, compatible first name) and nothing contradicts it; the user decides.
+    tier: Tier = "likely"
 
 
 class CustomerLike(Protocol):
@@ -513,7 +530,20 @@ def _format_phone(digits: str) -> str:
     return digits
 
 
+@dataclass(frozen=True, slots=True)
+class _Scored:
+    score: float
+    reasons: tuple[str, ...]
+    others: tuple[str, ...]  # positive evidence other than the name
+    contradicted: bool  # any evidence against (different e-mail, phone, address, ...)
+
+
 def _score(fa: _Features, fb: _Features) -> tuple[float, tuple[str, ...]]:
+    scored = _score_parts(fa, fb)
+    return scored.score, scored.reasons
+
+
+def _score_parts(fa: _Features, fb: _Features) -> _Scored:
     total = PRIOR
     positives: list[tuple[float, str]] = []
     negatives: list[tuple[float, str]] = []
@@ -553,6 +583,7 @@ def _score(fa: _Features, fb: _Features) -> tuple[float, tuple[str, ...]]:
             note(W_ADDRESS_DIFFERENT, "different addresses")
             if aa.postal and aa.postal == ab.postal:
                 note(W_POSTAL_SAME, f"same postal code {aa.postal}")
+    others = tuple(t for _, t in positives)
     name = _name_evidence(fa, fb)
     if name is not None:
         note(*name)
@@ -564,7 +595,57 @@ def _score(fa: _Features, fb: _Features) -> tuple[float, tuple[str, ...]]:
     positives.sort(key=lambda p: (-p[0], p[1]))
     negatives.sort(key=lambda p: (p[0], p[1]))
     reasons = [t for _, t in positives] + [f"but {t}" for _, t in negatives]
-    return score, tuple(reasons)
+    return _Scored(score, tuple(reasons), others, bool(negatives))
+
+
+def _shown_given(token: str) -> str:
+    return f"{token.upper()}." if len(token) == 1 else token[:1].upper() + token[1:]
+
+
+def _possible_link(fa: _Features, fb: _Features) -> str | None:
+    """The name-only link of a possible duplicate: identical surname and a first name that
+    could be the same person's (its initial, or a nickname from ``NICKNAMES``), or None.
+
+    Uses the likely tier's own name rules (``_given_evidence``) so the two never disagree."""
+    for va in fa.names:
+        for vb in fb.names:
+            if va.given is None or vb.given is None or va.family is None or vb.family is None:
+                continue
+            for ia, (ga, fam_a) in enumerate(_readings(va)):
+                for ib, (gb, fam_b) in enumerate(_readings(vb)):
+                    if (ia and ib) or fam_a != fam_b or not ga or not gb:
+                        continue
+                    weight, _ = _given_evidence(va, vb, ga, gb)
+                    nickname = _canon_given(ga[0]) == _canon_given(gb[0])
+                    if not (weight == W_NAME_INITIAL or (weight == W_NAME_NICKNAME
+                                                         and nickname)):
+                        continue
+                    a, b = " ".join(map(_shown_given, ga)), " ".join(map(_shown_given, gb))
+                    if _is_initials(gb) or (not _is_initials(ga) and len(a) > len(b)):
+                        a, b = b, a  # the shorter form first: 'J.' could be 'John'
+                    return (f"same surname '{_shown_given(fam_a)}', first name '{a}' could be "
+                            f"'{b}'")
+    return None
+
+
+def _match(i: int, existing_id: str, cf: _Features, ef: _Features,
+           threshold: float) -> DuplicateMatch | None:
+    scored = _score_parts(cf, ef)
+    if scored.score >= threshold:
+        return DuplicateMatch(i, existing_id, round(scored.score, 4), scored.reasons)
+    if scored.contradicted or scored.others:
+        return None  # possible means name only: nothing else for or against
+    link = _possible_link(cf, ef)
+    if link is None:
+        return None
+    return DuplicateMatch(i, existing_id, round(scored.score, 4),
+                          (f"{link} — nothing else in common",), "possible")
+
+
+def _ranked(found: list[DuplicateMatch], limit: int | None) -> list[DuplicateMatch]:
+    """Likely matches first, then possible ones; within a tier by descending score."""
+    found.sort(key=lambda m: (TIERS.index(m.tier), -m.score, m.existing_id))
+    return found if limit is None else found[:limit]
 
 
 def score_pair(a: CustomerLike, b: CustomerLike) -> tuple[float, tuple[str, ...]]:
@@ -604,6 +685,32 @@ def _name_keys(f: _Features) -> set[str]:
     return keys
 
 
+def _person_keys(f: _Features) -> tuple[set[str], set[str]]:
+    """(keys to index a record under, keys to look a record up by) for possible matches.
+
+    ``_possible_link`` pairs an initial with a full first name or another initial of the
+    same letter ("I"/"F" + surname + letter), and two full first names with the same
+    canonical nickname ("N" + surname + name), so every pair it accepts meets under one
+    key while full names with merely the same first letter (John, Jim) do not."""
+    index: set[str] = set()
+    query: set[str] = set()
+    for v in f.names:
+        if v.given is None or v.family is None:
+            continue
+        for given, family in _readings(v):
+            if not given:
+                continue
+            letter = f"{family}:{given[0][0]}"
+            if _is_initials(given):
+                index.add(f"I:{letter}")
+                query.update((f"I:{letter}", f"F:{letter}"))
+            else:
+                nick = f"N:{family}:{_canon_given(given[0])}"
+                index.update((f"F:{letter}", nick))
+                query.update((f"I:{letter}", nick))
+    return index, query
+
+
 def _prefilter_text(f: _Features) -> list[str]:
     return [v.joined for v in f.names]
 
@@ -615,19 +722,23 @@ def find_duplicates(
     threshold: float = DEFAULT_THRESHOLD,
     max_per_candidate: int | None = 5,
 ) -> list[DuplicateMatch]:
-    """Matches of import rows against existing customers with score >= ``threshold``.
+    """Likely matches of import rows against existing customers (score >= ``threshold``),
+    then possible ones (name only, see the module docstring), each with its ``tier``.
 
-    Sorted by candidate index, then by descending score.  At most
-    ``max_per_candidate`` matches are kept per candidate (None for all).
+    Sorted by candidate index, then likely before possible, then by descending score.  At
+    most ``max_per_candidate`` matches are kept per candidate (None for all).
     """
     ex_feats = [_features(e) for e in existing]
     strong: dict[str, list[int]] = defaultdict(list)
     by_name: dict[str, list[int]] = defaultdict(list)
+    by_person: dict[str, list[int]] = defaultdict(list)
     for j, f in enumerate(ex_feats):
         for k in _strong_keys(f):
             strong[k].append(j)
         for k in _name_keys(f):
             by_name[k].append(j)
+        for k in _person_keys(f)[0]:
+            by_person[k].append(j)
     name_cap = max(MAX_NAME_BLOCK, len(existing) // 10)
 
     matches: list[DuplicateMatch] = []
@@ -636,6 +747,10 @@ def find_duplicates(
         pool: set[int] = set()
         for k in _strong_keys(cf):
             pool.update(strong.get(k, ()))
+        for k in _person_keys(cf)[1]:
+            block = by_person.get(k)
+            if block and len(block) <= name_cap:
+                pool.update(block)
         name_pool: set[int] = set()
         for k in _name_keys(cf):
             block = by_name.get(k)
@@ -651,13 +766,9 @@ def find_duplicates(
                     score_cutoff=NAME_PREFILTER_CUTOFF, processor=lambda s: s.replace("|", " "),
                 ):
                     pool.add(idx[pos])
-        found: list[DuplicateMatch] = []
-        for j in pool:
-            score, reasons = _score(cf, ex_feats[j])
-            if score >= threshold:
-                found.append(DuplicateMatch(i, existing[j].id, round(score, 4), reasons))
-        found.sort(key=lambda m: (-m.score, m.existing_id))
-        matches.extend(found if max_per_candidate is None else found[:max_per_candidate])
+        found = [m for j in pool if (m := _match(i, existing[j].id, cf, ex_feats[j],
+                                                 threshold)) is not None]
+        matches.extend(_ranked(found, max_per_candidate))
     return matches
 
 
@@ -673,11 +784,7 @@ def find_duplicates_all_pairs(
     matches: list[DuplicateMatch] = []
     for i, cand in enumerate(candidates):
         cf = _features(cand)
-        found: list[DuplicateMatch] = []
-        for j, ef in enumerate(ex_feats):
-            score, reasons = _score(cf, ef)
-            if score >= threshold:
-                found.append(DuplicateMatch(i, existing[j].id, round(score, 4), reasons))
-        found.sort(key=lambda m: (-m.score, m.existing_id))
-        matches.extend(found if max_per_candidate is None else found[:max_per_candidate])
+        found = [m for j, ef in enumerate(ex_feats)
+                 if (m := _match(i, existing[j].id, cf, ef, threshold)) is not None]
+        matches.extend(_ranked(found, max_per_candidate))
     return matches

@@ -89,7 +89,7 @@ def list_customers(ctx: ControlContext, account_id: str) -> dict[str, Any]:
         target = existing[m.existing_id]
         by_candidate.setdefault(m.candidate_index, []).append({
             "blueclerk_id": m.existing_id, "display_name": target.display_name,
-            "score": m.score, "reasons": list(m.reasons),
+            "score": m.score, "tier": m.tier, "reasons": list(m.reasons),
             "already_linked": m.existing_id in linked_ids,
         })
     rows = []
@@ -100,9 +100,10 @@ def list_customers(ctx: ControlContext, account_id: str) -> dict[str, Any]:
         if linked_to is not None:
             duplicates = [{"blueclerk_id": linked_to, "display_name":
                            existing[linked_to].display_name if linked_to in existing else None,
-                           "score": 1.0, "reasons": [f"already linked to BlueClerk customer "
-                                                     f"{linked_to}; importing again changes "
-                                                     "nothing"], "already_linked": True}]
+                           "score": 1.0, "tier": "likely",
+                           "reasons": [f"already linked to BlueClerk customer {linked_to}; "
+                                       "importing again changes nothing"],
+                           "already_linked": True}]
         rows.append({**_customer_json(c), "suggested_type": suggestion.customer_type,
                      "confidence": round(suggestion.confidence, 4),
                      "reasons": list(suggestion.reasons), "linked_to": linked_to,
