@@ -192,8 +192,11 @@ def evaluate_duplicates(
         a, b = sorted(k)
         fns.append((a, b))
     hard = {frozenset((r.id, o)) for r in records for o in r.hard_negative_of}
-    found_p = [(*sorted(k), m.reasons) for k, m in possible.items() if k in truth]
-    wrong_p = [(*sorted(k), m.reasons) for k, m in possible.items() if k not in truth]
+    found_p: list[tuple[str, str, tuple[str, ...]]] = []
+    wrong_p: list[tuple[str, str, tuple[str, ...]]] = []
+    for k, m in possible.items():
+        a, b = sorted(k)
+        (found_p if k in truth else wrong_p).append((a, b, m.reasons))
     both = len(truth & (predicted.keys() | possible.keys()))
     return DuplicateReport(
         threshold, precision, recall, f1, len(truth), len(predicted),
