@@ -10,8 +10,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from control.api import create_control_app
 from control import oauth_flow
+from control.api import create_control_app
 from control.oauth_flow import sandbox_consent
 from sandbox.scenario import EventFactory
 from schemas.codec import AvroCodec
