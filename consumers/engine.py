@@ -23,10 +23,11 @@ from sqlalchemy.orm import Session
 from consumers.handlers import Applied, Parked, SyncContext, apply_event, idempotency_key
 from providers.errors import ProviderError, ReconnectRequired, Throttled
 from providers.port import AccountingProvider, ProviderRecord, WriteIntent
+from providers.taxes import BlueClerkTaxRate, ProviderTaxRate, match_tax_rate
 from schemas.codec import AvroCodec, DecodeError
 from schemas.error_codes import ErrorCode
 from schemas.events import InvalidEvent, event_from_avro
-from schemas.records import ChangeEvent, EntityType, Record
+from schemas.records import ChangeEvent, EntityType, InvoiceLine, Record
 from schemas.status import SyncStatus, SyncStatusEvent
 from state import repository as repo
 from state.connections import ConnectionInfo, ConnectionStore, connection_info, mark_synced
@@ -42,6 +43,8 @@ EVENTS = Counter("bc_sync_events_total", "Consumed events by final status",
                  ["entity_type", "status", "provider"])
 SYNC_SECONDS = Histogram("bc_sync_event_seconds", "Time to process one event",
                          ["entity_type"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30))
+
+_TAX_RATES_TTL_S = 300.0
 
 _SETTING_BY_ENTITY = {
     EntityType.CUSTOMER: "sync_customers",
@@ -125,6 +128,23 @@ class _Context(SyncContext):
             row = repo.get_mapping(s, self._info.account_id, item_id)
             return row.provider_account_id if row else None
 
+    def tax_code(self, line: InvoiceLine) -> tuple[ProviderTaxRate | None, str]:
+        with self._engine.db.transaction() as s:
+            row = repo.get_tax_mapping(s, self._info.account_id, line.tax_key)
+            if row is not None:
+                return repo.tax_code_of(row), row.reason or ""
+        rate = BlueClerkTaxRate(line.tax_key, line.tax_rate_name, line.tax_rate_percent,
+                                line.tax_compound)
+        match = match_tax_rate(rate, self._engine.tax_rates(self._info, self.adapter),
+                               self._info.provider)
+        if match.code is None:
+            return None, match.reason
+        with self._engine.db.transaction() as s:
+            # Saved, so the wizard shows it with its reason and the user can change it.
+            repo.save_tax_mapping(s, self._info.account_id, rate, match.code, "auto",
+                                  match.reason)
+        return match.code, match.reason
+
     def write_intent(self, operation: str) -> WriteIntent:
         e = self._event
         key = idempotency_key(e.account_id, e.entity_type.value, e.entity_id,
@@ -187,6 +207,18 @@ class SyncEngine:
         self._dead_letters = dead_letters
         self._retry = retry or RetryPolicy()
         self._locks = locks or TenantLocks(db)
+        self._tax_rates: dict[tuple[str, str, str], tuple[float, list[ProviderTaxRate]]] = {}
+
+    def tax_rates(self, info: ConnectionInfo, adapter: AccountingProvider
+                  ) -> list[ProviderTaxRate]:
+        """The company's tax codes, read once per connection every few minutes."""
+        key = (info.account_id, info.provider, info.tenant_id)
+        cached = self._tax_rates.get(key)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        rates = adapter.list_tax_rates()
+        self._tax_rates[key] = (time.monotonic() + _TAX_RATES_TTL_S, rates)
+        return rates
 
     # -- decoding --------------------------------------------------------------------
 

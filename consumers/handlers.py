@@ -14,8 +14,18 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from providers.port import AccountingProvider, ProviderRecord, WriteIntent
+from providers.taxes import ProviderTaxRate
 from schemas.error_codes import ErrorCode
-from schemas.records import ChangeEvent, Customer, EventType, Invoice, Item, Payment, Record
+from schemas.records import (
+    ChangeEvent,
+    Customer,
+    EventType,
+    Invoice,
+    InvoiceLine,
+    Item,
+    Payment,
+    Record,
+)
 
 __all__ = [
     "PROVIDERS_NEEDING_INCOME_ACCOUNT",
@@ -75,6 +85,11 @@ class SyncContext:
         raise NotImplementedError
 
     def income_account(self, item_id: str) -> str | None:
+        raise NotImplementedError
+
+    def tax_code(self, line: InvoiceLine) -> tuple[ProviderTaxRate | None, str]:
+        """The company's tax code for the line's tax rate (saved, or matched automatically
+        and saved), or None with the reason no code could be chosen."""
         raise NotImplementedError
 
     def latest(self, entity_type: str, entity_id: str) -> Record | None:
@@ -161,14 +176,41 @@ def _invoice(ctx: SyncContext, invoice: Invoice, event: ChangeEvent) -> Applied:
                 raise Parked(ErrorCode.UNMAPPED_ITEM, f"mapping:{item_id}", _unmapped_message(
                     ctx.provider_name, event.account_id, item_id,
                     f"invoice {invoice.number}: item {name}"))
+    taxes = _tax_codes(ctx, invoice, event)
     digest = payload_hash(ctx.provider_name, invoice,
-                          {"customer": customer.id, "items": {k: v.id for k, v in items.items()}})
+                          {"customer": customer.id, "items": {k: v.id for k, v in items.items()},
+                           "taxes": {k: v.code for k, v in sorted(taxes.items())}})
     if link is not None and digest == synced_hash:
         return Applied("none", link, digest, unchanged=True)
     operation = "update" if link else "create"
     record = ctx.adapter.upsert_invoice(invoice, customer, items, link,
-                                        ctx.write_intent(operation))
+                                        ctx.write_intent(operation), taxes=taxes)
     return Applied(operation, record, digest)
+
+
+def _tax_codes(ctx: SyncContext, invoice: Invoice, event: ChangeEvent
+               ) -> dict[str, ProviderTaxRate]:
+    """The company's tax code for each BlueClerk tax rate on the invoice; an unmapped
+    rate (no saved mapping and no unambiguous automatic match) makes the invoice wait."""
+    taxes: dict[str, ProviderTaxRate] = {}
+    if invoice.tax_mode == "none":
+        return taxes
+    for n, line in enumerate(invoice.lines, start=1):
+        if not line.taxed or line.tax_key in taxes:
+            continue
+        code, reason = ctx.tax_code(line)
+        if code is None:
+            label = line.tax_rate_name or "tax rate"
+            raise Parked(ErrorCode.UNMAPPED_TAX_RATE, f"taxrate:{line.tax_key}", (
+                f"invoice {invoice.number} line {n}: {label} "
+                f"{line.tax_rate_percent.normalize():f}% ({line.tax_key}) has no "
+                f"{ctx.provider_name} tax code: {reason}. Map it in the setup wizard, step 3 "
+                f"(taxes): `blueclerk-sync wizard map-tax --account {event.account_id} "
+                f"--tax-rate {line.tax_key} --tax-code <CODE>` or PUT "
+                f"/v1/accounts/{event.account_id}/tax-mappings/{line.tax_key} "
+                '{"tax_code": "<CODE>"}; the invoice is sent as soon as it is saved'))
+        taxes[line.tax_key] = code
+    return taxes
 
 
 def _payment(ctx: SyncContext, payment: Payment, event: ChangeEvent) -> Applied:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
+from providers.taxes import ProviderTaxRate
 from schemas.records import Address, Customer, Invoice, Item, Payment
 
 __all__ = [
@@ -99,7 +100,10 @@ class AccountingProvider(Protocol):
 
     def upsert_invoice(self, invoice: Invoice, customer: ProviderRecord,
                        items: Mapping[str, ProviderRecord], link: ProviderRecord | None,
-                       write: WriteIntent) -> ProviderRecord: ...
+                       write: WriteIntent,
+                       taxes: Mapping[str, ProviderTaxRate] | None = None) -> ProviderRecord:
+        """`taxes` maps each taxed line's `tax_key` to the company's tax code for it."""
+        ...
 
     def void_invoice(self, invoice: Invoice, link: ProviderRecord,
                      write: WriteIntent) -> ProviderRecord: ...
@@ -113,5 +117,9 @@ class AccountingProvider(Protocol):
     def list_items(self) -> list[RemoteItem]: ...
 
     def list_income_accounts(self) -> list[IncomeAccount]: ...
+
+    def list_tax_rates(self) -> list[ProviderTaxRate]:
+        """The company's sales tax codes (for matching BlueClerk's tax rates)."""
+        ...
 
     def fetch_changes(self, since: dt.datetime) -> list[InboundChange]: ...

@@ -117,6 +117,13 @@ def connect_sandbox_account(db_url: str, token_key: str, sandbox_url: str, provi
     grant = httpx.post(f"{sandbox_url}/{provider}/_sandbox/grants", json={"tenant": tenant},
                        timeout=10)
     grant.raise_for_status()
+    if provider == "xero":
+        # The scripted businesses charge US sales tax (8.25% state, 10% city), so their
+        # Xero organisation has those revenue tax rates, as a US organisation would.
+        httpx.post(f"{sandbox_url}/xero/_sandbox/seed/{tenant}", json={"TaxRates": [
+            {"TaxType": "TAX001", "Name": "State Sales Tax", "EffectiveRate": "8.25"},
+            {"TaxType": "TAX002", "Name": "City Sales Tax", "EffectiveRate": "10"}]},
+            timeout=10).raise_for_status()
     db = Database(db_url)
     try:
         ConnectionStore(db, TokenCipher(token_key)).connect(

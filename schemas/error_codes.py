@@ -38,6 +38,7 @@ class ErrorCode(StrEnum):
     INTERNAL = "internal"
     KEY_MISMATCH = "key_mismatch"
     CONNECTION_CHANGED = "connection_changed"
+    UNMAPPED_TAX_RATE = "unmapped_tax_rate"
 
 
 ADVICE: dict[ErrorCode, str] = {
@@ -78,6 +79,8 @@ ADVICE: dict[ErrorCode, str] = {
     ErrorCode.INTERNAL: "An internal error; the event was dead-lettered for replay.",
     ErrorCode.KEY_MISMATCH: "The Kafka key must be the event's account_id; fix the producer "
     "and publish the event again with the right key.",
+    ErrorCode.UNMAPPED_TAX_RATE: "Map the tax rate to one of the accounting system's tax codes "
+    "in the setup wizard (step 3, taxes); the invoices waiting for it are sent then.",
     ErrorCode.CONNECTION_CHANGED: "The account was connected to another company, where this "
     "waiting change means nothing; it was not synced. Import or re-send it if needed.",
 }

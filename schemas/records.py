@@ -93,6 +93,25 @@ class InvoiceLine:
     # BlueClerk's own line amount after discount, before tax (exclusive mode) or
     # including tax (inclusive mode), rounded to the currency's minor unit.
     amount: Decimal = Decimal("0")
+    # The BlueClerk tax rate the line is taxed at (InvoiceChangeEvent v2); each maps to
+    # one tax code of the connected company (`tax_key`).
+    tax_rate_id: str | None = None
+    tax_rate_name: str | None = None
+    tax_compound: bool = False
+
+    @property
+    def taxed(self) -> bool:
+        return self.tax_rate_percent != 0 or self.tax_rate_id is not None
+
+    @property
+    def tax_key(self) -> str:
+        """The key a tax mapping is saved under: BlueClerk's rate id, or for producers
+        that send only a percent, the percent itself ("rate:8.25"); "none" when untaxed."""
+        if self.tax_rate_id:
+            return self.tax_rate_id
+        if self.tax_rate_percent == 0:
+            return "none"
+        return f"rate:{self.tax_rate_percent.normalize():f}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from state.models import (
     InboundCursor,
     IncomeAccountMapping,
     SyncSettings,
+    TaxRateMapping,
     WizardProgress,
 )
 
@@ -108,7 +109,7 @@ def _start_afresh(s: Session, account_id: str) -> None:
     """What belonged to the account's previous company and means nothing in a new one.
     Links stay (scoped by company, they are inert); parked events are ended by the
     caller with a final status, so none is lost silently."""
-    for model in (IncomeAccountMapping, WizardProgress, InboundCursor):
+    for model in (IncomeAccountMapping, TaxRateMapping, WizardProgress, InboundCursor):
         s.execute(delete(model).where(model.account_id == account_id))
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "ProcessedEvent",
     "Snapshot",
     "SyncSettings",
+    "TaxRateMapping",
     "WizardProgress",
 ]
 
@@ -109,6 +110,24 @@ class IncomeAccountMapping(Base):
     item_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     provider_account_id: Mapped[str] = mapped_column(String(128))
     provider_account_name: Mapped[str | None] = mapped_column(Text)
+
+
+class TaxRateMapping(Base):
+    """A BlueClerk tax rate (InvoiceLine.tax_key) -> the connected company's tax code."""
+
+    __tablename__ = "tax_rate_mappings"
+    account_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tax_key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    tax_name: Mapped[str | None] = mapped_column(Text)  # BlueClerk's name, for the wizard
+    tax_rate: Mapped[str] = mapped_column(String(32))  # BlueClerk's percent, as text
+    provider_code: Mapped[str] = mapped_column(String(128))
+    provider_name: Mapped[str | None] = mapped_column(Text)
+    provider_rate: Mapped[str | None] = mapped_column(String(32))  # None: computed (US AST)
+    provider_kind: Mapped[str] = mapped_column(String(16), default="rate")
+    provider_compound: Mapped[bool] = mapped_column(Boolean, default=False)
+    matched_by: Mapped[str] = mapped_column(String(8))  # auto | user
+    reason: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=_utcnow, onupdate=_utcnow)
 
 
 class EntityLink(Base):

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from decimal import Decimal
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from providers.taxes import BlueClerkTaxRate, ProviderTaxRate
 from state.connections import Company
 from state.models import (
     DeadLetter,
@@ -23,6 +25,7 @@ from state.models import (
     ProcessedEvent,
     Snapshot,
     SyncSettings,
+    TaxRateMapping,
 )
 
 __all__ = [
@@ -35,6 +38,7 @@ __all__ = [
     "get_parked",
     "get_settings",
     "get_snapshot",
+    "get_tax_mapping",
     "is_parked",
     "mark_processed",
     "mark_published",
@@ -44,6 +48,8 @@ __all__ = [
     "processed_status",
     "save_link",
     "save_snapshot",
+    "save_tax_mapping",
+    "tax_code_of",
     "unpark",
     "unpublished",
 ]
@@ -117,6 +123,34 @@ def get_settings(s: Session, account_id: str) -> SyncSettings | None:
 
 def get_mapping(s: Session, account_id: str, item_id: str) -> IncomeAccountMapping | None:
     return s.get(IncomeAccountMapping, (account_id, item_id))
+
+
+def get_tax_mapping(s: Session, account_id: str, tax_key: str) -> TaxRateMapping | None:
+    return s.get(TaxRateMapping, (account_id, tax_key))
+
+
+def save_tax_mapping(s: Session, account_id: str, rate: BlueClerkTaxRate,
+                     code: ProviderTaxRate, matched_by: str, reason: str) -> TaxRateMapping:
+    row = s.get(TaxRateMapping, (account_id, rate.key))
+    if row is None:
+        row = TaxRateMapping(account_id=account_id, tax_key=rate.key)
+        s.add(row)
+    row.tax_name = rate.name
+    row.tax_rate = f"{rate.rate.normalize():f}"
+    row.provider_code = code.code
+    row.provider_name = code.name
+    row.provider_rate = f"{code.rate.normalize():f}" if code.rate is not None else None
+    row.provider_kind = code.kind
+    row.provider_compound = code.compound
+    row.matched_by = matched_by
+    row.reason = reason
+    return row
+
+
+def tax_code_of(row: TaxRateMapping) -> ProviderTaxRate:
+    return ProviderTaxRate(row.provider_code, row.provider_name or row.provider_code,
+                           Decimal(row.provider_rate) if row.provider_rate is not None
+                           else None, row.provider_compound, row.provider_kind)
 
 
 def park(s: Session, *, event_id: str, account_id: str, entity_type: str, entity_id: str,

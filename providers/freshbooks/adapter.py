@@ -73,6 +73,7 @@ from providers.port import (
     RemoteItem,
     WriteIntent,
 )
+from providers.taxes import ProviderTaxRate
 from schemas.error_codes import ErrorCode
 from schemas.money import minor_unit
 from schemas.records import Address, Customer, Invoice, Item, Payment
@@ -334,7 +335,8 @@ class FreshBooksAdapter:
         return names
 
     def _invoice_body(self, invoice: Invoice, customer_id: str,
-                      items: Mapping[str, ProviderRecord]) -> dict[str, Any]:
+                      items: Mapping[str, ProviderRecord],
+                      taxes: Mapping[str, ProviderTaxRate] | None = None) -> dict[str, Any]:
         names: dict[str, str] = {}
         for line in invoice.lines:
             record = items.get(line.item_id)
@@ -342,7 +344,10 @@ class FreshBooksAdapter:
                 name = self._item_name(record.id)
                 if name:
                     names[line.item_id] = name
-        return translate.invoice_body(invoice, customer_id, names, self._tax_names(invoice))
+        tax_names = self._tax_names(invoice) if taxes is None else {
+            li.tax_rate_percent: taxes[li.tax_key].name for li in invoice.lines
+            if li.tax_key in taxes}
+        return translate.invoice_body(invoice, customer_id, names, tax_names)
 
     def _find_invoice(self, number: str, customer_id: str) -> dict[str, Any] | None:
         rows = self._pages("invoices/invoices", "invoices",
@@ -359,8 +364,9 @@ class FreshBooksAdapter:
 
     def upsert_invoice(self, invoice: Invoice, customer: ProviderRecord,
                        items: Mapping[str, ProviderRecord], link: ProviderRecord | None,
-                       write: WriteIntent) -> ProviderRecord:
-        body = self._invoice_body(invoice, customer.id, items)
+                       write: WriteIntent,
+                       taxes: Mapping[str, ProviderTaxRate] | None = None) -> ProviderRecord:
+        body = self._invoice_body(invoice, customer.id, items, taxes)
         predicted = translate.freshbooks_totals(body["lines"]).total
         if predicted != invoice.total:
             # Refuse before writing: FreshBooks cannot hold this total (2 decimals).
@@ -461,6 +467,19 @@ class FreshBooksAdapter:
                     f"the connected FreshBooks user has no business with account "
                     f"{self._account_id}", code=ErrorCode.PERMISSION_DENIED)
         return self._business_uuid
+
+    def list_tax_rates(self) -> list[ProviderTaxRate]:
+        """The business's taxes (`GET taxes/taxes`: name, amount as a percent, compound;
+        freshbooks.com/api/taxes); a line may also carry any name and percent."""
+        out = []
+        for tax in self._pages("taxes/taxes", "taxes"):
+            try:
+                rate = Decimal(str(tax.get("amount")))
+            except ArithmeticError:
+                continue
+            out.append(ProviderTaxRate(str(tax["name"]), str(tax["name"]), rate.normalize(),
+                                       bool(tax.get("compound"))))
+        return out
 
     def list_income_accounts(self) -> list[IncomeAccount]:
         url = (f"{self._api}/accounting/businesses/{self.business_uuid()}"

@@ -38,6 +38,7 @@ from providers.port import (
     WriteIntent,
 )
 from providers.quickbooks import translate
+from providers.taxes import ProviderTaxRate
 from schemas.error_codes import ErrorCode
 from schemas.money import quantize_money
 from schemas.records import Address, Customer, Invoice, Item, Payment
@@ -243,7 +244,8 @@ class QuickBooksAdapter:
 
     def upsert_invoice(self, invoice: Invoice, customer: ProviderRecord,
                        items: Mapping[str, ProviderRecord], link: ProviderRecord | None,
-                       write: WriteIntent) -> ProviderRecord:
+                       write: WriteIntent,
+                       taxes: Mapping[str, ProviderTaxRate] | None = None) -> ProviderRecord:
         body = translate.invoice_body(invoice, customer.id, {k: v.id for k, v in items.items()})
         entity = self._upsert("Invoice", body, link, write, ("DocNumber", body["DocNumber"]))
         record = self._record(entity)
@@ -309,6 +311,12 @@ class QuickBooksAdapter:
             )
             for i in self._query_all("Item")
         ]
+
+    def list_tax_rates(self) -> list[ProviderTaxRate]:
+        """A US company with automated sales tax: QuickBooks assigns the code and computes
+        the tax, so one code (TAX) serves every taxed line (Intuit, "Manage sales tax for
+        US locales"); untaxed lines are NON."""
+        return [ProviderTaxRate("TAX", "Automated sales tax", None, kind="automated")]
 
     def list_income_accounts(self) -> list[IncomeAccount]:
         rows = self._query_all("Account", " WHERE AccountType = 'Income'")

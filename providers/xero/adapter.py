@@ -51,6 +51,7 @@ from providers.port import (
     RemoteItem,
     WriteIntent,
 )
+from providers.taxes import ProviderTaxRate
 from providers.xero import translate
 from providers.xero.translate import ItemRef
 from schemas.error_codes import ErrorCode
@@ -286,7 +287,8 @@ class XeroAdapter:
 
     def upsert_invoice(self, invoice: Invoice, customer: ProviderRecord,
                        items: Mapping[str, ProviderRecord], link: ProviderRecord | None,
-                       write: WriteIntent) -> ProviderRecord:
+                       write: WriteIntent,
+                       taxes: Mapping[str, ProviderTaxRate] | None = None) -> ProviderRecord:
         refs = {bc_id: self._item_ref(rec.id) for bc_id, rec in items.items()}
         unmapped = sorted(bc_id for bc_id in {li.item_id for li in invoice.lines}
                           if bc_id in refs and not refs[bc_id].account_code)
@@ -297,7 +299,7 @@ class XeroAdapter:
                 "(SalesDetails.AccountCode); map it to an income account in the setup wizard "
                 "(step 3). Nothing was written to Xero.", code=ErrorCode.UNMAPPED_ITEM)
         body = translate.invoice_body(invoice, customer.id, refs, self._default_income_code(),
-                                      self._tax_type_by_rate())
+                                      self._tax_types_for(invoice, taxes))
         predicted = translate.xero_totals(body)
         if predicted is not None and predicted[2] != invoice.total:
             raise XeroTotalMismatch(invoice, predicted[2], "", "nothing was written to Xero")
@@ -428,6 +430,29 @@ class XeroAdapter:
         return str((same or self._bank_accounts)[0]["Code"])
 
     # -- reference data -------------------------------------------------------------
+
+    def _tax_types_for(self, invoice: Invoice, taxes: Mapping[str, ProviderTaxRate] | None
+                       ) -> dict[Decimal, str]:
+        """The mapped tax type per line rate; without mappings, the organisation's."""
+        if taxes is None:
+            return self._tax_type_by_rate()
+        return {li.tax_rate_percent: taxes[li.tax_key].code for li in invoice.lines
+                if li.tax_key in taxes}
+
+    def list_tax_rates(self) -> list[ProviderTaxRate]:
+        """The organisation's revenue tax rates (`GET /TaxRates`: TaxType, Name,
+        EffectiveRate, TaxComponents[].IsCompound; X-oas)."""
+        out = []
+        for r in self._get("TaxRates").get("TaxRates") or []:
+            if r.get("Status", "ACTIVE") != "ACTIVE" or r.get("CanApplyToRevenue") is False:
+                continue
+            rate = r.get("EffectiveRate", r.get("DisplayTaxRate"))
+            if rate is None or not r.get("TaxType"):
+                continue
+            compound = any(c.get("IsCompound") for c in r.get("TaxComponents") or [])
+            out.append(ProviderTaxRate(str(r["TaxType"]), str(r.get("Name") or r["TaxType"]),
+                                       Decimal(str(rate)).normalize(), compound))
+        return out
 
     def _tax_type_by_rate(self) -> dict[Decimal, str]:
         """Revenue tax rates by percentage; the first OUTPUT-reported type wins a tie."""

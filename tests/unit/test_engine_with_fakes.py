@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 import uuid
@@ -31,6 +32,7 @@ from providers.port import (
     RemoteItem,
     WriteIntent,
 )
+from providers.taxes import BlueClerkTaxRate, ProviderTaxRate
 from sandbox.scenario import EventFactory, build_invoice
 from schemas.codec import AvroCodec, DecodeError
 from schemas.error_codes import ErrorCode
@@ -62,6 +64,10 @@ class FakeProvider:
     """An AccountingProvider that records every call; `failures` are raised first, in order."""
 
     name: str = "quickbooks"
+    # A US company with automated sales tax unless a test gives the company's own codes.
+    tax_rates: list[ProviderTaxRate] = field(default_factory=lambda: [
+        ProviderTaxRate("TAX", "Automated sales tax", None, kind="automated")])
+    taxes_sent: list[dict[str, ProviderTaxRate]] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
     failures: list[Exception] = field(default_factory=list)
     _ids: Any = field(default_factory=lambda: itertools.count(100))
@@ -88,7 +94,9 @@ class FakeProvider:
 
     def upsert_invoice(self, invoice: Invoice, customer: ProviderRecord,
                        items: Mapping[str, ProviderRecord], link: ProviderRecord | None,
-                       write: WriteIntent) -> ProviderRecord:
+                       write: WriteIntent,
+                       taxes: Mapping[str, ProviderTaxRate] | None = None) -> ProviderRecord:
+        self.taxes_sent.append(dict(taxes or {}))
         return self._call("upsert_invoice", invoice.id, link, write, invoice.total)
 
     def void_invoice(self, invoice: Invoice, link: ProviderRecord,
@@ -108,6 +116,9 @@ class FakeProvider:
 
     def list_income_accounts(self) -> list[IncomeAccount]:
         return []
+
+    def list_tax_rates(self) -> list[ProviderTaxRate]:
+        return list(self.tax_rates)
 
     def fetch_changes(self, since: dt.datetime) -> list[InboundChange]:
         return []
@@ -593,3 +604,68 @@ def test_unmapped_item_event_says_what_to_map_and_where(world: World) -> None:
     assert status.error_code is ErrorCode.UNMAPPED_ITEM and status.message is not None
     assert f"blueclerk-sync wizard map --account {acct} --item i9" in status.message
     assert f"/v1/accounts/{acct}/mappings/i9" in status.message
+
+
+UK_VAT = [ProviderTaxRate("20.0% S", "20.0% S", Decimal("20")),
+          ProviderTaxRate("20.0% ECG", "20.0% ECG", Decimal("20")),
+          ProviderTaxRate("5.0% R", "5.0% R", Decimal("5"))]
+
+
+def _taxed_invoice(world: World, acct: str, f: EventFactory, rate: str, key: str | None,
+                   name: str | None) -> ChangeEvent:
+    world.map_item(acct, "i1")
+    assert only(world.process(f.event(Item("i1", "Drain", unit_price=Decimal("10"))))
+                ).status is SyncStatus.SYNCED
+    assert only(world.process(f.customer("c1", "Ada"))).status is SyncStatus.SYNCED
+    inv = build_invoice("inv1", "c1", "1001", "GBP", "exclusive",
+                        [("i1", "2", "10", "0", rate)])
+    lines = tuple(dataclasses.replace(li, tax_rate_id=key, tax_rate_name=name)
+                  for li in inv.lines)
+    return f.event(dataclasses.replace(inv, lines=lines))
+
+
+def test_an_ambiguous_tax_rate_waits_for_its_mapping_then_is_sent(world: World) -> None:
+    """Two company codes at 20% and no name to choose by: the invoice waits with
+    unmapped_tax_rate, naming the line, the rate and what to run; the saved mapping
+    re-drives it and the chosen code reaches the adapter."""
+    acct, f = world.account()
+    world.provider(acct).tax_rates = list(UK_VAT)
+    event = _taxed_invoice(world, acct, f, "20", "vat-std", "VAT")
+    waiting = only(world.process(event))
+    assert (waiting.status, waiting.error_code) == (SyncStatus.WAITING_DEPENDENCY,
+                                                    ErrorCode.UNMAPPED_TAX_RATE)
+    assert waiting.message is not None
+    for words in ("line 1", "VAT 20%", "vat-std", "20.0% S", "20.0% ECG", "wizard map-tax"):
+        assert words in waiting.message, waiting.message
+    parked = world.parked(event.event_id)
+    assert parked is not None and parked.waits_for == "taxrate:vat-std"
+    assert "upsert_invoice" not in [c.op for c in world.provider(acct).calls]
+
+    with world.db.transaction() as s:
+        repo.save_tax_mapping(s, acct, BlueClerkTaxRate("vat-std", "VAT", Decimal("20")),
+                              UK_VAT[0], "user", "chosen by the user")
+    statuses = world.engine.drive_parked(acct, {"unmapped_tax_rate"}, {"taxrate:vat-std"})
+    assert [s.status for s in statuses] == [SyncStatus.SYNCED]
+    assert world.provider(acct).taxes_sent[-1] == {"vat-std": UK_VAT[0]}
+
+
+def test_a_tax_rate_matching_one_code_is_mapped_automatically_with_its_reason(
+        world: World) -> None:
+    acct, f = world.account()
+    world.provider(acct).tax_rates = list(UK_VAT)
+    event = _taxed_invoice(world, acct, f, "5", "vat-reduced", "Reduced rate")
+    assert only(world.process(event)).status is SyncStatus.SYNCED
+    assert world.provider(acct).taxes_sent[-1] == {"vat-reduced": UK_VAT[2]}
+    with world.db.transaction() as s:
+        row = repo.get_tax_mapping(s, acct, "vat-reduced")
+        assert row is not None and row.matched_by == "auto"
+        assert row.reason is not None and "5%" in row.reason and "5.0% R" in row.reason
+
+
+def test_a_producer_without_tax_rate_ids_maps_by_percent(world: World) -> None:
+    """v1 producers send only a percent: the rate is keyed by it ("rate:8.25")."""
+    acct, f = world.account()  # US automated sales tax: every taxed line uses TAX
+    event = _taxed_invoice(world, acct, f, "8.25", None, None)
+    assert only(world.process(event)).status is SyncStatus.SYNCED
+    sent = world.provider(acct).taxes_sent[-1]
+    assert list(sent) == ["rate:8.25"] and sent["rate:8.25"].code == "TAX"
