@@ -70,12 +70,12 @@ from sandbox.scenario import EventFactory, publish  # noqa: E402
 from schemas.codec import AvroCodec  # noqa: E402
 from schemas.events import event_from_avro  # noqa: E402
 from schemas.records import ChangeEvent  # noqa: E402
-from schemas.status import TERMINAL_STATUSES, SyncStatusEvent  # noqa: E402
+from schemas.status import FINAL_STATUSES, SyncStatusEvent  # noqa: E402
 from service.config import Settings, Topics  # noqa: E402
 from state.crypto import generate_key  # noqa: E402
 from state.db import migrate  # noqa: E402
 
-FINAL = sorted(s.value for s in TERMINAL_STATUSES)
+FINAL = sorted(s.value for s in FINAL_STATUSES)
 MODES = {"raw": "A raw consume + decode", "naive": "B naive sequential",
          "worker": "C service Worker"}
 
@@ -336,7 +336,7 @@ def _statuses(db_url: str) -> list[SyncStatusEvent]:
 def _score(result: Result, db_url: str, started: dt.datetime) -> None:
     finals: dict[str, SyncStatusEvent] = {}
     for status in _statuses(db_url):
-        if status.status in TERMINAL_STATUSES:
+        if status.status in FINAL_STATUSES:
             finals.setdefault(status.source_event_id, status)
     result.outcomes = Counter(s.status.value for s in finals.values())
     if finals:

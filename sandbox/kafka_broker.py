@@ -152,12 +152,17 @@ class KafkaBroker:
         self.port = self.port or _free_port()
         self.controller_port = self.controller_port or _free_port()
         config = self._write_config()
-        subprocess.run(
-            self._java_cmd(libs, "kafka.tools.StorageTool", "format", "--standalone",
-                           "-t", _cluster_id(), "-c", str(config)),
-            check=True, stdout=subprocess.DEVNULL,
-        )
-        log = (self._dir / "broker.log").open("wb")
+        if not (self._dir / "data" / "meta.properties").exists():
+            subprocess.run(
+                self._java_cmd(libs, "kafka.tools.StorageTool", "format", "--standalone",
+                               "-t", _cluster_id(), "-c", str(config)),
+                check=True, stdout=subprocess.DEVNULL,
+            )
+        self._launch(libs, config, timeout)
+        return self
+
+    def _launch(self, libs: Path, config: Path, timeout: float) -> None:
+        log = (self._dir / "broker.log").open("ab")
         self._proc = subprocess.Popen(
             self._java_cmd(libs, "kafka.Kafka", str(config)),
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -171,7 +176,15 @@ class KafkaBroker:
                 self.stop()
                 raise TimeoutError("Kafka broker did not become ready")
             time.sleep(0.25)
-        return self
+
+    def restart(self, down_s: float = 0.0, timeout: float = 120.0) -> None:
+        """Stop the JVM (SIGTERM, a clean shutdown) and start it again on the same ports
+        and the same storage: clients see the broker go away and come back with every
+        topic, record and committed offset it had."""
+        self._terminate()
+        time.sleep(down_s)
+        self._launch(resolve_kafka_jars(self.cache_dir), self._dir / "server.properties",
+                     timeout)
 
     def _ready(self) -> bool:
         if not _port_open(self.port):
@@ -186,6 +199,13 @@ class KafkaBroker:
         return bool(metadata.brokers)
 
     def stop(self) -> None:
+        self._terminate()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+            self.workdir = None
+
+    def _terminate(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -194,10 +214,6 @@ class KafkaBroker:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
-            self.workdir = None
 
     def __enter__(self) -> KafkaBroker:
         return self.start()

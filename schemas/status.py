@@ -1,4 +1,4 @@
-"""Sync-status events: one terminal status per consumed event, read by analysts."""
+"""Sync-status events: one final status per consumed event, read by analysts."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 from schemas.error_codes import ADVICE, ErrorCode
 from schemas.redaction import scrub
 
-__all__ = ["TERMINAL_STATUSES", "SyncStatus", "SyncStatusEvent"]
+__all__ = ["FINAL_STATUSES", "WAITING_STATUSES", "SyncStatus", "SyncStatusEvent"]
 
 
 class SyncStatus(StrEnum):
@@ -24,13 +24,16 @@ class SyncStatus(StrEnum):
     DEAD_LETTERED = "dead_lettered"
 
 
-# A consumed event ends with exactly one of these. `retrying` is progress, not an end;
-# `pending_manual` and `waiting_dependency` end this delivery and are followed by a later
-# status for the same source event when Sync Now or the dependency re-drives it.
-TERMINAL_STATUSES = frozenset(
-    {SyncStatus.SYNCED, SyncStatus.SKIPPED, SyncStatus.PENDING_MANUAL,
-     SyncStatus.WAITING_DEPENDENCY, SyncStatus.FAILED, SyncStatus.DEAD_LETTERED}
+# A consumed event ends with exactly one of these, and nothing follows it: the event is
+# finished (its outcome is recorded; a replay of a dead-lettered record is an operator's
+# new decision, not a continuation).
+FINAL_STATUSES = frozenset(
+    {SyncStatus.SYNCED, SyncStatus.SKIPPED, SyncStatus.FAILED, SyncStatus.DEAD_LETTERED}
 )
+# Not finished: the event is parked (for its dependency, or for Sync Now) and a later
+# status for the same source event follows when it is re-driven. `retrying` is progress
+# within one delivery and is in neither set.
+WAITING_STATUSES = frozenset({SyncStatus.WAITING_DEPENDENCY, SyncStatus.PENDING_MANUAL})
 
 
 def _now() -> dt.datetime:
