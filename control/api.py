@@ -95,6 +95,12 @@ class MappingRequest(BaseModel):
     income_account_id: str = Field(min_length=1)
 
 
+class TaxMappingRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tax_code: str = Field(min_length=1, description="the provider's tax code (QuickBooks "
+                          "TaxCode id or TAX, Xero TaxType, FreshBooks tax name)")
+
+
 class SettingsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     sync_customers: bool | None = None
@@ -332,7 +338,9 @@ def create_control_app(services: Services,
     @app.post("/v1/accounts/{account_id}/wizard/start", tags=["wizard"], dependencies=auth,
               summary="Open or re-run the wizard (progress is kept)")
     def start(account_id: Account) -> dict[str, Any]:
-        return svc.start_wizard(ctx, account_id)
+        progress = svc.start_wizard(ctx, account_id)
+        # A re-run matches tax rates seen since the last run (step 3 shows the rest).
+        return {**progress, "tax_rates": svc.auto_match_tax_rates(ctx, account_id)}
 
     @app.post("/v1/accounts/{account_id}/wizard/close", tags=["wizard"], dependencies=auth)
     def close(account_id: Account) -> dict[str, Any]:
@@ -384,6 +392,24 @@ def create_control_app(services: Services,
               dependencies=auth, summary="Step 3: map every unmapped item to one account")
     def map_all(account_id: Account, body: MappingRequest) -> dict[str, Any]:
         return svc.map_all_unmapped(ctx, account_id, body.income_account_id)
+
+    @app.get("/v1/accounts/{account_id}/wizard/tax-rates", tags=["wizard"],
+             dependencies=auth, summary="Step 3 (taxes): tax codes, mappings with their "
+             "reasons, rates to map with candidates")
+    def taxes(account_id: Account) -> dict[str, Any]:
+        return svc.tax_rates(ctx, account_id)
+
+    @app.put("/v1/accounts/{account_id}/tax-mappings/{tax_key}", tags=["wizard"],
+             dependencies=auth, summary="Step 3 (taxes): map one BlueClerk tax rate")
+    def map_tax(account_id: Account, tax_key: Annotated[str, Path(min_length=1,
+                                                                  max_length=128)],
+                body: TaxMappingRequest) -> dict[str, Any]:
+        return svc.map_tax_rate(ctx, account_id, tax_key, body.tax_code)
+
+    @app.post("/v1/accounts/{account_id}/tax-mappings/apply-to-unmapped", tags=["wizard"],
+              dependencies=auth, summary="Step 3 (taxes): map every unmapped rate to one code")
+    def map_all_taxes(account_id: Account, body: TaxMappingRequest) -> dict[str, Any]:
+        return svc.map_all_unmapped_tax_rates(ctx, account_id, body.tax_code)
 
     @app.get("/v1/accounts/{account_id}/settings", tags=["wizard"], dependencies=auth,
              summary="Step 4: sync settings")

@@ -17,6 +17,7 @@ from control.context import (
     now,
 )
 from control.sync_settings import settings_json, sync_parked
+from control.tax_mappings import auto_match_tax_rates
 from schemas.error_codes import ADVICE, ErrorCode
 from state import repository as repo
 from state.connections import Connected
@@ -92,8 +93,15 @@ def after_connect(ctx: ControlContext, connected: Connected) -> dict[str, Any]:
             "change waited for the previous company and was not synced")
         ctx.publish()
         abandoned = count_statuses(statuses)
+    taxes: dict[str, Any] = {}
+    try:
+        # BlueClerk's known tax rates meet the company's codes: the unambiguous ones are
+        # mapped now (an old connection's invoices, or a reconnect); the rest wait for step 3.
+        taxes = auto_match_tax_rates(ctx, info.account_id)
+    except ControlError as exc:
+        taxes = {"error": exc.message}
     return {"account_id": info.account_id, "provider": info.provider,
-            "tenant_id": info.tenant_id, "tenant_name": info.tenant_name,
+            "tenant_id": info.tenant_id, "tenant_name": info.tenant_name, "tax_rates": taxes,
             "status": info.status, "connected_at": info.connected_at.isoformat(),
             "connection": connected.kind, "reconnected": connected.kind == "reconnect",
             "redriven": redriven, "abandoned": abandoned}

@@ -172,7 +172,7 @@ def _wizard(ctx: ControlContext, args: argparse.Namespace) -> Any:
     if step == "progress":
         return svc.wizard_progress(ctx, a)
     if step == "start":
-        return svc.start_wizard(ctx, a)
+        return {**svc.start_wizard(ctx, a), "tax_rates": svc.auto_match_tax_rates(ctx, a)}
     if step == "close":
         return svc.close_wizard(ctx, a)
     if step == "skip":
@@ -191,6 +191,12 @@ def _wizard(ctx: ControlContext, args: argparse.Namespace) -> Any:
         return svc.map_item(ctx, a, args.item, args.income_account)
     if step == "map-all":
         return svc.map_all_unmapped(ctx, a, args.income_account)
+    if step == "taxes":
+        return svc.tax_rates(ctx, a)
+    if step == "map-tax":
+        return svc.map_tax_rate(ctx, a, args.tax_rate, args.tax_code)
+    if step == "map-tax-all":
+        return svc.map_all_unmapped_tax_rates(ctx, a, args.tax_code)
     if step == "settings":
         changes = _settings_changes(args)
         return svc.update_settings(ctx, a, changes) if changes else svc.get_settings(ctx, a)
@@ -276,6 +282,8 @@ def register(sub: Any) -> None:
                         "items"),
                        ("accounts", "step 3: list income accounts, mappings and unmapped "
                         "items"),
+                       ("taxes", "step 3: list tax codes, tax-rate mappings (with reasons) "
+                        "and rates to map"),
                        ("summary", "step 5: what was imported, linked and mapped")):
         _account(steps.add_parser(name, help=text))
     p = steps.add_parser("skip", help="skip a step")
@@ -300,6 +308,14 @@ def register(sub: Any) -> None:
     p = steps.add_parser("map-all", help="step 3: map every unmapped item to one account")
     _account(p)
     p.add_argument("--income-account", required=True)
+    p = steps.add_parser("map-tax", help="step 3: map one BlueClerk tax rate to a tax code")
+    _account(p)
+    p.add_argument("--tax-rate", required=True, help="BlueClerk tax rate key (see `taxes`)")
+    p.add_argument("--tax-code", required=True, help="the provider's tax code")
+    p = steps.add_parser("map-tax-all", help="step 3: map every unmapped tax rate to one code "
+                         "(e.g. QuickBooks US TAX)")
+    _account(p)
+    p.add_argument("--tax-code", required=True)
     p = steps.add_parser("settings", help="step 4: show or change the sync settings")
     _account(p)
     for name in svc.SETTINGS_FIELDS:

@@ -18,6 +18,12 @@ from control.operations import (
     sync_now,
 )
 from control.sync_settings import SETTINGS_FIELDS, get_settings, update_settings
+from control.tax_mappings import (
+    auto_match_tax_rates,
+    map_all_unmapped_tax_rates,
+    map_tax_rate,
+    tax_rates,
+)
 from control.wizard.imports import import_customers, import_items, list_customers, list_items
 from control.wizard.progress import (
     WIZARD_STEPS,
@@ -34,6 +40,7 @@ __all__ = [
     "ControlContext",
     "ControlError",
     "KafkaSide",
+    "auto_match_tax_rates",
     "close_wizard",
     "disconnect",
     "get_settings",
@@ -43,7 +50,9 @@ __all__ = [
     "list_customers",
     "list_items",
     "map_all_unmapped",
+    "map_all_unmapped_tax_rates",
     "map_item",
+    "map_tax_rate",
     "reconnected",
     "replay_dead_letters",
     "skip_step",
@@ -51,6 +60,7 @@ __all__ = [
     "status",
     "summary",
     "sync_now",
+    "tax_rates",
     "update_settings",
     "wizard_progress",
 ]

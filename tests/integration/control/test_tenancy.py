@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -19,61 +18,28 @@ from fastapi.testclient import TestClient
 from control import oauth_flow
 from control.api import create_control_app
 from control.oauth_flow import CallbackParams, complete_authorization, sandbox_consent
+from sandbox.control_client import auth, consent, new_tenant, process, start_connection
 from sandbox.scenario import EventFactory
-from schemas.codec import AvroCodec
-from schemas.events import SCHEMA_BY_ENTITY, event_to_avro
-from schemas.records import ChangeEvent
 from service.bootstrap import Services, build_services
-from service.config import Settings, Topics
-from state.crypto import generate_key
+from service.config import Settings
 from state.models import OAuthState
 
-TOKEN = "tenancy-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PROVIDERS = ("quickbooks", "xero", "freshbooks")
-CODEC = AvroCodec()
-
-
-def _tenant(provider: str) -> str:
-    if provider == "quickbooks":
-        return f"9341{uuid.uuid4().int % 10**12:012d}"
-    if provider == "xero":
-        return str(uuid.uuid4())
-    return f"FB{uuid.uuid4().hex[:10]}"
+AUTH = auth("control-tests-token")
+_tenant = new_tenant
+_start = start_connection
+_consent = consent
+_process = process
 
 
 @pytest.fixture
-def services(monkeypatch: pytest.MonkeyPatch, sandbox_url: str, database_url: str,
-             kafka_bootstrap: str, topics: Topics) -> Iterator[Services]:
-    for name, value in {"SANDBOX_URL": sandbox_url, "DATABASE_URL": database_url,
-                        "TOKEN_ENCRYPTION_KEY": generate_key(), "CONTROL_API_TOKEN": TOKEN,
-                        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-                        "TOPIC_PREFIX": topics.prefix}.items():
-        monkeypatch.setenv(name, value)
-    built = build_services(Settings.from_env())
-    yield built
-    built.close()
+def services(control_services: Services) -> Services:
+    return control_services
 
 
 @pytest.fixture
-def api(services: Services) -> Iterator[TestClient]:
-    with TestClient(create_control_app(services)) as client:
-        yield client
-
-
-def _start(api: TestClient, account: str, provider: str) -> dict[str, Any]:
-    r = api.post(f"/v1/accounts/{account}/connection", json={"provider": provider},
-                 headers=AUTH)
-    assert r.status_code == 200, r.text
-    body: dict[str, Any] = r.json()
-    return body
-
-
-def _consent(api: TestClient, account: str, provider: str, tenant: str,
-             **consent: Any) -> httpx.Response:
-    start = _start(api, account, provider)
-    redirect = sandbox_consent(start["authorization_url"], tenant=tenant, **consent)
-    return api.get("/oauth/callback", params=redirect)
+def api(control_api: TestClient) -> TestClient:
+    return control_api
 
 
 def _error(response: httpx.Response, status: int, code: str) -> str:
@@ -99,13 +65,6 @@ def _customers(books: dict[str, Any], provider: str) -> dict[str, str]:
         return {c["ContactID"]: c["Name"] for c in books.get("Contacts", [])}
     return {str(c["id"]): c.get("organization") or c.get("fname", "")
             for c in books.get("clients", [])}
-
-
-def _process(api: TestClient, event: ChangeEvent) -> tuple[str, str | None]:
-    engine = api.app.state.control.engine()  # type: ignore[attr-defined]
-    payload = CODEC.encode(SCHEMA_BY_ENTITY[event.entity_type], event_to_avro(event))
-    status = engine.process(event, payload).statuses[-1]
-    return status.status.value, status.error_code.value if status.error_code else None
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
