@@ -78,7 +78,7 @@ from schemas.error_codes import ErrorCode
 from schemas.money import minor_unit
 from schemas.records import Address, Customer, Invoice, Item, Payment
 
-__all__ = ["FreshBooksAdapter", "classify_freshbooks_error"]
+__all__ = ["FreshBooksAdapter", "FreshBooksTotalMismatch", "classify_freshbooks_error"]
 
 PER_PAGE = 100
 VALIDATION_ERRNOS = frozenset({1001, 1004, 1005, 1013, 1014, 1017, 1018, 1025, 1040})
@@ -184,9 +184,16 @@ def shown(amount: Decimal, currency: str) -> Decimal:
     return amount.quantize(Decimal(1).scaleb(-places))
 
 
-def _mismatch(invoice: Invoice, theirs: Decimal, provider_id: str) -> TotalMismatch:
-    return TotalMismatch(shown(invoice.total, invoice.currency),
-                         shown(theirs, invoice.currency), invoice.currency, provider_id)
+class FreshBooksTotalMismatch(TotalMismatch):
+    """TotalMismatch whose message names the invoice line that differs (when one does)
+    and both figures in the currency's precision, and says what was left in FreshBooks."""
+
+    def __init__(self, invoice: Invoice, theirs: Decimal, provider_id: str,
+                 message: str) -> None:
+        PermanentProviderError.__init__(self, message)
+        self.ours = shown(invoice.total, invoice.currency)
+        self.theirs = shown(theirs, invoice.currency)
+        self.provider_id = provider_id
 
 
 class FreshBooksAdapter:
@@ -321,22 +328,32 @@ class FreshBooksAdapter:
 
     # -- invoices -------------------------------------------------------------------
 
-    def _tax_names(self, invoice: Invoice) -> dict[Decimal, str]:
-        if invoice.tax_mode == "none" or not any(li.tax_rate_percent for li in invoice.lines):
-            return {}
-        names: dict[Decimal, str] = {}
-        for tax in self._pages("taxes/taxes", "taxes"):
-            try:
-                rate = Decimal(str(tax.get("amount")))
-            except ArithmeticError:
+    def _line_taxes(self, invoice: Invoice, taxes: Mapping[str, ProviderTaxRate] | None
+                    ) -> list[translate.LineTax | None] | None:
+        """The FreshBooks tax of each line: the mapped tax's name, with the percent and
+        compound flag the business's tax of that name has now (GET taxes/taxes; a rate
+        changed in FreshBooks is used as changed), else the mapping's own (a tax FreshBooks
+        lines carry by name and percent without a tax record). Untaxed lines: None."""
+        if taxes is None or invoice.tax_mode == "none":
+            return None
+        if not any(li.tax_key in taxes for li in invoice.lines):
+            return [None] * len(invoice.lines)
+        company = {t.name.strip().casefold(): t for t in self.list_tax_rates()}
+        out: list[translate.LineTax | None] = []
+        for line in invoice.lines:
+            code = taxes.get(line.tax_key) if line.taxed else None
+            if code is None:
+                out.append(None)
                 continue
-            if not tax.get("compound"):
-                names.setdefault(rate, str(tax["name"]))
-        return names
+            current = company.get(code.name.strip().casefold())
+            chosen = current if current is not None and current.rate is not None else code
+            percent = chosen.rate if chosen.rate is not None else line.tax_rate_percent
+            out.append(translate.LineTax(chosen.name, percent, chosen.compound))
+        return out
 
     def _invoice_body(self, invoice: Invoice, customer_id: str,
                       items: Mapping[str, ProviderRecord],
-                      taxes: Mapping[str, ProviderTaxRate] | None = None) -> dict[str, Any]:
+                      line_taxes: list[translate.LineTax | None] | None) -> dict[str, Any]:
         names: dict[str, str] = {}
         for line in invoice.lines:
             record = items.get(line.item_id)
@@ -344,10 +361,7 @@ class FreshBooksAdapter:
                 name = self._item_name(record.id)
                 if name:
                     names[line.item_id] = name
-        tax_names = self._tax_names(invoice) if taxes is None else {
-            li.tax_rate_percent: taxes[li.tax_key].name for li in invoice.lines
-            if li.tax_key in taxes}
-        return translate.invoice_body(invoice, customer_id, names, tax_names)
+        return translate.invoice_body(invoice, customer_id, names, line_taxes)
 
     def _find_invoice(self, number: str, customer_id: str) -> dict[str, Any] | None:
         rows = self._pages("invoices/invoices", "invoices",
@@ -357,20 +371,40 @@ class FreshBooksAdapter:
 
     @staticmethod
     def _invoice_record(invoice: Invoice, row: Mapping[str, Any]) -> ProviderRecord:
+        """FreshBooks' totals after a write, compared with BlueClerk's to the cent: the
+        total, and (2-decimal currencies, when the reply has its lines) the tax total =
+        total - the lines' amounts + the discount."""
         record = ProviderRecord(str(row["id"]), None, _amount(row))
-        if record.total != invoice.total:
-            raise _mismatch(invoice, _amount(row), record.id)
+        theirs_tax: Decimal | None = None
+        lines = row.get("lines")
+        if isinstance(lines, list) and minor_unit(invoice.currency) == 2:
+            discount = _amount({"amount": row.get("discount_total")})
+            theirs_tax = record.total - sum((_amount(li) for li in lines), Decimal(0)) \
+                + discount if record.total is not None else None
+        if record.total != invoice.total or (theirs_tax is not None
+                                             and theirs_tax != invoice.tax_total):
+            cur = invoice.currency
+            tax = (f"tax {shown(theirs_tax, cur)} {cur}, " if theirs_tax is not None else "")
+            raise FreshBooksTotalMismatch(
+                invoice, _amount(row), record.id,
+                f"invoice {invoice.number}: BlueClerk tax {shown(invoice.tax_total, cur)} "
+                f"{cur}, total {shown(invoice.total, cur)} {cur}; FreshBooks holds {tax}"
+                f"total {shown(_amount(row), cur)} {cur} (invoice {record.id}, left as it "
+                "is; not marked as sent)")
         return record
 
     def upsert_invoice(self, invoice: Invoice, customer: ProviderRecord,
                        items: Mapping[str, ProviderRecord], link: ProviderRecord | None,
                        write: WriteIntent,
                        taxes: Mapping[str, ProviderTaxRate] | None = None) -> ProviderRecord:
-        body = self._invoice_body(invoice, customer.id, items, taxes)
-        predicted = translate.freshbooks_totals(body["lines"]).total
-        if predicted != invoice.total:
-            # Refuse before writing: FreshBooks cannot hold this total (2 decimals).
-            raise _mismatch(invoice, predicted, link.id if link else "(not written)")
+        line_taxes = self._line_taxes(invoice, taxes)
+        body = self._invoice_body(invoice, customer.id, items, line_taxes)
+        refused = translate.tax_mismatch(invoice, body["lines"], line_taxes)
+        if refused is not None:
+            # Refuse before writing: FreshBooks would compute other figures.
+            raise FreshBooksTotalMismatch(invoice, refused[0],
+                                          link.id if link else "(not written)",
+                                          f"{refused[1]}; nothing was written to FreshBooks")
         target = link.id if link else None
         if target is None:
             found = self._find_invoice(invoice.number, customer.id)

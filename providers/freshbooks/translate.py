@@ -16,13 +16,30 @@ Translation choices (FreshBooks has less to say than BlueClerk):
   2. ``qty`` x that unit cost rounded to the minor unit,
   3. ``qty`` 1 x the line amount, the real quantity and price written in the description,
   is sent. A discounted line says "list price P less D%" in its description.
-- Tax-inclusive invoices: FreshBooks is tax-exclusive. Each line is sent at the largest
-  net amount n with n + round2(n x rate) <= the inclusive line amount; when tax
-  rounding skips the exact cent (about one amount in eleven at 10%), the missing cents
-  (at most one minor unit per line) go on one untaxed "Rounding" line, so the invoice
-  total equals BlueClerk's to the cent.
-- Tax: ``taxName1``/``taxAmount1`` (a percent, at most 3 decimals; more is refused as
-  UNSUPPORTED). The name is the account's tax with that rate when there is one.
+- Tax-inclusive invoices: FreshBooks is tax-exclusive. Each line is sent at a net
+  amount n whose FreshBooks tax, round2(n x percent), is BlueClerk's own tax for the line
+  (BlueClerk: amount x rate / (100 + rate), rounded to the minor unit): BlueClerk's net
+  (amount - tax) when that works, else the cent below or above it (one of the three
+  always does, as a step of one cent moves the tax by less than a cent). The cents left
+  between n + tax and the inclusive amount (at most one per line, either sign) go on one
+  untaxed "Rounding" line, so both the tax total and the invoice total equal BlueClerk's
+  to the cent. (Other currencies: the largest n with n + round2(n x percent) <= the
+  amount, and the rounding-line rule below.)
+- Tax: each taxed line carries its tax by name and percent, ``taxName1``/``taxAmount1``
+  (freshbooks.com/api/invoices; a percent, at most 3 decimals: more is refused as
+  UNSUPPORTED). The adapter passes the tax per line (``LineTax``): the mapped FreshBooks
+  tax's name and its current percent. Without one (callers that pass no mapping) the
+  line is named "Tax <percent>%" at BlueClerk's percent.
+- Compound rates: a BlueClerk line carries one rate (InvoiceChangeEvent v2), so a
+  compound BlueClerk rate has no other tax on its line to stack on, and BlueClerk's tax
+  for the line is amount x rate like any other. It is written as the line's only tax,
+  ``taxName1``: FreshBooks computes a compound tax "on top of primary taxes"
+  (freshbooks.com/api/taxes), i.e. only in second position over the first, so in first
+  position it is the line amount x percent, BlueClerk's figure. ``taxName2`` is never
+  written; the prediction below still honours FreshBooks' compound second tax.
+- Before writing, FreshBooks' figures are predicted line by line (``freshbooks_figures``)
+  and compared with BlueClerk's (``tax_mismatch``): the invoice total after the
+  rounding line, and for 2-decimal currencies the tax of every line and the tax total.
 - Money goes out at the currency's minor unit; FreshBooks itself keeps and rounds to 2
   decimals (tax included), so for a currency with another exponent FreshBooks' total can
   differ from BlueClerk's by the rounding alone (259 JPY, where FreshBooks rounds each
@@ -37,7 +54,7 @@ Translation choices (FreshBooks has less to say than BlueClerk):
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import Any
@@ -50,18 +67,23 @@ from schemas.records import Address, Customer, Invoice, InvoiceLine, Item, Payme
 __all__ = [
     "PAYMENT_TYPES",
     "FreshBooksTotals",
+    "LineTax",
+    "blueclerk_line_tax",
     "client_body",
     "client_organization",
     "eastern_day",
+    "freshbooks_figures",
     "freshbooks_totals",
     "inclusive_net",
     "invoice_body",
     "invoice_lines",
     "item_body",
+    "line_taxes_or_default",
     "money",
     "payment_body",
     "payment_tag",
     "q2",
+    "tax_mismatch",
 ]
 
 CENT = Decimal("0.01")
@@ -146,18 +168,47 @@ class FreshBooksTotals:
     total: Decimal
 
 
-def freshbooks_totals(lines: Iterable[Mapping[str, Any]],
-                      discount_value: Decimal = Decimal(0)) -> FreshBooksTotals:
-    """What FreshBooks will total for these request lines (taxName2 taken as simple)."""
-    subtotal = tax_total = Decimal(0)
+@dataclass(frozen=True, slots=True)
+class LineTax:
+    """The tax a FreshBooks line carries (taxName1/taxAmount1): a name and a percent."""
+
+    name: str
+    percent: Decimal
+    compound: bool = False
+
+
+def _pct(line: Mapping[str, Any], n: int) -> Decimal:
+    return Decimal(str(line.get(f"taxAmount{n}") or 0))
+
+
+def freshbooks_figures(lines: Iterable[Mapping[str, Any]],
+                       discount_value: Decimal = Decimal(0),
+                       compound_names: Iterable[str] = ()) -> list[tuple[Decimal, Decimal]]:
+    """(line amount, line tax) as FreshBooks computes them for these request lines: amount
+    round2(qty x unit_cost); tax1 = round2(base x taxAmount1 / 100); tax2 on base + tax1
+    when the second tax is compound (the line's ``compounded_tax`` or a compound tax of
+    that name), else on base; base = amount less the invoice discount percent."""
+    compound = {n.strip().lower() for n in compound_names}
     factor = (Decimal(100) - discount_value) / Decimal(100)
+    out = []
     for line in lines:
         amount = q2(Decimal(str(line["qty"])) * Decimal(str(line["unit_cost"]["amount"])))
-        subtotal += amount
         base = amount * factor
-        tax1 = q2(base * Decimal(str(line.get("taxAmount1") or 0)) / 100)
-        tax2 = q2(base * Decimal(str(line.get("taxAmount2") or 0)) / 100)
-        tax_total += tax1 + tax2
+        tax1 = q2(base * _pct(line, 1) / 100)
+        stacked = bool(line.get("compounded_tax")) or (
+            str(line.get("taxName2") or "").strip().lower() in compound)
+        tax2 = q2((base + tax1 if stacked else base) * _pct(line, 2) / 100)
+        out.append((amount, tax1 + tax2))
+    return out
+
+
+def freshbooks_totals(lines: Iterable[Mapping[str, Any]],
+                      discount_value: Decimal = Decimal(0),
+                      compound_names: Iterable[str] = ()) -> FreshBooksTotals:
+    """What FreshBooks will total for these request lines (``freshbooks_figures``)."""
+    figures = freshbooks_figures(lines, discount_value, compound_names)
+    subtotal = sum((a for a, _ in figures), Decimal(0))
+    tax_total = sum((t for _, t in figures), Decimal(0))
     discount_total = q2(subtotal * discount_value / 100)
     return FreshBooksTotals(subtotal, discount_total, tax_total,
                             subtotal - discount_total + tax_total)
@@ -179,6 +230,36 @@ def inclusive_net(amount: Decimal, rate: Decimal, currency: str) -> Decimal:
     while _with_tax(net + step, rate) <= amount:
         net += step
     return max(net, Decimal(0))
+
+
+def blueclerk_line_tax(invoice: Invoice, line: InvoiceLine) -> Decimal:
+    """BlueClerk's own tax on a line: per line, rounded to the currency's minor unit;
+    exclusive amount x rate / 100, inclusive amount x rate / (100 + rate)."""
+    rate = _line_rate(invoice, line)
+    if not rate:
+        return Decimal(0)
+    if invoice.tax_mode == "inclusive":
+        return quantize_money(line.amount * rate / (100 + rate), invoice.currency)
+    return quantize_money(line.amount * rate / 100, invoice.currency)
+
+
+def _inclusive_net(invoice: Invoice, line: InvoiceLine, percent: Decimal) -> Decimal:
+    """The net amount of an inclusive line (module docstring): FreshBooks' tax on it is
+    BlueClerk's tax for the line, and the cents left over are at most one minor unit."""
+    currency = invoice.currency
+    step = max(_quantum(currency), CENT)
+    if minor_unit(currency) == 2:
+        tax = blueclerk_line_tax(invoice, line)
+        net = line.amount - tax
+        for candidate in (net, net - CENT, net + CENT):
+            if candidate >= 0 and q2(candidate * percent / 100) == tax:
+                return candidate
+    net = inclusive_net(line.amount, percent, currency)
+    if abs(line.amount - _with_tax(net, percent)) > step:
+        # FreshBooks' percent is not BlueClerk's rate: send BlueClerk's own net and let
+        # the comparison name the line, rather than hide the gap in a rounding line.
+        return line.amount - blueclerk_line_tax(invoice, line)
+    return net
 
 
 def _tax_percent(rate: Decimal) -> str:
@@ -208,23 +289,42 @@ def _line_rate(invoice: Invoice, line: InvoiceLine) -> Decimal:
     return line.tax_rate_percent if invoice.tax_mode != "none" else Decimal(0)
 
 
+def _default_tax(invoice: Invoice, line: InvoiceLine) -> LineTax | None:
+    rate = _line_rate(invoice, line)
+    return LineTax(f"Tax {_plain(rate)}%", rate) if rate > 0 else None
+
+
+def line_taxes_or_default(invoice: Invoice,
+                          taxes: Sequence[LineTax | None] | None) -> list[LineTax | None]:
+    if invoice.tax_mode == "none":
+        return [None] * len(invoice.lines)
+    if taxes is None:
+        return [_default_tax(invoice, li) for li in invoice.lines]
+    if len(taxes) != len(invoice.lines):
+        raise ValueError("one LineTax (or None) per invoice line")
+    return list(taxes)
+
+
 def invoice_lines(invoice: Invoice, item_names: Mapping[str, str],
-                  tax_names: Mapping[Decimal, str] | None = None) -> list[dict[str, Any]]:
+                  taxes: Sequence[LineTax | None] | None = None) -> list[dict[str, Any]]:
     """FreshBooks request lines for `invoice` (see the module docstring for the rules).
 
-    `item_names` maps BlueClerk item ids to the item's FreshBooks name; `tax_names` maps
-    a normalised rate to the account's tax of that rate.
+    `item_names` maps BlueClerk item ids to the item's FreshBooks name; `taxes` gives the
+    FreshBooks tax of each BlueClerk line (None: untaxed), in order; without it each
+    taxed line is "Tax <percent>%" at BlueClerk's percent. The first len(invoice.lines)
+    request lines are BlueClerk's lines in order; a "Rounding" line may follow.
     """
     currency = invoice.currency
-    names = tax_names or {}
+    line_taxes = line_taxes_or_default(invoice, taxes)
     out: list[dict[str, Any]] = []
     residual = Decimal(0)
-    for line in invoice.lines:
+    for line, tax in zip(invoice.lines, line_taxes, strict=True):
         rate = _line_rate(invoice, line)
+        percent = tax.percent if tax is not None else Decimal(0)
         inclusive = invoice.tax_mode == "inclusive" and rate > 0
         if inclusive:
-            net = inclusive_net(line.amount, rate, currency)
-            residual += line.amount - _with_tax(net, rate)
+            net = _inclusive_net(invoice, line, percent)
+            residual += line.amount - _with_tax(net, percent)
             exact_unit = net / line.quantity if line.quantity else net
         else:
             net = line.amount
@@ -252,14 +352,56 @@ def invoice_lines(invoice: Invoice, item_names: Mapping[str, str],
             "qty": _plain(qty),
             "unit_cost": {"amount": format(unit, "f"), "code": currency},
         }
-        if rate > 0:
-            percent = _tax_percent(rate)
-            body["taxName1"] = names.get(rate.normalize()) or f"Tax {percent}%"
-            body["taxAmount1"] = percent
+        if tax is not None:
+            body["taxName1"] = tax.name
+            body["taxAmount1"] = _tax_percent(tax.percent)
         out.append(body)
     if residual:
         out.append(_rounding_line(residual, currency, "Rounding of tax-inclusive prices"))
     return _close_precision_gap(invoice, out)
+
+
+def _shown(amount: Decimal, currency: str) -> str:
+    """An amount in the currency's precision (more only when it really has more)."""
+    exponent = amount.normalize().as_tuple().exponent
+    places = max(minor_unit(currency), -exponent if isinstance(exponent, int) else 0)
+    return f"{amount.quantize(Decimal(1).scaleb(-places))} {currency}"
+
+
+def tax_mismatch(invoice: Invoice, lines: Sequence[Mapping[str, Any]],
+                 taxes: Sequence[LineTax | None] | None = None,
+                 compound_names: Iterable[str] = ()) -> tuple[Decimal, str] | None:
+    """None when FreshBooks' figures for `lines` equal BlueClerk's, else FreshBooks'
+    total and a sentence naming the first line that differs with both figures.
+
+    Compared: the invoice total (always; the rounding lines are in `lines`), and for
+    2-decimal currencies each line's tax and the tax total (other currencies: FreshBooks
+    keeps cents, so their tax cannot equal BlueClerk's; the rounding line closes the
+    total only)."""
+    cur = invoice.currency
+    figures = freshbooks_figures(lines, Decimal(0), compound_names)
+    totals = freshbooks_totals(lines, Decimal(0), compound_names)
+    exact_tax = minor_unit(cur) == 2
+    if totals.total == invoice.total and (not exact_tax or totals.tax_total
+                                          == invoice.tax_total):
+        return None
+    line_taxes = line_taxes_or_default(invoice, taxes)
+    where = ""
+    for n, (line, tax, (_, theirs)) in enumerate(
+            zip(invoice.lines, line_taxes, figures, strict=False), start=1):
+        ours = blueclerk_line_tax(invoice, line)
+        if ours != theirs and (exact_tax or abs(ours - theirs) > _quantum(cur)):
+            label = line.tax_rate_name or "tax"
+            fb = f"{tax.name} {_plain(tax.percent)}%" if tax is not None else "no tax"
+            where = (f"line {n} ({line.description or line.item_id}): BlueClerk tax "
+                     f"{_shown(ours, cur)} at {label} {_plain(_line_rate(invoice, line))}% "
+                     f"but FreshBooks would compute {_shown(theirs, cur)} at {fb}; ")
+            break
+    return totals.total, (
+        f"invoice {invoice.number}: {where}BlueClerk tax {_shown(invoice.tax_total, cur)}, "
+        f"total {_shown(invoice.total, cur)}; FreshBooks would have tax "
+        f"{_shown(totals.tax_total, cur)}, total {_shown(totals.total, cur)} "
+        "(it rounds each line's tax to 2 decimals)")
 
 
 def _rounding_line(amount: Decimal, currency: str, description: str) -> dict[str, Any]:
@@ -300,7 +442,7 @@ def due_offset_days(invoice: Invoice) -> int:
 
 
 def invoice_body(invoice: Invoice, customer_id: str, item_names: Mapping[str, str],
-                 tax_names: Mapping[Decimal, str] | None = None) -> dict[str, Any]:
+                 taxes: Sequence[LineTax | None] | None = None) -> dict[str, Any]:
     return {
         "customerid": int(customer_id),
         "create_date": invoice.issue_date.isoformat(),
@@ -309,7 +451,7 @@ def invoice_body(invoice: Invoice, customer_id: str, item_names: Mapping[str, st
         "invoice_number": invoice.number,
         "discount_value": "0",
         "notes": invoice.memo or "",
-        "lines": invoice_lines(invoice, item_names, tax_names),
+        "lines": invoice_lines(invoice, item_names, taxes),
     }
 
 

@@ -66,7 +66,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from sandbox.faults import FaultDecision, FaultSwitchboard, fault_router
 
-from .books import Account, Books, valid_account_id
+from .books import REGIONS, Account, Books, valid_account_id
 from .errors import SimError, accounting_error, auth_error, ledger_error
 from .oauth import TokenStore
 
@@ -360,6 +360,23 @@ def _one(singular: str, record: dict[str, Any]) -> dict[str, Any]:
     return {"response": {"result": {singular: record}}}
 
 
+def _filter_taxes(rows: list[dict[str, Any]], s: dict[str, str]) -> list[dict[str, Any]]:
+    """freshbooks.com/api/taxes "Filters": taxid (Equals), taxids (In), name and number
+    (Like), compound (Bool), updated_min/max (Between)."""
+    if "taxid" in s:
+        rows = [r for r in rows if str(r["id"]) == s["taxid"]]
+    if "taxids[]" in s:
+        wanted = set(s["taxids[]"].split(","))
+        rows = [r for r in rows if str(r["id"]) in wanted]
+    for key in ("name", "number"):
+        if key in s:
+            rows = [r for r in rows if _like(r, (key,), s[key])]
+    if "compound" in s:
+        wanted_compound = s["compound"].strip().lower() in ("true", "1")
+        rows = [r for r in rows if bool(r["compound"]) == wanted_compound]
+    return _day_filter(rows, s)
+
+
 def _eq(a: Any, b: str) -> bool:
     return str(a).strip().lower() == b.strip().lower()
 
@@ -523,11 +540,18 @@ def create_app(
         if not valid_account_id(tenant):
             return JSONResponse({"detail": "tenant must be alphanumeric"}, status_code=422)
         data = json.loads(await request.body() or b"{}")
+        region = str(data.get("Region") or "US").upper()
+        if region not in REGIONS:
+            return JSONResponse({"detail": f"Region must be one of {', '.join(REGIONS)}"},
+                                status_code=422)
         acct = books.account(tenant)
+        if "Region" not in data:
+            region = acct.region
         if data.get("name"):
             acct.name = str(data["name"])
-        if data.get("currency_code"):
-            acct.currency_code = str(data["currency_code"])
+        if "Region" in data or data.get("currency_code"):
+            books.set_region(acct, region, data.get("currency_code") or (
+                acct.currency_code if "Region" not in data else None))
         created: dict[str, list[Any]] = {"clients": [], "taxes": [], "items": [],
                                          "ledger_accounts": []}
         try:
@@ -621,11 +645,8 @@ def create_app(
         s = _search(request)
 
         def run() -> dict[str, Any]:
-            rows = list(ctx.acct.taxes.values())
-            if "name" in s:
-                rows = [r for r in rows if _eq(r["name"], s["name"])]
-            rows = _day_filter(rows, s)
-            return _page(request, sim.limits, "taxes", rows)
+            return _page(request, sim.limits, "taxes",
+                         _filter_taxes(list(ctx.acct.taxes.values()), s))
 
         return ctx.reply(await ctx.read(run))
 

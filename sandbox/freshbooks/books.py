@@ -49,7 +49,8 @@ from typing import Any
 
 from .errors import accounting_error, ledger_error
 
-__all__ = ["PAYMENT_TYPES", "Account", "Books", "invoice_totals", "money"]
+__all__ = ["PAYMENT_TYPES", "REGIONS", "REGION_TAXES", "Account", "Books", "invoice_totals",
+           "money"]
 
 try:
     from zoneinfo import ZoneInfo
@@ -83,6 +84,29 @@ DEFAULT_LEDGER: list[tuple[str, str, str, str]] = [
     ("5000", "Cost of Goods Sold", "cost_of_goods_sold", "Cost of Goods Sold"),
     ("6000", "Office Expenses", "expense", "Office Expenses"),
 ]
+
+
+REGIONS = ("US", "CA")
+# The taxes a business of each region has defined (README "Regions"). FreshBooks keeps
+# taxes per business (freshbooks.com/api/taxes: name, amount as a percent string, number,
+# compound); which ones a new business starts with is not published, so a region's list is
+# what a real business there would have created: none in the US (state and local sales
+# taxes are the owner's to add), the Canadian federal and provincial rates in CA at the
+# rates FreshBooks itself charges (support.freshbooks.com article 115001736328: GST 5%,
+# HST 13% Ontario and 15% New Brunswick, Quebec 14.975% = 5% GST + 9.975% QST, i.e. QST
+# on the price alone, not compound), and BC/Manitoba PST 7% [2nd: canada.ca, province
+# pages]. (name, amount, number, compound)
+REGION_TAXES: dict[str, tuple[tuple[str, str, str | None, bool], ...]] = {
+    "US": (),
+    "CA": (
+        ("GST", "5", "123456789 RT0001", False),
+        ("HST ON", "13", "123456789 RT0001", False),
+        ("HST NB", "15", "123456789 RT0001", False),
+        ("PST BC", "7", "PST-1234-5678", False),
+        ("QST", "9.975", "1234567890 TQ0001", False),
+    ),
+}
+REGION_CURRENCY = {"US": "USD", "CA": "CAD"}
 
 
 def now_utc() -> datetime:
@@ -193,6 +217,7 @@ class Account:
     identity_id: int
     name: str
     currency_code: str = "USD"
+    region: str = "US"
     clients: dict[int, dict[str, Any]] = field(default_factory=dict)
     items: dict[int, dict[str, Any]] = field(default_factory=dict)
     taxes: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -256,6 +281,17 @@ class Books:
                                         "sub_type": sub_type}, auto=True)
             self.accounts[account_id] = acct
         return acct
+
+    def set_region(self, acct: Account, region: str, currency_code: str | None) -> None:
+        """Make the business one of `region` (REGION_TAXES): its currency and the taxes
+        a business there has defined (added once; taxes already named so are kept)."""
+        acct.region = region
+        acct.currency_code = currency_code or REGION_CURRENCY[region]
+        names = {t["name"].strip().lower() for t in acct.taxes.values()}
+        for name, amount, number, compound in REGION_TAXES[region]:
+            if name.lower() not in names:
+                self.create_tax(acct, {"name": name, "amount": amount, "number": number,
+                                       "compound": compound})
 
     def by_business_uuid(self, business_uuid: str) -> Account | None:
         for acct in self.accounts.values():
@@ -806,6 +842,7 @@ class Books:
     def dump(self, acct: Account) -> dict[str, Any]:
         return {
             "account": {"account_id": acct.account_id, "business_id": acct.business_id,
+                        "region": acct.region,
                         "business_uuid": acct.business_uuid, "name": acct.name,
                         "identity_id": acct.identity_id, "currency_code": acct.currency_code},
             "clients": list(acct.clients.values()),

@@ -46,9 +46,17 @@ def bc_line(qty: Decimal, price: Decimal, discount: Decimal, rate: Decimal,
 
 def bc_invoice(lines: list[InvoiceLine], mode: str = "exclusive",
                currency: str = "USD") -> Invoice:
-    subtotal = sum((li.amount for li in lines), Decimal(0))
-    tax = sum((q2(li.amount * li.tax_rate_percent / 100) for li in lines), Decimal(0))
-    total = subtotal if mode == "inclusive" else subtotal + tax
+    # BlueClerk's own arithmetic: tax per line, rounded (inclusive: amount x r / (100 + r)).
+    lines_total = sum((li.amount for li in lines), Decimal(0))
+    if mode == "inclusive":
+        tax = sum((quantize_money(li.amount * li.tax_rate_percent
+                                  / (100 + li.tax_rate_percent), currency) for li in lines),
+                  Decimal(0))
+        subtotal, total = lines_total - tax, lines_total
+    else:
+        tax = sum((quantize_money(li.amount * li.tax_rate_percent / 100, currency)
+                   for li in lines), Decimal(0)) if mode == "exclusive" else Decimal(0)
+        subtotal, total = lines_total, lines_total + tax
     return Invoice("inv", "c1", "INV-1", dt.date(2024, 1, 1), dt.date(2024, 1, 31), currency,
                    mode, tuple(lines), subtotal, tax, total)  # type: ignore[arg-type]
 
@@ -105,11 +113,14 @@ def test_inclusive_lines_total_to_the_cent(
     body = translate.invoice_lines(inv, {})
     sim = invoice_totals(body, Decimal(0), set())
     assert sim["total"] == inv.total
+    # FreshBooks' tax is BlueClerk's own, line by line, so the tax total is too.
+    assert sim["tax_total"] == inv.tax_total
+    assert translate.tax_mismatch(inv, body) is None
     rounding = [b for b in body if b["name"] == "Rounding"]
     assert len(body) == len(lines) + len(rounding)
     if rounding:
         residual = Decimal(rounding[0]["unit_cost"]["amount"])
-        assert Decimal(0) < residual <= CENT * len(lines)
+        assert Decimal(0) < abs(residual) <= CENT * len(lines)
         assert "taxAmount1" not in rounding[0]
 
 
@@ -138,9 +149,14 @@ def test_discount_folding_tiers() -> None:
 def test_tax_names_and_unsupported_precision() -> None:
     lines = [bc_line(Decimal(1), Decimal(10), Decimal(0), Decimal("8.250")),
              bc_line(Decimal(1), Decimal(10), Decimal(0), Decimal("5"))]
-    body = translate.invoice_lines(bc_invoice(lines), {}, {Decimal("8.25"): "IL Sales Tax"})
+    body = translate.invoice_lines(bc_invoice(lines), {},
+                                   [translate.LineTax("IL Sales Tax", Decimal("8.25")), None])
+    assert [(b.get("taxName1"), b.get("taxAmount1")) for b in body] == [
+        ("IL Sales Tax", "8.25"), (None, None)]
+    # Without taxes per line (no mapping given), a taxed line is named by its percent.
+    body = translate.invoice_lines(bc_invoice(lines), {})
     assert [(b["taxName1"], b["taxAmount1"]) for b in body] == [
-        ("IL Sales Tax", "8.25"), ("Tax 5%", "5")]
+        ("Tax 8.25%", "8.25"), ("Tax 5%", "5")]
     with pytest.raises(PermanentProviderError) as err:
         translate.invoice_lines(bc_invoice(
             [bc_line(Decimal(1), Decimal(10), Decimal(0), Decimal("8.1234"))]), {})
