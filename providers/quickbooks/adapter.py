@@ -41,9 +41,9 @@ from providers.quickbooks import translate
 from providers.taxes import ProviderTaxRate
 from schemas.error_codes import ErrorCode
 from schemas.money import quantize_money
-from schemas.records import Address, Customer, Invoice, Item, Payment
+from schemas.records import Address, Customer, Invoice, InvoiceLine, Item, Payment
 
-__all__ = ["QuickBooksAdapter", "classify_quickbooks_error"]
+__all__ = ["QuickBooksAdapter", "QuickBooksTaxMismatch", "classify_quickbooks_error"]
 
 MINOR_VERSION = "75"
 PAGE_SIZE = 1000  # QuickBooks' MAXRESULTS ceiling
@@ -89,13 +89,53 @@ def classify_quickbooks_error(response: httpx.Response) -> ProviderError | None:
     return None
 
 
+def _shown(amount: Decimal, currency: str) -> str:
+    """An amount in the currency's own precision (9.99 GBP, 259 JPY, 25.206 KWD)."""
+    return f"{quantize_money(amount, currency)} {currency}"
+
+
+def _pct(value: Decimal) -> str:
+    return f"{value.normalize():f}%"
+
+
+class QuickBooksTaxMismatch(TotalMismatch):
+    """QuickBooks' tax (computed by QuickBooks outside the US) differs from BlueClerk's:
+    the message names each line (or rate) and both figures, and what was left in the books."""
+
+    def __init__(self, invoice: Invoice, theirs: Decimal, provider_id: str, details: str,
+                 outcome: str, code: ErrorCode = ErrorCode.TOTAL_MISMATCH) -> None:
+        cur = invoice.currency
+        PermanentProviderError.__init__(
+            self, f"invoice {invoice.number}: {details}; BlueClerk total "
+                  f"{_shown(invoice.total, cur)}, QuickBooks total {_shown(theirs, cur)}; "
+                  f"{outcome}", code=code)
+        self.ours, self.theirs, self.provider_id = invoice.total, theirs, provider_id
+        self.outcome = outcome
+
+
+def _tax_line_text(tax_line: dict[str, Any], currency: str) -> str:
+    """One ``TxnTaxDetail.TaxLine``: "20.0% S 10.01 GBP on 50.03 GBP"."""
+    detail = tax_line.get("TaxLineDetail") or {}
+    name = (detail.get("TaxRateRef") or {}).get("name", "?")
+    amount = Decimal(str(tax_line.get("Amount", 0)))
+    net = Decimal(str(detail.get("NetAmountTaxable", 0)))
+    return f"{name} {_shown(amount, currency)} on {_shown(net, currency)}"
+
+
+def _line_label(n: int, line: InvoiceLine) -> str:
+    text = (line.description or line.item_id or "").strip()
+    return f"line {n} ({text})" if text else f"line {n}"
+
+
 class QuickBooksAdapter:
     name = "quickbooks"
 
     def __init__(self, http: ProviderHttp, api_base: str, realm_id: str) -> None:
         self._http = http
+        self._realm = realm_id
         self._base = f"{api_base.rstrip('/')}/{realm_id}"
         self._undeposited: str | None = None
+        self._country: str | None = None
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -246,7 +286,13 @@ class QuickBooksAdapter:
                        items: Mapping[str, ProviderRecord], link: ProviderRecord | None,
                        write: WriteIntent,
                        taxes: Mapping[str, ProviderTaxRate] | None = None) -> ProviderRecord:
-        body = translate.invoice_body(invoice, customer.id, {k: v.id for k, v in items.items()})
+        item_ids = {k: v.id for k, v in items.items()}
+        if not self._is_us():
+            return self._upsert_global_invoice(invoice, customer.id, item_ids, link, write,
+                                               taxes)
+        # US, automated sales tax: TAX/NON per line, BlueClerk's tax sent as the amount.
+        codes = None if taxes is None else {k: v.code for k, v in taxes.items()}
+        body = translate.invoice_body(invoice, customer.id, item_ids, codes)
         entity = self._upsert("Invoice", body, link, write, ("DocNumber", body["DocNumber"]))
         record = self._record(entity)
         if record.total is not None and record.total != invoice.total:
@@ -256,6 +302,148 @@ class QuickBooksAdapter:
                                 quantize_money(record.total, invoice.currency),
                                 invoice.currency, record.id)
         return record
+
+    # -- companies outside the US -----------------------------------------------------
+
+    def _is_us(self) -> bool:
+        """US companies use automated sales tax (TAX/NON); every other country the
+        company's own TaxCodes (`CompanyInfo.Country`, as in minimul/qbo_api #85)."""
+        if self._country is None:
+            response = self._http.request(
+                "GET", f"{self._base}/companyinfo/{self._realm}",
+                params={"minorversion": MINOR_VERSION})
+            info = response.json().get("CompanyInfo") or {}
+            self._country = str(info.get("Country") or "US").upper()
+        return self._country in ("US", "USA")
+
+    def _tax_codes(self) -> dict[str, translate.QboTaxCode]:
+        """The company's TaxCodes with their current rates, read for every invoice (a rate
+        can change in QuickBooks at any time)."""
+        return translate.tax_codes(self._query_all("TaxCode"), self._query_all("TaxRate"))
+
+    @staticmethod
+    def _untaxed_code(codes: Mapping[str, translate.QboTaxCode]
+                      ) -> translate.QboTaxCode | None:
+        """The code for BlueClerk's untaxed lines: the zero-rated code (a TaxRate with
+        SpecialTaxType ZERO_RATE, or named zero/free: "0.0% Z", "Zero-rated", "GST free"),
+        else "Exempt", else any 0% code; the lowest Id wins a tie."""
+        zero = [c for c in sorted(codes.values(), key=lambda c: (len(c.id), c.id))
+                if c.active and c.percent == 0]
+        for test in (lambda c: c.zero_kind == "ZERO_RATE",
+                     lambda c: any(w in c.name.casefold() for w in ("zero", "free", "% z")),
+                     lambda c: "exempt" in c.name.casefold(),
+                     lambda c: True):
+            found = [c for c in zero if test(c)]
+            if found:
+                return found[0]
+        return None
+
+    def _line_codes(self, invoice: Invoice, taxes: Mapping[str, ProviderTaxRate] | None,
+                    codes: Mapping[str, translate.QboTaxCode]) -> list[translate.QboTaxCode]:
+        """The company's code for each line, or a refusal naming the line."""
+        untaxed = (codes.get(taxes["none"].code) if taxes and "none" in taxes
+                   else self._untaxed_code(codes))
+        out: list[translate.QboTaxCode] = []
+        problems: list[str] = []
+        for n, line in enumerate(invoice.lines, start=1):
+            if invoice.tax_mode == "none" or not line.taxed:
+                if untaxed is None:
+                    problems.append(f"{_line_label(n, line)} is untaxed but the company has "
+                                    "no zero-rated or exempt tax code")
+                    continue
+                out.append(untaxed)
+                continue
+            mapped = (taxes or {}).get(line.tax_key)
+            code = codes.get(mapped.code) if mapped is not None else None
+            label = line.tax_rate_name or "tax rate"
+            if mapped is None:
+                problems.append(f"{_line_label(n, line)}: {label} "
+                                f"{_pct(line.tax_rate_percent)} ({line.tax_key}) has no "
+                                "QuickBooks tax code mapped")
+            elif code is None or not code.active:
+                problems.append(f"{_line_label(n, line)}: {label} ({line.tax_key}) is mapped "
+                                f"to QuickBooks tax code {mapped.name} (Id {mapped.code}), "
+                                "which the company no longer has (or is inactive)")
+            else:
+                out.append(code)
+        if problems:
+            raise PermanentProviderError(
+                f"invoice {invoice.number}: " + "; ".join(problems) + ". Map the rate in the "
+                "setup wizard, step 3 (taxes); nothing was written to QuickBooks.",
+                status=400, code=ErrorCode.UNMAPPED_TAX_RATE)
+        return out
+
+    def _upsert_global_invoice(self, invoice: Invoice, customer_id: str,
+                               item_ids: Mapping[str, str], link: ProviderRecord | None,
+                               write: WriteIntent,
+                               taxes: Mapping[str, ProviderTaxRate] | None) -> ProviderRecord:
+        cur = invoice.currency
+        codes = self._line_codes(invoice, taxes, self._tax_codes())
+        ours = translate.blueclerk_line_taxes(invoice)
+        nets = [line.amount - tax if invoice.tax_mode == "inclusive" else line.amount
+                for line, tax in zip(invoice.lines, ours, strict=True)]
+        theirs = [translate.predict_line_tax(code, net, cur) for code, net in zip(
+            codes, nets, strict=True)]
+        predicted_total = sum(nets, Decimal(0)) + sum(theirs, Decimal(0))
+        # A rate that is not the code's rate is a mapping to fix, whatever the figures.
+        wrong_rate = [
+            f"{_line_label(n, line)}: BlueClerk charges {line.tax_rate_name or 'tax'} "
+            f"{_pct(line.tax_rate_percent)} ({line.tax_key}) but it is mapped to QuickBooks "
+            f"tax code {code.name} (Id {code.id}) at {_pct(code.percent)}: BlueClerk tax "
+            f"{_shown(mine, cur)}, QuickBooks would compute {_shown(qbo, cur)}"
+            for n, (line, code, mine, qbo) in enumerate(
+                zip(invoice.lines, codes, ours, theirs, strict=True), start=1)
+            if invoice.tax_mode != "none" and line.taxed and code.percent != line.tax_rate_percent]
+        if wrong_rate:
+            raise QuickBooksTaxMismatch(
+                invoice, predicted_total, "", "; ".join(wrong_rate),
+                "map the BlueClerk rate to a QuickBooks code at its rate in the setup wizard, "
+                "step 3 (taxes), then send the invoice again; nothing was written to "
+                "QuickBooks", code=ErrorCode.UNMAPPED_TAX_RATE)
+        wrong_tax = [
+            f"{_line_label(n, line)} at {code.name}: BlueClerk tax {_shown(mine, cur)}, "
+            f"QuickBooks would compute {_shown(qbo, cur)} ({_pct(code.percent)} of the "
+            f"tax-exclusive {_shown(net, cur)}, rounded on the line)"
+            for n, (line, code, mine, qbo, net) in enumerate(
+                zip(invoice.lines, codes, ours, theirs, nets, strict=True), start=1)
+            if mine != qbo]
+        if wrong_tax or predicted_total != invoice.total:
+            details = "; ".join(wrong_tax) or (
+                f"the lines' tax-exclusive amounts and tax add up to "
+                f"{_shown(predicted_total, cur)}")
+            raise QuickBooksTaxMismatch(invoice, predicted_total, "", details,
+                                        "nothing was written to QuickBooks")
+        body = translate.global_invoice_body(invoice, customer_id, item_ids,
+                                             [c.id for c in codes], nets)
+        entity = self._upsert("Invoice", body, link, write, ("DocNumber", body["DocNumber"]))
+        record = self._record(entity)
+        book_tax = Decimal(str((entity.get("TxnTaxDetail") or {}).get("TotalTax", "0")))
+        if record.total == invoice.total and book_tax == invoice.tax_total:
+            return record
+        # QuickBooks computed otherwise than predicted: leave nothing wrong in the books.
+        by_rate = "; ".join(_tax_line_text(t, cur) for t in
+                            (entity.get("TxnTaxDetail") or {}).get("TaxLine") or [])
+        details = (f"QuickBooks computed tax {_shown(book_tax, cur)} "
+                   f"({by_rate or 'no tax lines'}) where BlueClerk's is "
+                   f"{_shown(invoice.tax_total, cur)} (by line: "
+                   + ", ".join(f"line {n} {_shown(t, cur)}" for n, t in enumerate(ours, 1))
+                   + ")")
+        outcome = self._undo(record, created=link is None, write=write)
+        raise QuickBooksTaxMismatch(invoice, record.total or Decimal(0), record.id, details,
+                                    outcome)
+
+    def _undo(self, record: ProviderRecord, created: bool, write: WriteIntent) -> str:
+        """Take a wrong invoice out of the books: a new one is deleted, an updated one (which
+        may carry history) voided."""
+        operation = "delete" if created else "void"
+        try:
+            self._post("Invoice", {"Id": record.id, "SyncToken": record.version or "0"},
+                       WriteIntent(write.key[:44] + "-undo"), operation=operation)
+        except ProviderError as exc:
+            return (f"the invoice (Id {record.id}) could not be {operation}d in QuickBooks "
+                    f"({exc}); correct or void it there")
+        return (f"the invoice QuickBooks saved (Id {record.id}) was {operation}d, so nothing "
+                "wrong is left in the books")
 
     def void_invoice(self, invoice: Invoice, link: ProviderRecord,
                      write: WriteIntent) -> ProviderRecord:
@@ -313,10 +501,17 @@ class QuickBooksAdapter:
         ]
 
     def list_tax_rates(self) -> list[ProviderTaxRate]:
-        """A US company with automated sales tax: QuickBooks assigns the code and computes
-        the tax, so one code (TAX) serves every taxed line (Intuit, "Manage sales tax for
-        US locales"); untaxed lines are NON."""
-        return [ProviderTaxRate("TAX", "Automated sales tax", None, kind="automated")]
+        """US (automated sales tax): QuickBooks assigns the rates and computes the tax, so
+        one code (TAX) serves every taxed line and NON every 0% one (Intuit, "Manage sales
+        tax for US locales"). Elsewhere: the company's active sales TaxCodes, each with its
+        rates from TaxRate (a code of several rates at their sum; compound when one applies
+        to the amount plus tax)."""
+        if self._is_us():
+            return [ProviderTaxRate("TAX", "Automated sales tax", None, kind="automated"),
+                    ProviderTaxRate("NON", "Non-taxable", Decimal(0))]
+        return [ProviderTaxRate(c.id, c.name, c.percent, c.compound)
+                for c in sorted(self._tax_codes().values(), key=lambda c: (len(c.id), c.id))
+                if c.active]
 
     def list_income_accounts(self) -> list[IncomeAccount]:
         rows = self._query_all("Account", " WHERE AccountType = 'Income'")

@@ -449,12 +449,13 @@ def _execute(
     if resource == "companyinfo" and method == "GET":
         return 200, {"CompanyInfo": {
             "Id": realm_id, "SyncToken": "0", "CompanyName": realm.company_name,
-            "Country": "US", "domain": "QBO", "sparse": False}, "time": now}
+            "Country": realm.country, "domain": "QBO", "sparse": False}, "time": now}
     if resource == "preferences" and method == "GET":
         return 200, {"Preferences": {
             "CurrencyPrefs": {"MultiCurrencyEnabled": True,
                               "HomeCurrency": {"value": realm.home_currency}},
-            "TaxPrefs": {"PartnerTaxEnabled": True, "UsingSalesTax": True},
+            # Automated sales tax exists only for US companies (providers.md 1.8).
+            "TaxPrefs": {"PartnerTaxEnabled": realm.region == "US", "UsingSalesTax": True},
             "SalesFormsPrefs": {"CustomTxnNumbers": True},
             "domain": "QBO", "sparse": False}, "time": now}
     entity = ENTITY_BY_PATH.get(resource)

@@ -51,6 +51,7 @@ from sandbox.quickbooks import errors
 from sandbox.quickbooks.errors import QBOFault
 from sandbox.quickbooks.query import COMPANY_TZ, ENTITIES, NAME_LIST, evaluate, parse_query
 from sandbox.quickbooks.schema import ATTRIBUTES, PROPERTIES
+from sandbox.quickbooks.tax import REGIONS, US_CODES, line_taxes
 
 __all__ = [
     "ENTITY_BY_PATH",
@@ -119,7 +120,11 @@ READ_ONLY: dict[str, set[str]] = {
     "Payment": {"UnappliedAmt"},
     "Vendor": {"FullyQualifiedName", "Balance"},
     "Employee": {"FullyQualifiedName"},
+    "TaxCode": set(),
+    "TaxRate": set(),
 }
+# Read-only through the API (QuickBooks creates them with its TaxService); seedable.
+TAX_ENTITIES = ("TaxRate", "TaxCode")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -268,6 +273,8 @@ class Realm:
         default_factory=lambda: {name: 1 for name in ENTITIES} | {"Account": 90}
     )
     next_doc_number: int = 1001
+    region: str = "US"  # US (automated sales tax), UK, CA or AU (tax.py)
+    country: str = "US"  # CompanyInfo.Country
     voided: set[str] = field(default_factory=set)  # "Invoice:12", "Payment:3"
     executed_writes: int = 0  # writes actually applied (requestid replays do not count)
 
@@ -276,6 +283,7 @@ class Realm:
             "realmId": self.realm_id,
             "HomeCurrency": self.home_currency,
             "CompanyName": self.company_name,
+            "Region": self.region,
             "executedWrites": self.executed_writes,
         }
         for name, rows in self.rows.items():
@@ -299,6 +307,8 @@ class Books:
             for ident, name, acct_type, sub_type in DEFAULT_ACCOUNTS:
                 body = {"Name": name, "AccountType": acct_type, "AccountSubType": sub_type}
                 _store(realm, "Account", _build_account(realm, body, None), None, now, ident)
+            for code in US_CODES:
+                _store(realm, "TaxCode", copy.deepcopy(code), None, now, code["Id"])
             self.realms[realm_id] = realm
         return realm
 
@@ -318,6 +328,10 @@ class Books:
         """create | update | delete | void; returns ``{entity: object}``."""
         if not isinstance(body, dict):
             raise _bad_value(entity, "not an object")
+        if entity in TAX_ENTITIES:
+            raise errors.validation(
+                "2010", "Unsupported Operation",
+                f"Operation {operation} is not supported for {entity} (use the TaxService)")
         now = self.clock()
         if operation in ("create", "update"):
             result = self._upsert(realm, entity, body, operation, now)
@@ -333,13 +347,15 @@ class Books:
         return result
 
     def seed(self, realm: Realm, data: JSON, now: float) -> JSON:
+        if data.get("Region") is not None:
+            self._set_region(realm, str(data["Region"]), now)
         if isinstance(data.get("HomeCurrency"), str):
             realm.home_currency = data["HomeCurrency"]
         if isinstance(data.get("CompanyName"), str):
             realm.company_name = data["CompanyName"]
         created: JSON = {}
-        for entity in ("Account", "Vendor", "Employee", "Customer", "Item", "Invoice",
-                       "Payment"):
+        for entity in ("TaxRate", "TaxCode", "Account", "Vendor", "Employee", "Customer",
+                       "Item", "Invoice", "Payment"):
             for body in data.get(entity) or []:
                 body = dict(body)
                 forced = body.pop("Id", None)
@@ -353,6 +369,29 @@ class Books:
                 _after_write(realm, entity, stored, None, now)
                 created.setdefault(entity, []).append(plain(stored))
         return created
+
+    def _set_region(self, realm: Realm, region: str, now: float) -> None:
+        """A company of that region with its default tax codes and rates (tax.py)."""
+        if region != "US" and region not in REGIONS:
+            raise errors.validation("2010", "Invalid seed",
+                                    f"Region must be US, {', '.join(REGIONS)}; got {region!r}")
+        if any(realm.rows[e] for e in ("Invoice", "Payment")):
+            raise errors.validation("2010", "Invalid seed",
+                                    "The region is chosen before any transaction is written")
+        for entity in TAX_ENTITIES:
+            realm.rows[entity].clear()
+            realm.changed_at[entity].clear()
+        realm.region = region
+        if region == "US":
+            realm.country = "US"
+            for code in US_CODES:
+                _store(realm, "TaxCode", copy.deepcopy(code), None, now, code["Id"])
+            return
+        spec = REGIONS[region]
+        realm.country, realm.home_currency = spec.country, spec.currency
+        for entity, rows in (("TaxRate", spec.rates), ("TaxCode", spec.codes)):
+            for row in rows:
+                _store(realm, entity, copy.deepcopy(row), None, now, row["Id"])
 
     def cdc(self, realm: Realm, entities: list[str], since: float) -> list[JSON]:
         responses: list[JSON] = []
@@ -773,6 +812,9 @@ def _build_invoice(realm: Realm, d: JSON, cur: JSON | None) -> JSON:
     lines: list[JSON] = []
     subtotal = Decimal(0)
     line_tax = Decimal(0)  # sum of TaxInclusiveAmt - Amount
+    computed_tax = Decimal(0)  # non-US: QuickBooks' own, line by line
+    by_rate: dict[str, list[Decimal]] = {}  # TaxRate Id -> [tax, net taxable, percent]
+    gtc_in = d.get("GlobalTaxCalculation", "TaxExcluded")
     discount_raw: JSON | None = None
     for raw in raw_lines:
         if not isinstance(raw, dict):
@@ -833,7 +875,19 @@ def _build_invoice(realm: Realm, d: JSON, cur: JSON | None) -> JSON:
             out_detail["Qty"] = qty
         if price is not None:
             out_detail["UnitPrice"] = price
-        out_detail.setdefault("TaxCodeRef", {"value": "NON"})
+        code = _line_tax_code(realm, detail.get("TaxCodeRef"))
+        out_detail["TaxCodeRef"] = {"value": code["Id"]}
+        if realm.region != "US":
+            # QuickBooks computes each line's tax from its exclusive Amount (tax.py).
+            taxed = Decimal(0)
+            for part in line_taxes(code, realm.rows["TaxRate"], amount, places):
+                acc = by_rate.setdefault(part.rate_id, [Decimal(0), Decimal(0), part.percent])
+                acc[0] += part.tax
+                acc[1] += amount
+                taxed += part.tax
+            computed_tax += taxed
+            if gtc_in == "TaxInclusive":
+                out_detail["TaxInclusiveAmt"] = amount + taxed
         line: JSON = {
             "Id": str(n),
             "LineNum": n,
@@ -891,13 +945,25 @@ def _build_invoice(realm: Realm, d: JSON, cur: JSON | None) -> JSON:
     tax_in = d.get("TxnTaxDetail") or {}
     if not isinstance(tax_in, dict):
         raise _bad_value("TxnTaxDetail", tax_in)
-    if tax_in.get("TotalTax") is not None:
+    if realm.region != "US":
+        if discount_raw is not None:
+            raise errors.business_rule(
+                "(simulator) discount lines on invoices of non-US companies are not "
+                "simulated; send discounted line amounts", "Line")
+        # QuickBooks computes the tax and replaces a TotalTax the client sent (tax.py).
+        tax = computed_tax
+        tax_in = {"TotalTax": tax, "TaxLine": [
+            {"Amount": amt, "DetailType": "TaxLineDetail", "TaxLineDetail": {
+                "TaxRateRef": {"value": rid, "name": realm.rows["TaxRate"][rid]["Name"]},
+                "PercentBased": True, "TaxPercent": pct, "NetAmountTaxable": net}}
+            for rid, (amt, net, pct) in by_rate.items()]}
+    elif tax_in.get("TotalTax") is not None:
         tax = round_money(dec(tax_in["TotalTax"], "TotalTax"), places)
     elif gtc == "TaxInclusive":
         tax = line_tax
     else:
         tax = Decimal(0)
-    if gtc == "NotApplicable":
+    if gtc == "NotApplicable" and realm.region == "US":
         tax = Decimal(0)
     if tax < 0:
         raise errors.business_rule("TotalTax cannot be negative.")
@@ -943,6 +1009,42 @@ def _build_invoice(realm: Realm, d: JSON, cur: JSON | None) -> JSON:
         out["HomeTotalAmt"] = round_money(total * rate, home_places)
         out["HomeBalance"] = round_money((total - applied) * rate, home_places)
     return out
+
+
+def _line_tax_code(realm: Realm, ref: Any) -> JSON:
+    """The line's TaxCode. US: TAX or NON (absent: NON). Elsewhere one of the company's
+    active codes, required on every line (tax.py)."""
+    ident = ref_id(ref, "TaxCodeRef") if ref is not None else None
+    if ident is None:
+        if realm.region == "US":
+            return realm.rows["TaxCode"]["NON"]
+        raise errors.business_rule(REGIONS[realm.region].missing_code)
+    code = realm.rows["TaxCode"].get(ident)
+    if code is None or code.get("Active") is False:
+        raise errors.invalid_reference("TaxCode", ident, "TaxCodeRef")
+    return code
+
+
+def _build_tax_rate(realm: Realm, d: JSON, cur: JSON | None) -> JSON:
+    name = _check_name(d.get("Name"), "Name", 31)
+    value = dec(d.get("RateValue", 0), "RateValue")
+    return {"Description": name, "Active": True, "SpecialTaxType": "NONE",
+            "DisplayType": "ReadOnly", **d, "Name": name, "RateValue": value}
+
+
+def _build_tax_code(realm: Realm, d: JSON, cur: JSON | None) -> JSON:
+    name = _check_name(d.get("Name"), "Name", 100)
+    sales = d.get("SalesTaxRateList") or {"TaxRateDetail": []}
+    for n, detail in enumerate(sales.get("TaxRateDetail") or []):
+        rate = _resolve(realm, "TaxRate", detail.get("TaxRateRef"), "TaxRateRef")
+        detail["TaxRateRef"] = {"value": rate["Id"], "name": rate["Name"]}
+        detail.setdefault("TaxTypeApplicable", "TaxOnAmount")
+        detail.setdefault("TaxOrder", n)
+    return {"Description": name, "Active": True, "Hidden": False, "Taxable": True,
+            "TaxGroup": len(sales.get("TaxRateDetail") or []) > 1,
+            "PurchaseTaxRateList": {"TaxRateDetail": []},
+            "TaxCodeConfigType": "USER_DEFINED", **d, "Name": name,
+            "SalesTaxRateList": sales}
 
 
 def _build_payment(realm: Realm, d: JSON, cur: JSON | None) -> JSON:
@@ -1056,4 +1158,6 @@ BUILDERS: dict[str, Callable[[Realm, JSON, JSON | None], JSON]] = {
     "Account": _build_account,
     "Invoice": _build_invoice,
     "Payment": _build_payment,
+    "TaxRate": _build_tax_rate,
+    "TaxCode": _build_tax_code,
 }

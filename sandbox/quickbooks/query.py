@@ -92,6 +92,10 @@ ENTITIES: dict[str, set[str]] = {
     "Payment": {
         "id", "txndate", "customerref", "totalamt", *_META,
     },
+    # Finance.xsd "Filterable": TaxCode Name (ALL), Active; TaxRate Name, Active (QBW; for
+    # QBO an ASSUMPTION) -- and Id, as for every entity.
+    "TaxCode": {"id", "name", "active", *_META},
+    "TaxRate": {"id", "name", "active", *_META},
 }
 
 MAX_RESULTS_CAP = 1000
