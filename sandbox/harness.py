@@ -119,8 +119,8 @@ def connect_sandbox_account(db_url: str, token_key: str, sandbox_url: str, provi
     grant.raise_for_status()
     if provider == "xero":
         # The scripted businesses charge US sales tax (8.25% state, 10% city), so their
-        # Xero organisation has those revenue tax rates, as a US organisation would.
-        httpx.post(f"{sandbox_url}/xero/_sandbox/seed/{tenant}", json={"TaxRates": [
+        # Xero organisation is a US one with those sales tax rates added.
+        httpx.post(f"{sandbox_url}/xero/_sandbox/seed/{tenant}", json={"Region": "US", "TaxRates": [
             {"TaxType": "TAX001", "Name": "State Sales Tax", "EffectiveRate": "8.25"},
             {"TaxType": "TAX002", "Name": "City Sales Tax", "EffectiveRate": "10"}]},
             timeout=10).raise_for_status()

@@ -507,6 +507,11 @@ def create_app(board: FaultSwitchboard | None = None, limits: XeroLimits | None 
         books = sim.tenant(tenant, body.get("TenantName") or body.get("tenantName"))
         snap = books.snapshot()
         failed: list[dict[str, Any]] = []
+        if "Region" in body:
+            msgs = books.set_region(body["Region"])
+            if msgs:
+                failed.append({"Region": body["Region"], "ValidationErrors":
+                               [{"Message": m} for m in msgs]})
         if "Organisation" in body:
             msgs = books.set_organisation(body["Organisation"])
             if msgs:
@@ -586,9 +591,11 @@ def create_app(board: FaultSwitchboard | None = None, limits: XeroLimits | None 
             if coll == "organisation" and method == "GET":
                 books = sim.tenant(tenant)
                 org: dict[str, Any] = {
-                    "OrganisationID": tenant, "Name": books.name, "BaseCurrency": "NZD",
-                    "CountryCode": "NZ", "OrganisationType": "COMPANY", "IsDemoCompany": True,
-                    "Version": "NZ", "OrganisationStatus": "ACTIVE"}
+                    "OrganisationID": tenant, "Name": books.name,
+                    "BaseCurrency": books.region.currency,
+                    "CountryCode": books.region.country, "OrganisationType": "COMPANY",
+                    "IsDemoCompany": True, "Version": books.region.code,
+                    "OrganisationStatus": "ACTIVE"}
                 if books.sales_terms:
                     org["PaymentTerms"] = {"Sales": dict(books.sales_terms)}
                 return _rate_headers(JSONResponse(_envelope(sim, grant.client_id,

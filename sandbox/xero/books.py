@@ -6,15 +6,16 @@ Records are kept as dicts in Xero's JSON shape plus private `_`-prefixed keys (t
 returns per-element results; the app decides between all-or-nothing (restore the
 snapshot) and `summarizeErrors=false`.
 
-Default organisation (NZ-style demo company, base currency NZD):
+An organisation belongs to a region (`REGIONS`: NZ, the default, AU, UK, US), which gives
+its base currency, its default tax rates (`GET /TaxRates`, with the account types each
+can be used with) and the default tax type of each account of the chart:
 
-- accounts: 090 Business Bank Account (BANK), 200 Sales (REVENUE), 260 Other Revenue
-  (REVENUE), 270 Interest Income (REVENUE), 310 Cost of Goods Sold (DIRECTCOSTS),
-  400 Advertising (EXPENSE), 610 Accounts Receivable (CURRENT, DEBTORS),
-  800 Accounts Payable (CURRLIAB, CREDITORS), 820 GST (CURRLIAB, GST),
-  860 Rounding (CURRLIAB, ROUNDING);
-- tax rates: OUTPUT "Tax on Sales" 15 %, INPUT "Tax on Purchases" 15 %,
-  NONE "No Tax" 0 %, EXEMPTOUTPUT "Tax Exempt Sales" 0 %.
+- accounts (every region): 090 Business Bank Account (BANK), 200 Sales (REVENUE), 260
+  Other Revenue (REVENUE), 270 Interest Income (REVENUE), 310 Cost of Goods Sold
+  (DIRECTCOSTS), 400 Advertising (EXPENSE), 610 Accounts Receivable (CURRENT, DEBTORS),
+  800 Accounts Payable (CURRLIAB, CREDITORS), 820 GST/VAT/Sales Tax (CURRLIAB, GST), 860
+  Rounding (CURRLIAB, ROUNDING);
+- tax rates: see `REGIONS` and sandbox/xero/README.md (sources per region).
 """
 
 from __future__ import annotations
@@ -36,8 +37,12 @@ __all__ = [
     "DUPLICATE_NAME",
     "LINE_TOTAL_MISMATCH",
     "PAYMENT_TERM_TYPES",
+    "REGIONS",
+    "TAX_TYPE_NOT_FOR_ACCOUNT",
+    "TAX_TYPE_UNKNOWN",
     "Books",
     "ElementResult",
+    "Region",
     "due_date_from_terms",
     "line_totals",
     "msdate",
@@ -49,7 +54,6 @@ DUPLICATE_NAME = (
     "The contact name {name} is already assigned to another contact. "
     "The contact name must be unique across all active contacts."
 )
-BASE_CURRENCY = "NZD"
 # xeroizer #290 / #395 (Xero staff comment: required for AUTHORISED, not for DRAFT).
 DUE_DATE_REQUIRED = "The document DueDate field must be specified."
 # Xero-NetStandard #74 ("The line total 1.00 does not match the expected line total 0.00").
@@ -166,17 +170,17 @@ class ElementResult:
 
 
 _DEFAULT_ACCOUNTS: list[tuple[str, str, str, str, str, str]] = [
-    # code, name, type, class, tax type, system account
-    ("090", "Business Bank Account", "BANK", "ASSET", "NONE", ""),
-    ("200", "Sales", "REVENUE", "REVENUE", "OUTPUT", ""),
-    ("260", "Other Revenue", "REVENUE", "REVENUE", "OUTPUT", ""),
-    ("270", "Interest Income", "REVENUE", "REVENUE", "NONE", ""),
-    ("310", "Cost of Goods Sold", "DIRECTCOSTS", "EXPENSE", "INPUT", ""),
-    ("400", "Advertising", "EXPENSE", "EXPENSE", "INPUT", ""),
-    ("610", "Accounts Receivable", "CURRENT", "ASSET", "NONE", "DEBTORS"),
-    ("800", "Accounts Payable", "CURRLIAB", "LIABILITY", "NONE", "CREDITORS"),
-    ("820", "GST", "CURRLIAB", "LIABILITY", "NONE", "GST"),
-    ("860", "Rounding", "CURRLIAB", "LIABILITY", "NONE", "ROUNDING"),
+    # code, name, type, class, tax role (see Region.account_tax), system account
+    ("090", "Business Bank Account", "BANK", "ASSET", "other", ""),
+    ("200", "Sales", "REVENUE", "REVENUE", "sales", ""),
+    ("260", "Other Revenue", "REVENUE", "REVENUE", "sales", ""),
+    ("270", "Interest Income", "REVENUE", "REVENUE", "interest", ""),
+    ("310", "Cost of Goods Sold", "DIRECTCOSTS", "EXPENSE", "purchases", ""),
+    ("400", "Advertising", "EXPENSE", "EXPENSE", "purchases", ""),
+    ("610", "Accounts Receivable", "CURRENT", "ASSET", "other", "DEBTORS"),
+    ("800", "Accounts Payable", "CURRLIAB", "LIABILITY", "other", "CREDITORS"),
+    ("820", "GST", "CURRLIAB", "LIABILITY", "other", "GST"),
+    ("860", "Rounding", "CURRLIAB", "LIABILITY", "other", "ROUNDING"),
 ]
 _TYPE_CLASS = {
     "BANK": "ASSET", "CURRENT": "ASSET", "FIXED": "ASSET", "INVENTORY": "ASSET",
@@ -187,12 +191,119 @@ _TYPE_CLASS = {
     "SUPERANNUATIONLIABILITY": "LIABILITY", "WAGESEXPENSE": "EXPENSE",
     "OTHERINCOME": "REVENUE", "REVENUE": "REVENUE", "SALES": "REVENUE",
 }
-_DEFAULT_TAX: list[tuple[str, str, str, str]] = [
-    ("OUTPUT", "Tax on Sales", "15", "OUTPUT"),
-    ("INPUT", "Tax on Purchases", "15", "INPUT"),
-    ("NONE", "No Tax", "0", "NONE"),
-    ("EXEMPTOUTPUT", "Tax Exempt Sales", "0", "EXEMPTOUTPUT"),
-]
+# Account class -> the TaxRate flag saying whether the rate may be used with it (Xero's
+# "Tax Rate Constraints": CanApplyToAssets/Equity/Expenses/Liabilities/Revenue).
+_CLASS_FLAG = {"ASSET": "CanApplyToAssets", "EQUITY": "CanApplyToEquity",
+               "EXPENSE": "CanApplyToExpenses", "LIABILITY": "CanApplyToLiabilities",
+               "REVENUE": "CanApplyToRevenue"}
+_FLAG_LETTERS = {"A": "CanApplyToAssets", "Q": "CanApplyToEquity", "X": "CanApplyToExpenses",
+                 "L": "CanApplyToLiabilities", "R": "CanApplyToRevenue"}
+# Messages as Xero sends them (XeroAPI/Xero-Java #336: both for an unknown TaxType on a
+# line with an account; the second alone for a rate the account's type cannot use, as in
+# the Tax Rate Constraints section of developer.xero.com/documentation/api/tax-rates).
+TAX_TYPE_UNKNOWN = ("The TaxType code {tax_type} does not exist or cannot be used for this "
+                    "type of transaction.")
+TAX_TYPE_NOT_FOR_ACCOUNT = ("The TaxType code '{tax_type}' cannot be used with account code "
+                            "'{code}'.")
+
+
+@dataclass(frozen=True)
+class Region:
+    """A Xero organisation version: base currency and default tax rates.
+
+    `rates`: (TaxType, Name, rate %, ReportTaxType or "" where the region has none,
+    account types it applies to as letters A assets, Q equity, X expenses, L liabilities,
+    R revenue). `account_tax`: the default TaxType per role of the chart's accounts."""
+
+    code: str
+    currency: str
+    country: str
+    component: str
+    rates: tuple[tuple[str, str, str, str, str], ...]
+    account_tax: dict[str, str]
+    # TaxTypes Xero still accepts on lines but replaces (AU, 2013): {(type, "EXPENSE" or
+    # "*"): replacement}.
+    retired: dict[tuple[str, str], str] = field(default_factory=dict)
+
+
+REGIONS: dict[str, Region] = {
+    # specs/xero_accounting.yaml getTaxRates 200 example (an NZ organisation: the five
+    # rates, names, ReportTaxTypes and CanApplyTo* flags as published).
+    "NZ": Region("NZ", "NZD", "NZ", "GST", (
+        ("INPUT2", "15% GST on Expenses", "15", "INPUT", "AQXL"),
+        ("OUTPUT2", "15% GST on Income", "15", "OUTPUT", "AQLR"),
+        ("GSTONIMPORTS", "GST on Imports", "0", "GSTONIMPORTS", "L"),
+        ("NONE", "No GST", "0", "NONE", "AQXLR"),
+        ("ZERORATED", "Zero Rated", "0", "OUTPUT", "LR"),
+    ), {"sales": "OUTPUT2", "interest": "NONE", "purchases": "INPUT2", "other": "NONE"}),
+    # developer.xero.com/documentation/api/tax-rates "Tax Rate Constraints", Australia
+    # (types, names, flags); rates: 10 % GST on OUTPUT, INPUT, CAPEXINPUT.
+    "AU": Region("AU", "AUD", "AU", "GST", (
+        ("BASEXCLUDED", "BAS Excluded", "0", "BASEXCLUDED", "AQXLR"),
+        ("EXEMPTCAPITAL", "GST Free Capital", "0", "EXEMPTCAPITAL", "AQXL"),
+        ("EXEMPTEXPENSES", "GST Free Expenses", "0", "EXEMPTEXPENSES", "AQXL"),
+        ("EXEMPTEXPORT", "GST Free Exports", "0", "EXEMPTEXPORT", "AQLR"),
+        ("EXEMPTOUTPUT", "GST Free Income", "0", "EXEMPTOUTPUT", "AQLR"),
+        ("CAPEXINPUT", "GST on Capital", "10", "CAPITALEXINPUT", "AQXL"),
+        ("GSTONCAPIMPORTS", "GST on Capital Imports", "0", "GSTONCAPIMPORTS", "L"),
+        ("INPUT", "GST on Expenses", "10", "INPUT", "AQXL"),
+        ("GSTONIMPORTS", "GST on Imports", "0", "GSTONIMPORTS", "L"),
+        ("OUTPUT", "GST on Income", "10", "OUTPUT", "AQLR"),
+        ("INPUTTAXED", "Input Taxed", "0", "INPUTTAXED", "AQXLR"),
+    ), {"sales": "OUTPUT", "interest": "INPUTTAXED", "purchases": "INPUT",
+        "other": "BASEXCLUDED"},
+        # developer.xero.com "Changes to tax codes in Australia" (25 March 2013): NONE on
+        # an EXPENSE account -> EXEMPTEXPENSES, on any other account -> BASEXCLUDED;
+        # EXEMPTINPUT on any account -> BASEXCLUDED.
+        {("NONE", "EXPENSE"): "EXEMPTEXPENSES", ("NONE", "*"): "BASEXCLUDED",
+         ("EXEMPTINPUT", "*"): "BASEXCLUDED"}),
+    # help.xero.com/uk/Tax-SetDefaults (names and rates of the defaults); TaxTypes per the
+    # spec's TaxType enum and Xero's UK list; OUTPUT2/INPUT2/NONE records (flags) as in
+    # an exported UK organisation (docs.zynk.com, export-tax-rates). The flags of the
+    # other UK rates follow the same pattern (income: not expenses; expenses: not
+    # revenue): an assumption.
+    "UK": Region("UK", "GBP", "GB", "VAT", (
+        ("INPUT2", "20% (VAT on Expenses)", "20", "INPUT", "AQXL"),
+        ("OUTPUT2", "20% (VAT on Income)", "20", "OUTPUT", "AQLR"),
+        ("RRINPUT", "5% (VAT on Expenses)", "5", "INPUT", "AQXL"),
+        ("RROUTPUT", "5% (VAT on Income)", "5", "OUTPUT", "AQLR"),
+        ("EXEMPTINPUT", "Exempt Expenses", "0", "EXEMPTINPUT", "AQXL"),
+        ("EXEMPTOUTPUT", "Exempt Income", "0", "EXEMPTOUTPUT", "AQLR"),
+        ("NONE", "No VAT", "0", "NONE", "AQXLR"),
+        ("GSTONIMPORTS", "VAT on Imports", "0", "GSTONIMPORTS", "L"),
+        ("ECZRINPUT", "Zero Rated EC Expenses", "0", "ECINPUT", "AQXL"),
+        ("ECZROUTPUT", "Zero Rated EC Goods Income", "0", "ECOUTPUT", "AQLR"),
+        ("ECZROUTPUTSERVICES", "Zero Rated EC Services", "0", "ECOUTPUTSERVICES", "AQLR"),
+        ("ZERORATEDINPUT", "Zero Rated Expenses", "0", "INPUT", "AQXL"),
+        ("ZERORATEDOUTPUT", "Zero Rated Income", "0", "OUTPUT", "AQLR"),
+    ), {"sales": "OUTPUT2", "interest": "NONE", "purchases": "INPUT2", "other": "NONE"}),
+    # help.xero.com/us/Tax-SetDefaults (four defaults, all 0 %); types and flags as in
+    # Xero's default list for US organisations (TradeGecko/eSwap integration notes). US
+    # organisations have no ReportTaxType; sales tax rates are added (TAX001, TAX002 ...).
+    "US": Region("US", "USD", "US", "Tax", (
+        ("OUTPUT", "Tax on Sales", "0", "", "AQXLR"),
+        ("GSTONIMPORTS", "Sales Tax on Imports", "0", "", "L"),
+        ("NONE", "Tax Exempt", "0", "", "AQXLR"),
+        ("INPUT", "Tax on Purchases", "0", "", "AQXLR"),
+    ), {"sales": "OUTPUT", "interest": "NONE", "purchases": "INPUT", "other": "NONE"}),
+}
+DEFAULT_REGION = "NZ"
+
+
+def _tax_rate_record(tax_type: str, name: str, rate: str, report: str, applies: str,
+                     component: str) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "Name": name, "TaxType": tax_type, "Status": "ACTIVE",
+        "TaxComponents": [{"Name": component, "Rate": float(rate), "IsCompound": False,
+                           "IsNonRecoverable": False}],
+        **{flag: letter in applies for letter, flag in _FLAG_LETTERS.items()},
+        "DisplayTaxRate": float(rate), "EffectiveRate": float(rate), "_rate": rate,
+    }
+    if report:
+        rec["ReportTaxType"] = report
+    return rec
+
+
 _CONTACT_RO = {"ContactID", "UpdatedDateUTC", "IsCustomer", "IsSupplier", "Balances",
                "HasAttachments", "HasValidationErrors", "StatusAttributeString",
                "ValidationErrors", "Warnings", "Website", "Discount", "MergedToContactID"}
@@ -204,10 +315,11 @@ _NOT_EDITABLE = "This document cannot be edited as it has a payment or credit no
 
 class Books:
     def __init__(self, tenant_id: str, clock: Callable[[], float],
-                 name: str | None = None) -> None:
+                 name: str | None = None, region: str = DEFAULT_REGION) -> None:
         self.tenant_id = tenant_id
         self.name = name or f"Demo Company ({tenant_id[:8]})"
         self.clock = clock
+        self.region = REGIONS[region]
         self.contacts: dict[str, dict[str, Any]] = {}
         self.items: dict[str, dict[str, Any]] = {}
         self.accounts: dict[str, dict[str, Any]] = {}
@@ -218,29 +330,40 @@ class Books:
         # Organisation default sales terms (`PaymentTerms.Sales`); none unless seeded.
         self.sales_terms: dict[str, Any] | None = None
         now = clock()
-        for code, nm, typ, cls, tax, system in _DEFAULT_ACCOUNTS:
+        for code, nm, typ, cls, role, system in _DEFAULT_ACCOUNTS:
             acc: dict[str, Any] = {
                 "AccountID": str(uuid.uuid4()), "Code": code, "Name": nm, "Type": typ,
-                "Class": cls, "TaxType": tax, "Status": "ACTIVE",
+                "Class": cls, "TaxType": "NONE", "Status": "ACTIVE",
                 "EnablePaymentsToAccount": False, "ShowInExpenseClaims": False,
-                "ReportingCode": "", "HasAttachments": False, "_updated": now,
+                "ReportingCode": "", "HasAttachments": False, "_updated": now, "_role": role,
             }
             if typ == "BANK":
-                acc.update(BankAccountType="BANK", BankAccountNumber="0100000000000001",
-                           CurrencyCode=BASE_CURRENCY)
+                acc.update(BankAccountType="BANK", BankAccountNumber="0100000000000001")
             if system:
                 acc["SystemAccount"] = system
             self.accounts[acc["AccountID"]] = acc
-        for tax_type, nm, rate, report in _DEFAULT_TAX:
-            self.tax_rates[tax_type] = {
-                "Name": nm, "TaxType": tax_type, "ReportTaxType": report, "Status": "ACTIVE",
-                "TaxComponents": [{"Name": "GST" if rate != "0" else "No tax", "Rate": float(rate),
-                                   "IsCompound": False, "IsNonRecoverable": False}],
-                "CanApplyToAssets": True, "CanApplyToEquity": True,
-                "CanApplyToExpenses": True, "CanApplyToLiabilities": True,
-                "CanApplyToRevenue": True, "DisplayTaxRate": float(rate),
-                "EffectiveRate": float(rate), "_rate": rate,
-            }
+        self._apply_region()
+
+    @property
+    def base_currency(self) -> str:
+        return self.region.currency
+
+    def _apply_region(self) -> None:
+        """The region's default tax rates, and its default tax type on each account."""
+        r = self.region
+        self.tax_rates = {t: _tax_rate_record(t, nm, rate, report, applies, r.component)
+                          for t, nm, rate, report, applies in r.rates}
+        accounts: dict[str, dict[str, Any]] = {}
+        for aid, acc in self.accounts.items():
+            acc = dict(acc)
+            if acc.get("_role"):
+                acc["TaxType"] = r.account_tax[acc["_role"]]
+                if acc["Code"] == "820":
+                    acc["Name"] = {"GST": "GST", "VAT": "VAT"}.get(r.component, "Sales Tax")
+            if acc.get("Type") == "BANK":
+                acc["CurrencyCode"] = r.currency
+            accounts[aid] = acc
+        self.accounts = accounts
 
     # -- snapshots (all-or-nothing batches) ------------------------------------------
     # Records are replaced on change, never mutated in place, so a snapshot only has to
@@ -253,9 +376,23 @@ class Books:
             setattr(self, k, v)
 
     _STATE = ("contacts", "items", "accounts", "invoices", "payments", "invoice_seq",
-              "tax_rates", "sales_terms")
+              "tax_rates", "sales_terms", "region")
 
     # -- organisation settings (seed) ----------------------------------------------------
+    def set_region(self, code: Any) -> list[str]:
+        """`{"Region": "NZ"|"AU"|"UK"|"US"}`: the organisation's version, its default tax
+        rates and accounts' default tax types. Only before any invoice is written."""
+        region = REGIONS.get(str(code).upper())
+        if region is None:
+            return [f"Region must be one of {', '.join(REGIONS)}."]
+        if region is self.region:
+            return []
+        if self.invoices:
+            return ["The region can only be set before any invoice is written."]
+        self.region = region
+        self._apply_region()
+        return []
+
     def set_organisation(self, el: dict[str, Any]) -> list[str]:
         """`{"PaymentTerms": {"Sales": {"Day": n, "Type": ...}}}`; errors as messages."""
         terms = (el.get("PaymentTerms") or {}).get("Sales") if isinstance(el, dict) else None
@@ -270,22 +407,29 @@ class Books:
         return []
 
     def add_tax_rate(self, el: dict[str, Any]) -> list[str]:
-        """Seed a tax rate: `{"TaxType", "Name", "EffectiveRate"}` (e.g. UK `OUTPUT2` 20)."""
-        tax_type = str(el.get("TaxType") or "").upper()
+        """Seed (or change) a tax rate: `{"TaxType"?, "Name", "EffectiveRate",
+        "CanApplyToRevenue"?, ...}`. Without a TaxType the next free `TAX001`, `TAX002`
+        ... is given, as Xero does for rates an organisation adds; an existing TaxType is
+        replaced (a rate edited in Xero)."""
         rate = el.get("EffectiveRate", el.get("DisplayTaxRate"))
-        if not tax_type or rate is None:
-            return ["A tax rate needs TaxType and EffectiveRate."]
+        if rate is None:
+            return ["A tax rate needs an EffectiveRate."]
+        tax_type = str(el.get("TaxType") or "").upper()
+        if not tax_type:
+            n = 1
+            while f"TAX{n:03d}" in self.tax_rates:
+                n += 1
+            tax_type = f"TAX{n:03d}"
         text = str(dec(rate).normalize())
+        old = self.tax_rates.get(tax_type, {})
+        applies = "".join(letter for letter, flag in _FLAG_LETTERS.items()
+                          if el.get(flag, old.get(flag, True)))
+        report = "" if self.region.code == "US" else str(
+            el.get("ReportTaxType") or old.get("ReportTaxType") or "OUTPUT")
         self.tax_rates = dict(self.tax_rates)
-        self.tax_rates[tax_type] = {
-            "Name": str(el.get("Name") or tax_type), "TaxType": tax_type,
-            "ReportTaxType": str(el.get("ReportTaxType") or "OUTPUT"), "Status": "ACTIVE",
-            "TaxComponents": [{"Name": "Tax", "Rate": float(dec(rate)), "IsCompound": False,
-                               "IsNonRecoverable": False}],
-            "CanApplyToAssets": True, "CanApplyToEquity": True, "CanApplyToExpenses": True,
-            "CanApplyToLiabilities": True, "CanApplyToRevenue": True,
-            "DisplayTaxRate": float(dec(rate)), "EffectiveRate": float(dec(rate)), "_rate": text,
-        }
+        self.tax_rates[tax_type] = _tax_rate_record(
+            tax_type, str(el.get("Name") or old.get("Name") or tax_type), text, report,
+            applies, self.region.component)
         return []
 
     # -- lookups -----------------------------------------------------------------------
@@ -299,7 +443,27 @@ class Books:
 
     def tax_rate(self, tax_type: str) -> Decimal | None:
         tr = self.tax_rates.get(tax_type.upper())
-        return None if tr is None else Decimal(tr["_rate"])
+        return None if tr is None or tr["Status"] != "ACTIVE" else Decimal(tr["_rate"])
+
+    def line_tax_type(self, tax_type: str, account: dict[str, Any] | None) -> str:
+        """A retired TaxType the region still accepts, replaced (AU: NONE/EXEMPTINPUT)."""
+        t = tax_type.upper()
+        kind = "EXPENSE" if account is not None and account.get("Type") == "EXPENSE" else "*"
+        return self.region.retired.get((t, kind)) or self.region.retired.get((t, "*")) or t
+
+    def tax_type_errors(self, tax_type: str, account: dict[str, Any] | None) -> list[str]:
+        """Xero's messages for a TaxType that does not exist, or that the account's type
+        cannot use (CanApplyTo<Class> false)."""
+        code = account["Code"] if account is not None else None
+        if self.tax_rate(tax_type) is None:
+            msgs = [TAX_TYPE_UNKNOWN.format(tax_type=tax_type)]
+            if code is not None:
+                msgs.append(TAX_TYPE_NOT_FOR_ACCOUNT.format(tax_type=tax_type, code=code))
+            return msgs
+        flag = _CLASS_FLAG.get(str((account or {}).get("Class")))
+        if account is not None and flag and not self.tax_rates[tax_type.upper()].get(flag):
+            return [TAX_TYPE_NOT_FOR_ACCOUNT.format(tax_type=tax_type, code=code)]
+        return []
 
     # -- rendering ---------------------------------------------------------------------
     @staticmethod
@@ -523,12 +687,15 @@ class Books:
             if det.get("UnitPrice") is not None:
                 det["UnitPrice"] = float(round_dp(dec(det["UnitPrice"]), unitdp))
             acc = det.get("AccountCode")
-            if acc and self.account_by_code(str(acc)) is None:
+            account = self.account_by_code(str(acc)) if acc else None
+            if acc and account is None:
                 raise ElementError(f"Account code '{acc}' is not a valid code for this document.")
             tax = det.get("TaxType")
-            if tax and self.tax_rate(str(tax)) is None:
-                raise ElementError(f"The TaxType code '{tax}' does not exist or cannot be used "
-                                   "for this type of transaction.")
+            if tax:
+                det["TaxType"] = tax = self.line_tax_type(str(tax), account)
+                msgs = self.tax_type_errors(tax, account)
+                if msgs:
+                    raise ElementError(*msgs)
         if merged.get("IsPurchased") is False:
             merged.pop("PurchaseDetails", None)
             merged.pop("PurchaseDescription", None)
@@ -607,6 +774,7 @@ class Books:
                 errs.append(f"Line {n}: DiscountRate must be between 0 and 100.")
                 continue
             account = raw.get("AccountCode") or sales.get("AccountCode")
+            acc: dict[str, Any] | None = None
             if account:
                 acc = self.account_by_code(str(account))
                 if acc is None:
@@ -617,17 +785,19 @@ class Books:
                 errs.append("Account code must be specified for each line item "
                             "on an approved invoice.")
                 continue
-            tax_type = raw.get("TaxType") or sales.get("TaxType")
-            if not tax_type and account:
-                tax_type = (self.account_by_code(str(account)) or {}).get("TaxType")
+            # The line's TaxType, else the item's, else the account's default; the rate
+            # Xero applies is that TaxType's own (GET /TaxRates EffectiveRate).
+            tax_type = raw.get("TaxType") or sales.get("TaxType") or (acc or {}).get("TaxType")
             if amount_types == "NoTax":
                 tax_type = tax_type or "NONE"
-            tax_type = str(tax_type or "OUTPUT").upper()
-            rate = self.tax_rate(tax_type)
-            if rate is None:
-                errs.append(f"The TaxType code '{tax_type}' does not exist or cannot be used "
-                            "for this type of transaction.")
+            tax_type = self.line_tax_type(
+                str(tax_type or self.region.account_tax["sales"]), acc)
+            tax_errs = self.tax_type_errors(tax_type, acc)
+            if tax_errs:
+                errs.extend(tax_errs)
                 continue
+            rate = self.tax_rate(tax_type)
+            assert rate is not None
             override = dec(raw["TaxAmount"]) if raw.get("TaxAmount") is not None else None
             amount, tax, disc = line_totals(qty, unit, discount, rate, amount_types, override)
             if sent_amount is not None and not derived and sent_amount != amount:
@@ -698,7 +868,7 @@ class Books:
                                    if typ else "Invoice Type must be specified.")
             inv: dict[str, Any] = {"InvoiceID": str(uuid.uuid4()), "Type": typ,
                                    "Status": "DRAFT", "LineAmountTypes": "Exclusive",
-                                   "CurrencyCode": BASE_CURRENCY, "CurrencyRate": 1.0,
+                                   "CurrencyCode": self.base_currency, "CurrencyRate": 1.0,
                                    "LineItems": [], "HasAttachments": False,
                                    "Reference": "", "_created": self.clock()}
             old_status = None

@@ -154,9 +154,7 @@ def test_spec_example_update_or_create_invoice_matches_create(org: Org) -> None:
 def test_spec_example_tax_on_a_line(org: Org) -> None:
     """Source: specs/xero_accounting.yaml, POST /Invoices/{InvoiceID} (updateInvoice) 200
     example: 1 x 500 OUTPUT2 -> TaxAmount 75, SubTotal 500, TotalTax 75, Total 575
-    (the example's OUTPUT2 is 15 %; seeded so)."""
-    org.seed({"TaxRates": [{"TaxType": "OUTPUT2", "Name": "15% on income",
-                            "EffectiveRate": 15}]})
+    (OUTPUT2 is an NZ organisation's "15% GST on Income", getTaxRates example)."""
     want = example("/Invoices/{InvoiceID}", "post", "resp")["Invoices"][0]
     wl = want["LineItems"][0]
     r = org.put("Invoices", _inv(org.contact(), [
@@ -172,8 +170,7 @@ def test_spec_example_payment_reduces_amount_due(org: Org) -> None:
     """Source: specs/xero_accounting.yaml, PUT /Payments (createPayments) examples: a
     payment of 1 to account 970 on a 200 + 30 (OUTPUT2) invoice -> Amount 1, BankAmount 1,
     PaymentType ACCRECPAYMENT, Status AUTHORISED, invoice AmountPaid 1, AmountDue 229."""
-    org.seed({"TaxRates": [{"TaxType": "OUTPUT2", "Name": "15%", "EffectiveRate": 15}],
-              "Accounts": [{"Code": "970", "Name": "Owner A Funds Introduced",
+    org.seed({"Accounts": [{"Code": "970", "Name": "Owner A Funds Introduced",
                             "Type": "EQUITY", "EnablePaymentsToAccount": True}]})
     want = example("/Payments", "put", "resp")["Payments"][0]
     wi = want["Invoice"]
@@ -329,7 +326,7 @@ def test_line_amount_alone_derives_the_missing_unit_amount(org: Org) -> None:
 def test_client_tax_amount_overrides_computed_tax(org: Org) -> None:
     """Source: specs/xero_accounting.yaml LineItem.TaxAmount ("This value can be overriden
     if the calculated <TaxAmount> is not correct")."""
-    r = org.put("Invoices", _inv(org.contact(), [_line(qty=1, unit=100, TaxType="OUTPUT",
+    r = org.put("Invoices", _inv(org.contact(), [_line(qty=1, unit=100, TaxType="OUTPUT2",
                                                        TaxAmount=8.25)],
                                  Status="AUTHORISED", DueDate="2026-11-30"))
     inv = r.json()["Invoices"][0]
@@ -340,7 +337,7 @@ def test_tax_is_per_line_rounded_then_summed(org: Org) -> None:
     """Source: providers.md 2.7, X-round (developer.xero.com/documentation/api-guides/
     rounding-in-xero): tax per line to 2 dp, then summed. 3 lines of 0.03 at 15 %:
     0.0045 -> 0.00 each, TotalTax 0.00 (not round(0.0135) = 0.01)."""
-    r = org.put("Invoices", _inv(org.contact(), [_line(unit=0.03, TaxType="OUTPUT")] * 3,
+    r = org.put("Invoices", _inv(org.contact(), [_line(unit=0.03, TaxType="OUTPUT2")] * 3,
                                  Status="DRAFT"))
     inv = r.json()["Invoices"][0]
     assert (inv["SubTotal"], inv["TotalTax"], inv["Total"]) == (0.09, 0.0, 0.09)

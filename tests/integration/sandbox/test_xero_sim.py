@@ -475,9 +475,9 @@ def test_items_accounts_taxrates(sim: Sim) -> None:
     assert all_codes["090"]["Type"] == "BANK" and all_codes["860"]["Name"] == "Rounding"
     rates = {t["TaxType"]: t["EffectiveRate"] for t in
              sim.http.get(f"{API}/TaxRates", headers=h).json()["TaxRates"]}
-    assert rates["OUTPUT"] == 15 and rates["NONE"] == 0
+    assert rates["OUTPUT2"] == 15 and rates["NONE"] == 0
     item = {"Code": "WIDGET", "Name": "Widget",
-            "SalesDetails": {"UnitPrice": 12.345, "AccountCode": "200", "TaxType": "OUTPUT"}}
+            "SalesDetails": {"UnitPrice": 12.345, "AccountCode": "200", "TaxType": "OUTPUT2"}}
     r = sim.http.put(f"{API}/Items", headers=h, json={"Items": [item]})
     assert r.status_code == 200, r.text
     assert r.json()["Items"][0]["SalesDetails"]["UnitPrice"] == 12.35
