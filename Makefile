@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: demo test test-fast lint bench tools venv clean
+.PHONY: demo test test-fast lint bench chaos tools venv clean
 
 $(STAMP): pyproject.toml
 	@scripts/ensure-tools.sh
@@ -31,6 +31,10 @@ lint: venv
 
 bench: venv
 	BLUECLERK_MODE=local $(PY) -m bench.run_all
+
+# The large chaos run (bench/chaos.py; a smaller configuration runs in `make test`).
+chaos: venv
+	TEST_POSTGRES_URL="$$(scripts/ensure-postgres.sh)" BLUECLERK_MODE=local $(PY) -m bench.chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .cache var .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,8 @@ __all__ = ["Delivery", "Redrive", "Worker", "WorkerOptions"]
 log = structlog.get_logger("worker")
 
 DISPATCH_PENDING = Gauge("bc_dispatch_pending", "Events queued, deferred or in flight")
+DISPATCH_OVERFLOW = Gauge("bc_dispatch_overflow",
+                          "Events held beyond their tenant's share of the dispatcher")
 
 
 @dataclass
@@ -64,7 +67,16 @@ class WorkerOptions:
     group_id: str
     topics: list[str]
     max_in_flight: int = 32
-    max_buffered: int = 2000  # pause fetching beyond this many events in the dispatcher
+    # Flow control. A tenant holds at most `max_per_tenant` events in the dispatcher (the
+    # buffer all tenants share); its further events wait in its own overflow, in order,
+    # so a flooded or throttled tenant waits alone. Fetching pauses (every partition:
+    # Kafka pauses partitions, not keys) only when the shared buffer holds
+    # `max_buffered` events, which takes max_buffered / max_per_tenant backlogged
+    # tenants, or when the overflows together hold `max_overflow` events (the memory
+    # bound); it resumes at half of both.
+    max_buffered: int = 2000
+    max_per_tenant: int = 50
+    max_overflow: int = 50_000
     commit_interval_s: float = 1.0
     drain_timeout_s: float = 20.0
     consumer_overrides: dict[str, Any] = field(default_factory=dict)
@@ -79,8 +91,12 @@ class Worker:
         self._tracker = OffsetTracker()
         self._tracker_lock = threading.Lock()
         self._stop = threading.Event()
-        self._paused = False
+        self._paused: set[tuple[str, int]] = set()  # partitions this worker paused
         self._closing = False
+        self._draining = False
+        self._overflow_lock = threading.Lock()
+        self._overflow: dict[str, deque[Work]] = {}
+        self._overflowed = 0
         self._dispatcher: KeyOrderedDispatcher[Work] = KeyOrderedDispatcher(
             self._handle, options.max_in_flight, self._on_done, thread_name_prefix="sync")
         config: dict[str, Any] = {
@@ -148,18 +164,83 @@ class Worker:
             self._engine.reject(payload if isinstance(payload, bytes) else None, key, origin, exc)
             self._finished(origin, generation)
             return
-        self._dispatcher.submit(event.account_id,
-                                Delivery(origin, generation, event, payload))
+        self._enqueue(event.account_id, Delivery(origin, generation, event, payload))
+
+    # -- per-tenant share of the dispatcher ----------------------------------------------
+
+    def _enqueue(self, key: str, work: Work) -> None:
+        """Into the dispatcher while the tenant is within its share, else behind it in the
+        tenant's overflow (order kept: nothing overtakes an overflowed event)."""
+        with self._overflow_lock:
+            waiting = self._overflow.get(key)
+            if waiting is None and \
+                    self._dispatcher.pending_for(key) < self._options.max_per_tenant:
+                self._dispatcher.submit(key, work)
+                return
+            if waiting is None:
+                waiting = self._overflow[key] = deque()
+            waiting.append(work)
+            self._overflowed += 1
+
+    def _refill(self, key: str, completing: int = 0) -> None:
+        """Move the tenant's overflow into the dispatcher up to its share. `completing`:
+        items of the key counted by the dispatcher that are about to leave it."""
+        with self._overflow_lock:
+            waiting = self._overflow.get(key)
+            if not waiting or self._draining:
+                return
+            room = self._options.max_per_tenant + completing - \
+                self._dispatcher.pending_for(key)
+            while waiting and room > 0:
+                self._dispatcher.submit(key, waiting.popleft())
+                self._overflowed -= 1
+                room -= 1
+            if not waiting:
+                del self._overflow[key]
+
+    def _drop_overflow(self, partitions: set[tuple[str, int]]) -> None:
+        """Forget overflowed deliveries of partitions this worker no longer owns (the next
+        owner re-reads them from the committed offset), then top every tenant up."""
+        with self._overflow_lock:
+            for waiting in self._overflow.values():
+                kept = deque(w for w in waiting if not (
+                    isinstance(w, Delivery) and (w.origin.topic, w.origin.partition)
+                    in partitions))
+                self._overflowed -= len(waiting) - len(kept)
+                waiting.clear()
+                waiting.extend(kept)
+            for key in [k for k, w in self._overflow.items() if not w]:
+                del self._overflow[key]
+            keys = list(self._overflow)
+        for key in keys:
+            self._refill(key)
+
+    def overflowed(self) -> int:
+        with self._overflow_lock:
+            return self._overflowed
 
     def _flow_control(self) -> None:
         pending = self._dispatcher.pending()
+        overflowed = self.overflowed()
         DISPATCH_PENDING.set(pending)
-        if not self._paused and pending >= self._options.max_buffered:
-            self._consumer.pause(self._consumer.assignment())
-            self._paused = True
-        elif self._paused and pending <= self._options.max_buffered // 2:
+        DISPATCH_OVERFLOW.set(overflowed)
+        full = pending >= self._options.max_buffered or \
+            overflowed >= self._options.max_overflow
+        if not self._paused and full:
+            assignment = self._consumer.assignment()
+            self._consumer.pause(assignment)
+            self._paused = {(p.topic, p.partition) for p in assignment}
+        elif self._paused and pending <= self._options.max_buffered // 2 and \
+                overflowed <= self._options.max_overflow // 2:
             self._consumer.resume(self._consumer.assignment())
-            self._paused = False
+            self._paused = set()
+        elif self._paused:
+            # Partitions assigned while paused start fetching unless paused too.
+            fresh = [p for p in self._consumer.assignment()
+                     if (p.topic, p.partition) not in self._paused]
+            if fresh:
+                self._consumer.pause(fresh)
+                self._paused |= {(p.topic, p.partition) for p in fresh}
 
     def _commit(self, positions: dict[tuple[str, int], int] | None = None) -> None:
         with self._tracker_lock:
@@ -193,6 +274,8 @@ class Worker:
         withdrawal = self._dispatcher.quiesce(
             lambda w: isinstance(w, Delivery) and (w.origin.topic, w.origin.partition) in revoked,
             timeout=self._options.drain_timeout_s)
+        self._drop_overflow(revoked)
+        self._paused -= revoked
         self._outbox.publish_all()
         with self._tracker_lock:
             final = self._tracker.revoke(revoked)
@@ -211,6 +294,8 @@ class Worker:
         self._dispatcher.quiesce(
             lambda w: isinstance(w, Delivery) and (w.origin.topic, w.origin.partition) in lost,
             timeout=self._options.drain_timeout_s)
+        self._drop_overflow(lost)
+        self._paused -= lost
         with self._tracker_lock:
             self._tracker.revoke(lost)
 
@@ -253,7 +338,7 @@ class Worker:
         if self._closing:
             return  # still parked in the database; the next assignment re-drives them
         for event_id in event_ids:
-            self._dispatcher.submit(account_id, Redrive(account_id, event_id))
+            self._enqueue(account_id, Redrive(account_id, event_id))
 
     def _on_done(self, work: Work, outcome: Done | BaseException) -> None:
         if isinstance(outcome, BaseException):
@@ -261,6 +346,8 @@ class Worker:
         if isinstance(work, Delivery):
             self._finished(work.origin, work.generation)
         self.processed += 1
+        key = work.event.account_id if isinstance(work, Delivery) else work.account_id
+        self._refill(key, completing=1)
 
     def _finished(self, origin: Origin, generation: int) -> None:
         with self._tracker_lock:
@@ -271,12 +358,19 @@ class Worker:
         """Re-drive parked events whose dependency got linked while nobody was watching
         (for example, the process that linked it crashed before re-driving)."""
         for account_id, event_id in self._engine.ready_parked():
-            self._dispatcher.submit(account_id, Redrive(account_id, event_id))
+            self._enqueue(account_id, Redrive(account_id, event_id))
 
     # -- shutdown ----------------------------------------------------------------------
 
     def _shutdown(self) -> None:
-        log.info("draining", pending=self._dispatcher.pending())
+        log.info("draining", pending=self._dispatcher.pending(), overflowed=self.overflowed())
+        with self._overflow_lock:
+            # Overflowed events never finished: their offsets stay unfinished, so nothing
+            # at or above them is committed and the next owner reads them again. Only the
+            # dispatcher's work is drained.
+            self._draining = True
+            self._overflow.clear()
+            self._overflowed = 0
         self._dispatcher.drain(timeout=self._options.drain_timeout_s)
         self._closing = True
         withdrawal = self._dispatcher.close(timeout=self._options.drain_timeout_s)
