@@ -507,3 +507,134 @@ def test_replay_ledger_fixtures(http: httpx.Client) -> None:
     bad = http.post(lbase, json={"data": {}}, headers=api.headers)
     assert bad.status_code == 400
     assert bad.json() == fixture("create_ledger_account_response__validation_errors")
+
+
+# ---- taxes (freshbooks.com/api/taxes, /api/invoices) -----------------------------------
+
+def taxed_total(api: Api, *lines: dict[str, Any], code: str = "USD") -> str:
+    """The total FreshBooks computes for one invoice of these lines (amount x 1)."""
+    cid = api.client(organization="Tax Co")["id"]
+    inv = api.create("invoices/invoices", "invoice", customerid=cid, create_date="2024-03-01",
+                     lines=[{"type": 0, "name": "Work", "qty": "1",
+                             "unit_cost": {"amount": a, "code": code}, **taxes}
+                            for a, taxes in ((li.pop("amount"), li) for li in lines)])
+    total: str = inv["amount"]["amount"]
+    return total
+
+
+def test_tax_reply_has_the_documented_fields(http: httpx.Client) -> None:
+    """freshbooks.com/api/taxes, "Field Descriptions" and "Get Single Tax": a tax is
+    accounting_systemid, updated, name, number, taxid, amount (a string-decimal percent,
+    "12"), compound (boolean), id."""
+    api = Api(http)
+    tax = api.create("taxes/taxes", "tax", name="PST", amount="12")
+    got = api.get(f"taxes/taxes/{tax['id']}").json()["response"]["result"]["tax"]
+    assert set(got) == {"accounting_systemid", "updated", "name", "number", "taxid",
+                        "amount", "compound", "id"}
+    assert (got["name"], got["amount"], got["compound"], got["number"]) == (
+        "PST", "12", False, None)
+    assert got["taxid"] == got["id"] and got["accounting_systemid"] == api.account
+
+
+def test_tax_list_filters_are_the_documented_ones(http: httpx.Client) -> None:
+    """freshbooks.com/api/taxes, "Filters": taxid (Equals), taxids (In), name and number
+    (Like: containing), compound (Bool), updated_min/updated_max (Between)."""
+    api = Api(http)
+    gst = api.create("taxes/taxes", "tax", name="GST", amount="5", number="RT0001")["id"]
+    qst = api.create("taxes/taxes", "tax", name="QST", amount="9.975", number="TQ0001",
+                     compound=True)["id"]
+    pst = api.create("taxes/taxes", "tax", name="PST", amount="7")["id"]
+    assert sorted(api.ids("taxes/taxes", "taxes", **{"search[name]": "st"})) == sorted(
+        [gst, qst, pst])
+    assert api.ids("taxes/taxes", "taxes", **{"search[name]": "q"}) == [qst]
+    assert api.ids("taxes/taxes", "taxes", **{"search[number]": "TQ"}) == [qst]
+    assert api.ids("taxes/taxes", "taxes", **{"search[compound]": "true"}) == [qst]
+    assert sorted(api.ids("taxes/taxes", "taxes", **{"search[compound]": "false"})) == [
+        gst, pst]
+    assert api.ids("taxes/taxes", "taxes", **{"search[taxid]": str(pst)}) == [pst]
+    assert sorted(api.ids("taxes/taxes", "taxes",
+                          **{"search[taxids][]": [str(gst), str(pst)]})) == [gst, pst]
+
+
+def test_canadian_business_has_gst_hst_pst_and_qst_not_compound(http: httpx.Client) -> None:
+    """Region CA. Rates: FreshBooks' own support article "Do I Have to Pay Sales Tax for My
+    FreshBooks Account?" (support.freshbooks.com/hc/en-us/articles/115001736328): GST 5%,
+    HST 13% (Ontario) and 15% (New Brunswick), Quebec 14.975% = 5% GST + 9.975% QST, so
+    QST is charged on the price alone, not compound; PST 7% (British Columbia, Manitoba)
+    [2nd: provincial rate tables]. Which taxes a business has defined is not published:
+    the seed holds what a Canadian business would create (README assumption A15)."""
+    api = Api(http)
+    r = http.post(f"/_sandbox/seed/{api.account}", json={"Region": "CA"})
+    assert r.status_code == 200, r.text
+    assert r.json()["account"]["region"] == "CA"
+    assert r.json()["account"]["currency_code"] == "CAD"
+    rows = api.get("taxes/taxes").json()["response"]["result"]["taxes"]
+    assert {(t["name"], t["amount"], t["compound"]) for t in rows} == {
+        ("GST", "5", False), ("HST ON", "13", False), ("HST NB", "15", False),
+        ("PST BC", "7", False), ("QST", "9.975", False)}
+    # Quebec: 100.00 + 5.00 GST + 9.98 QST (9.975% of the price alone) = 114.98.
+    assert taxed_total(api, {"amount": "100.00", "taxName1": "GST", "taxAmount1": "5",
+                             "taxName2": "QST", "taxAmount2": "9.975"},
+                       code="CAD") == "114.98"
+    # Seeding the region again adds nothing twice.
+    http.post(f"/_sandbox/seed/{api.account}", json={"Region": "CA"}).raise_for_status()
+    assert len(api.get("taxes/taxes").json()["response"]["result"]["taxes"]) == 5
+
+
+def test_us_business_has_no_predefined_taxes(http: httpx.Client) -> None:
+    """Region US (the default): US sales tax is state and local, so the owner creates the
+    taxes (name and percent, freshbooks.com/api/taxes); nothing is predefined
+    (README assumption A16). An unknown region is refused by the test hook."""
+    api = Api(http)
+    r = http.post(f"/_sandbox/seed/{api.account}", json={"Region": "US"})
+    assert r.status_code == 200, r.text
+    assert (r.json()["account"]["region"], r.json()["account"]["currency_code"]) == (
+        "US", "USD")
+    assert api.get("taxes/taxes").json()["response"]["result"]["taxes"] == []
+    assert http.post(f"/_sandbox/seed/{api.account}",
+                     json={"Region": "FR"}).status_code == 422
+
+
+def test_compound_second_tax_is_calculated_on_top_of_the_first(http: httpx.Client) -> None:
+    """freshbooks.com/api/taxes: "compound taxes are calculated on top of primary taxes":
+    a compound second tax is a percent of the line amount plus the first tax. 100.00 with
+    GST 5% (5.00) and a compound 10% (10% of 105.00 = 10.50) = 115.50; the same 10% not
+    compound = 115.00 (freshbooks.com/api/invoices: taxName1/taxAmount1,
+    taxName2/taxAmount2 per line)."""
+    api = Api(http)
+    api.create("taxes/taxes", "tax", name="PST PE 2012", amount="10", compound=True)
+    api.create("taxes/taxes", "tax", name="Levy", amount="10")
+    assert taxed_total(api, {"amount": "100.00", "taxName1": "GST", "taxAmount1": "5",
+                             "taxName2": "PST PE 2012", "taxAmount2": "10"}) == "115.50"
+    assert taxed_total(api, {"amount": "100.00", "taxName1": "GST", "taxAmount1": "5",
+                             "taxName2": "Levy", "taxAmount2": "10"}) == "115.00"
+
+
+def test_compound_tax_alone_on_a_line_is_on_the_line_amount(http: httpx.Client) -> None:
+    """freshbooks.com/api/taxes ("calculated on top of primary taxes"): with no primary
+    tax on the line there is nothing to stack on, so a compound tax in first position is
+    the line amount x percent: 100.00 at a compound 9.975% = 109.98 (how BlueClerk's
+    compound rates, one per line, are written: providers/freshbooks/translate.py). It
+    does not stack on a tax that comes after it either: compound QST first, GST second
+    = 100.00 + 9.98 + 5.00 = 114.98 (not 10.47 on 105.00)."""
+    api = Api(http)
+    api.create("taxes/taxes", "tax", name="QST 1991", amount="9.975", compound=True)
+    assert taxed_total(api, {"amount": "100.00", "taxName1": "QST 1991",
+                             "taxAmount1": "9.975"}) == "109.98"
+    assert taxed_total(api, {"amount": "100.00", "taxName1": "QST 1991",
+                             "taxAmount1": "9.975", "taxName2": "GST",
+                             "taxAmount2": "5"}) == "114.98"
+
+
+def test_line_tax_is_a_percent_and_rounded_per_line(http: httpx.Client) -> None:
+    """freshbooks.com/api/invoices (lines: taxAmount1 is a percent, up to 3 decimals;
+    [2nd] CData FreshBooks driver, InvoicesLineItems) and README assumption A4 (each
+    line's tax is rounded half up to the cent, then summed): three lines of 0.10 at 5%
+    are 3 x round(0.005) = 0.03 of tax (0.33), not round(0.015) = 0.02 (0.32); a line
+    may name a tax the business has not defined (A17)."""
+    api = Api(http)
+    line = {"taxName1": "Anything", "taxAmount1": "5"}
+    assert taxed_total(api, {"amount": "0.10", **line}, {"amount": "0.10", **line},
+                       {"amount": "0.10", **line}) == "0.33"
+    assert taxed_total(api, {"amount": "200.00", "taxName1": "NYC", "taxAmount1": "8.875"}
+                       ) == "217.75"
