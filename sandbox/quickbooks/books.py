@@ -329,9 +329,11 @@ class Books:
         if not isinstance(body, dict):
             raise _bad_value(entity, "not an object")
         if entity in TAX_ENTITIES:
-            raise errors.validation(
-                "2010", "Unsupported Operation",
-                f"Operation {operation} is not supported for {entity} (use the TaxService)")
+            # TaxCode and TaxRate are created through the TaxService only (QuickBooks-V3-PHP-
+            # SDK #106, #42: code 500, element Operation; python-quickbooks #297).
+            raise errors.validation("500", "Unsupported Operation",
+                                    f"Operation {operation.capitalize()} is not supported.",
+                                    "Operation")
         now = self.clock()
         if operation in ("create", "update"):
             result = self._upsert(realm, entity, body, operation, now)
