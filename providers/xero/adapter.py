@@ -10,13 +10,19 @@ a derived key, since Xero refuses a key reused with another URL or body.
 
 Xero has no version tokens (last write wins), so `ProviderRecord.version` is None.
 
-Invoices never stay wrong in the books (providers.md 2.7, X-round). Before writing, the
-body's total under Xero's arithmetic (`translate.xero_totals`) is compared with
-BlueClerk's; a difference is refused with TotalMismatch and nothing is written. When a
-line leaves its tax to Xero the total is only known after the write: the invoice is
-written as DRAFT, its total compared, and only then AUTHORISED; on a difference the
-draft is deleted (Status DELETED). Should an AUTHORISED invoice still come back with
-another total, it is voided. Each error says what was left in Xero.
+Invoices never stay wrong in the books (providers.md 2.7, X-round). Each line carries
+the organisation's TaxType mapped to its BlueClerk tax rate (`taxes`; untaxed lines NONE)
+and Xero computes the tax at that TaxType's rate. Before writing, every line is worked
+out under Xero's arithmetic at the rate the organisation has now (`GET /TaxRates`, read
+again when it disagrees) and compared with BlueClerk's, in the currency's precision: a
+line whose mapped rate gives another tax (BlueClerk 8.25 % mapped to a 15 % type) is
+refused with XeroTaxMismatch naming the line and both figures, and nothing is written.
+The invoice's total under Xero's arithmetic is then compared with BlueClerk's
+(TotalMismatch, naming the lines that differ). Since Xero computes the tax itself, an
+AUTHORISED invoice with tax left to Xero is written as DRAFT, its lines and total
+compared with BlueClerk's, and only then AUTHORISED; on a difference the draft is
+deleted (Status DELETED). Should an AUTHORISED invoice still come back with another total,
+it is voided. Each error says what was left in Xero.
 
 Every invoice line names its item's income account (`SalesDetails.AccountCode`); an
 item without one (e.g. imported from the books that way) refuses the invoice with
@@ -26,7 +32,9 @@ item without one (e.g. imported from the books that way) refuses the invoice wit
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -53,14 +61,21 @@ from providers.port import (
 )
 from providers.taxes import ProviderTaxRate
 from providers.xero import translate
-from providers.xero.translate import ItemRef
+from providers.xero.translate import ItemRef, LineTax
 from schemas.error_codes import ErrorCode
-from schemas.money import quantize_money
-from schemas.records import Customer, Invoice, Item, Payment
+from schemas.money import minor_unit, quantize_money
+from schemas.records import Customer, Invoice, InvoiceLine, Item, Payment
 
-__all__ = ["XeroAdapter", "classify_xero_error"]
+__all__ = ["XeroAdapter", "XeroTaxMismatch", "XeroTotalMismatch", "classify_xero_error"]
 
 PAGE_SIZE = 100  # Xero's page size for paged GETs (Contacts, Invoices, Payments)
+# The organisation's tax rates are read again after this long, and whenever a line's
+# check disagrees with them (a rate edited in Xero is seen at once).
+TAX_RATES_TTL_S = 60.0
+# The TaxType of lines BlueClerk does not tax: "No GST" (NZ), "No VAT" (UK), "Tax
+# Exempt" (US); an AU organisation files it as BAS Excluded (Xero, "Changes to tax codes
+# in Australia", 2013).
+NO_TAX = "NONE"
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
@@ -88,19 +103,75 @@ def _shown(amount: Decimal, currency: str) -> str:
     return str(exact if exact == amount else amount.quantize(Decimal("0.01")))
 
 
+def _pct(rate: Decimal) -> str:
+    return f"{rate.normalize():f}%"
+
+
+@dataclass(frozen=True, slots=True)
+class _PlannedLine:
+    """One invoice line: BlueClerk's figures and the Xero tax type it goes out with."""
+
+    number: int  # 1-based, as the user sees it
+    line: InvoiceLine
+    code: str
+    code_name: str
+    rate: Decimal  # the TaxType's rate in the organisation now
+    ours_tax: Decimal  # BlueClerk's tax on the line, in the currency's precision
+
+    def label(self) -> str:
+        what = (self.line.description or self.line.item_id).strip()
+        return f"line {self.number} ({what})"
+
+
+def _line_differences(invoice: Invoice, plan: Sequence[_PlannedLine],
+                      theirs: Sequence[tuple[Decimal, Decimal | None]]) -> list[str]:
+    """Each line whose amount or tax in Xero is not BlueClerk's, with both figures."""
+    cur = invoice.currency
+    out: list[str] = []
+    for p, (amount, tax) in zip(plan, theirs, strict=False):
+        parts = []
+        if amount != p.line.amount:
+            parts.append(f"amount BlueClerk {_shown(p.line.amount, cur)} {cur}, Xero "
+                         f"{_shown(amount, cur)} {cur}")
+        if tax is not None and tax != p.ours_tax:
+            parts.append(f"tax BlueClerk {_shown(p.ours_tax, cur)} {cur}, Xero "
+                         f"{_shown(tax, cur)} {cur} ({p.code} at {_pct(p.rate)})")
+        if parts:
+            out.append(f"{p.label()}: " + ", ".join(parts))
+    return out
+
+
 class XeroTotalMismatch(TotalMismatch):
-    """TotalMismatch whose message says what Xero would make or made of the invoice and
-    what was left in Xero."""
+    """TotalMismatch whose message says what Xero would make or made of the invoice,
+    which lines differ, and what was left in Xero."""
 
     def __init__(self, invoice: Invoice, theirs: Decimal, provider_id: str,
-                 outcome: str) -> None:
+                 outcome: str, lines: Sequence[str] = ()) -> None:
         cur = invoice.currency
+        where = ("; " + "; ".join(lines)) if lines else (
+            "; no single line differs: the lines' sum, each rounded to 2 decimals by "
+            "Xero, is not BlueClerk's total")
         PermanentProviderError.__init__(
             self, f"invoice {invoice.number}: BlueClerk total {_shown(invoice.total, cur)} "
                   f"{cur} but Xero's total is {_shown(theirs, cur)} {cur} (Xero rounds each "
-                  f"line to 2 decimals); {outcome}")
+                  f"line to 2 decimals){where}; {outcome}")
         self.ours, self.theirs, self.provider_id = invoice.total, theirs, provider_id
         self.outcome = outcome
+        self.lines = list(lines)
+
+
+class XeroTaxMismatch(TotalMismatch):
+    """A line's mapped Xero tax type would tax it differently from BlueClerk: refused
+    before anything is written. `lines` says, per line, both figures."""
+
+    def __init__(self, invoice: Invoice, theirs: Decimal, lines: Sequence[str]) -> None:
+        PermanentProviderError.__init__(
+            self, f"invoice {invoice.number}: " + "; ".join(lines)
+            + ". Nothing was written to Xero. Map each of these BlueClerk tax rates to a "
+              "Xero tax type at the same rate in the setup wizard (step 3, taxes), or "
+              "correct the rate, then send the invoice again")
+        self.ours, self.theirs, self.provider_id = invoice.total, theirs, ""
+        self.lines = list(lines)
 
 
 class _ContactNumberTaken(PermanentProviderError):
@@ -169,7 +240,9 @@ class XeroAdapter:
         self._base = api_base.rstrip("/")
         self._items: dict[str, ItemRef] = {}  # ItemID -> code and sales account
         self._bank_accounts: list[dict[str, Any]] | None = None
-        self._tax_types: dict[Decimal, str] | None = None
+        # TaxType -> (name, rate) of the organisation's revenue tax rates, and when read.
+        self._tax_rates: dict[str, tuple[str, Decimal]] = {}
+        self._tax_rates_at: float | None = None
         self._income_code: str | None = None
 
     # -- plumbing -------------------------------------------------------------------
@@ -298,11 +371,17 @@ class XeroAdapter:
                 f"invoice {invoice.number}: item {codes} has no income account in Xero "
                 "(SalesDetails.AccountCode); map it to an income account in the setup wizard "
                 "(step 3). Nothing was written to Xero.", code=ErrorCode.UNMAPPED_ITEM)
+        plan = self._plan_taxes(invoice, taxes)
+        line_taxes = [self._line_tax(invoice, p) for p in plan]
         body = translate.invoice_body(invoice, customer.id, refs, self._default_income_code(),
-                                      self._tax_types_for(invoice, taxes))
-        predicted = translate.xero_totals(body)
-        if predicted is not None and predicted[2] != invoice.total:
-            raise XeroTotalMismatch(invoice, predicted[2], "", "nothing was written to Xero")
+                                      line_taxes)
+        rates = {p.code: p.rate for p in plan}
+        predicted = translate.xero_totals(body, rates)
+        assert predicted is not None  # every TaxType's rate is known
+        if predicted[2] != invoice.total:
+            raise XeroTotalMismatch(invoice, predicted[2], "", "nothing was written to Xero",
+                                    _line_differences(invoice, plan,
+                                                      translate.xero_lines(body, rates)))
         key = write.key
         current: dict[str, Any] | None = None
         if link is None and write.after_unknown_outcome:
@@ -314,7 +393,8 @@ class XeroAdapter:
             if current is None:
                 raise RecordNotFound(f"Xero has no invoice {link.id}")
         # Xero computes some tax: stage the invoice as DRAFT, compare, then authorise.
-        staged = body["Status"] == "AUTHORISED" and predicted is None
+        staged = body["Status"] == "AUTHORISED" and body["LineAmountTypes"] != "NoTax" and any(
+            li.get("TaxAmount") is None for li in body["LineItems"])
         lines_written = True
         if current is None:
             first = {**body, "Status": "DRAFT"} if staged else body
@@ -333,11 +413,14 @@ class XeroAdapter:
                               key, unitdp=True)
         invoice_id = str(row["InvoiceID"])
         total = Decimal(str(row["Total"]))
-        if total != invoice.total:
+        differs = _line_differences(invoice, plan, [
+            (Decimal(str(li.get("LineAmount") or 0)), Decimal(str(li.get("TaxAmount") or 0)))
+            for li in row.get("LineItems") or []]) if lines_written else []
+        if total != invoice.total or differs:
             outcome = (self._withdraw(row, write) if lines_written else
                        f"Xero invoice {invoice_id} has payments, so its lines were not "
                        "changed; correct it in Xero")
-            raise XeroTotalMismatch(invoice, total, invoice_id, outcome)
+            raise XeroTotalMismatch(invoice, total, invoice_id, outcome, differs)
         if staged and row.get("Status") in ("DRAFT", "SUBMITTED"):
             row = self._write("POST", f"Invoices/{invoice_id}", "Invoices",
                               {"InvoiceID": invoice_id, "Status": "AUTHORISED"},
@@ -431,17 +514,11 @@ class XeroAdapter:
 
     # -- reference data -------------------------------------------------------------
 
-    def _tax_types_for(self, invoice: Invoice, taxes: Mapping[str, ProviderTaxRate] | None
-                       ) -> dict[Decimal, str]:
-        """The mapped tax type per line rate; without mappings, the organisation's."""
-        if taxes is None:
-            return self._tax_type_by_rate()
-        return {li.tax_rate_percent: taxes[li.tax_key].code for li in invoice.lines
-                if li.tax_key in taxes}
-
     def list_tax_rates(self) -> list[ProviderTaxRate]:
         """The organisation's revenue tax rates (`GET /TaxRates`: TaxType, Name,
-        EffectiveRate, TaxComponents[].IsCompound; X-oas)."""
+        EffectiveRate, TaxComponents[].IsCompound; X-oas). Rates that cannot be used on
+        revenue accounts (CanApplyToRevenue false: INPUT2, GSTONIMPORTS ...) are left out:
+        Xero refuses them on a sales line."""
         out = []
         for r in self._get("TaxRates").get("TaxRates") or []:
             if r.get("Status", "ACTIVE") != "ACTIVE" or r.get("CanApplyToRevenue") is False:
@@ -452,23 +529,81 @@ class XeroAdapter:
             compound = any(c.get("IsCompound") for c in r.get("TaxComponents") or [])
             out.append(ProviderTaxRate(str(r["TaxType"]), str(r.get("Name") or r["TaxType"]),
                                        Decimal(str(rate)).normalize(), compound))
+        self._tax_rates = {c.code: (c.name, c.rate or Decimal(0)) for c in out}
+        self._tax_rates_at = time.monotonic()
         return out
 
-    def _tax_type_by_rate(self) -> dict[Decimal, str]:
-        """Revenue tax rates by percentage; the first OUTPUT-reported type wins a tie."""
-        if self._tax_types is None:
-            rows = self._get("TaxRates").get("TaxRates") or []
-            ranked = sorted(rows, key=lambda r: r.get("ReportTaxType") != "OUTPUT")
-            found: dict[Decimal, str] = {}
-            for r in ranked:
-                if r.get("Status", "ACTIVE") != "ACTIVE" or r.get("CanApplyToRevenue") is False:
+    def _org_tax_rates(self, fresh: bool = False) -> dict[str, tuple[str, Decimal]]:
+        if (fresh or self._tax_rates_at is None
+                or time.monotonic() - self._tax_rates_at > TAX_RATES_TTL_S):
+            self.list_tax_rates()
+        return self._tax_rates
+
+    def _plan_taxes(self, invoice: Invoice, taxes: Mapping[str, ProviderTaxRate] | None
+                    ) -> list[_PlannedLine]:
+        """The Xero tax type of every line, checked against BlueClerk's tax before
+        anything is written: Xero's tax at that type's current rate (per line, 2 dp),
+        in the currency's precision, must be BlueClerk's."""
+        cur, mode = invoice.currency, invoice.tax_mode
+        taxed = mode != "none" and any(li.taxed for li in invoice.lines)
+        missing = [f"line {n} ({(li.description or li.item_id).strip()}: "
+                   f"{_pct(li.tax_rate_percent)}, {li.tax_key})"
+                   for n, li in enumerate(invoice.lines, start=1)
+                   if taxed and li.taxed and li.tax_key not in (taxes or {})]
+        if missing:
+            raise PermanentProviderError(
+                f"invoice {invoice.number}: no Xero tax type was given for "
+                + "; ".join(missing) + ". Nothing was written to Xero. Map the tax rate in "
+                "the setup wizard (step 3, taxes)", code=ErrorCode.UNMAPPED_TAX_RATE)
+        fresh = False
+        while True:
+            org = self._org_tax_rates(fresh) if taxed else {}
+            plan: list[_PlannedLine] = []
+            problems: list[str] = []
+            theirs_tax = Decimal(0)
+            for n, li in enumerate(invoice.lines, start=1):
+                ours = translate.line_tax(li.amount, li.tax_rate_percent, mode, cur)
+                if mode == "none" or not li.taxed:
+                    plan.append(_PlannedLine(n, li, NO_TAX, "No tax", Decimal(0), ours))
                     continue
-                rate = r.get("EffectiveRate", r.get("DisplayTaxRate"))
-                if rate is None or not r.get("TaxType"):
+                mapped = (taxes or {})[li.tax_key]
+                known = org.get(mapped.code)
+                p = _PlannedLine(n, li, mapped.code, known[0] if known else mapped.name,
+                                 known[1] if known else Decimal(0), ours)
+                plan.append(p)
+                if known is None:
+                    problems.append(
+                        f"{p.label()} is taxed {_pct(li.tax_rate_percent)} by BlueClerk "
+                        f"({li.tax_key}, tax {_shown(ours, cur)} {cur}) but its Xero tax type "
+                        f"{mapped.code} ({mapped.name}) is not one of the organisation's "
+                        "active tax rates for sales")
                     continue
-                found.setdefault(Decimal(str(rate)).normalize(), str(r["TaxType"]))
-            self._tax_types = {k: v for k, v in found.items() if k != 0}
-        return self._tax_types
+                theirs = translate.xero_line_tax(translate.sent_line_amount(li), p.rate, mode)
+                theirs_tax += theirs - ours
+                if quantize_money(theirs, cur) != ours:
+                    problems.append(
+                        f"{p.label()} is taxed {_pct(li.tax_rate_percent)} by BlueClerk "
+                        f"({li.tax_key}): tax {_shown(ours, cur)} {cur}; its Xero tax type "
+                        f"{p.code} ({p.code_name}) is {_pct(p.rate)}: Xero's tax would be "
+                        f"{_shown(theirs, cur)} {cur}")
+            if not problems:
+                return plan
+            if fresh or not taxed:
+                # Xero's total at its rates (inclusive prices: the total stays, the tax
+                # inside it changes).
+                theirs_total = invoice.total + (theirs_tax if mode == "exclusive" else 0)
+                raise XeroTaxMismatch(invoice, theirs_total, problems)
+            fresh = True  # the organisation's rates may have changed: read them again
+
+    @staticmethod
+    def _line_tax(invoice: Invoice, p: _PlannedLine) -> LineTax:
+        """Xero computes a taxed line's tax; TaxAmount only where its figure is already
+        known to be BlueClerk's (0 %, or a currency whose minor unit is not the cent)."""
+        if invoice.tax_mode == "none":
+            return LineTax(p.code)
+        if p.rate == 0 or minor_unit(invoice.currency) != 2:
+            return LineTax(p.code, p.ours_tax)
+        return LineTax(p.code)
 
     def _default_income_code(self) -> str:
         """For lines whose item has no sales account: Sales (200) or the first revenue one."""

@@ -13,17 +13,24 @@ Translation choices:
   discount, so the line amount is still BlueClerk's. `LineAmount` is always Xero's own
   arithmetic on what is sent (`xero_line_amount`): Xero refuses a LineAmount that
   differs from it ("The line total ... does not match the expected line total ...").
-- Totals: `xero_totals(body)` is what Xero will make of the body (lines to 2 dp, a
-  sent `TaxAmount` as is, summed); None when a line leaves the tax to Xero. The
-  adapter compares it with BlueClerk's total before writing.
+- Totals: `xero_lines(body, rates)` is what Xero will make of each line (LineAmount to
+  2 dp; TaxAmount as sent, else the line's TaxType rate applied per X-round: exclusive
+  round2(amount x rate / 100), inclusive round2(amount x rate / (100 + rate))) and
+  `xero_totals` their sums. The adapter compares them with BlueClerk's, line by line,
+  before writing.
 - DueDate: always sent (Xero refuses an AUTHORISED invoice without one unless the
   organisation has default terms): BlueClerk's due date, or the issue date when the
   invoice has none (due on receipt; BlueClerk names no terms to derive one from).
-- Tax: `TaxAmount` per line is BlueClerk's own (exclusive: round(amount x rate / 100),
-  inclusive: round(amount x rate / (100 + rate)), to the currency's minor unit), so the
-  tax total is BlueClerk's to the cent whatever rate the Xero tax type carries. The tax
-  type is the organisation's revenue tax rate with the line's rate when there is one,
-  else `OUTPUT`; rate 0 (or tax mode "none") is `NONE`.
+- Tax (`LineTax` per line, chosen by the adapter): every line carries a TaxType, the
+  organisation's code mapped to BlueClerk's tax rate (`upsert_invoice(taxes=...)`);
+  untaxed lines carry `NONE` ("No GST", "No VAT", "Tax Exempt"; an AU organisation
+  files it as BAS Excluded). Xero computes the tax of a taxed line itself; `TaxAmount`
+  is sent only where Xero's figure is already known to be BlueClerk's: 0 on a 0 % line,
+  and in currencies whose minor unit is not the cent (JPY, KWD), where Xero's 2 dp tax
+  would carry fractions of the currency, BlueClerk's own rounded amount.
+- Items: a taxable item leaves `SalesDetails.TaxType` to its sales account's default
+  tax type (TaxTypes differ per region: OUTPUT2 in NZ/UK, OUTPUT in AU/US); an untaxed
+  one says NONE. Invoice lines always name their own TaxType.
 - Money goes out as JSON numbers (the spec's `number`); Xero totals have 2 dp, so a
   currency with 3 dp may not total the same: the adapter compares totals and raises
   TotalMismatch rather than keeping a wrong invoice.
@@ -40,7 +47,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -51,6 +58,7 @@ from schemas.records import Address, Customer, Invoice, InvoiceLine, Item, Payme
 
 __all__ = [
     "ItemRef",
+    "LineTax",
     "contact_body",
     "contact_name",
     "contact_number",
@@ -67,7 +75,10 @@ __all__ = [
     "reference_has_payment",
     "remote_customer",
     "remote_item",
+    "sent_line_amount",
     "xero_line_amount",
+    "xero_line_tax",
+    "xero_lines",
     "xero_totals",
 ]
 
@@ -82,6 +93,14 @@ class ItemRef:
 
     code: str
     account_code: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LineTax:
+    """A line's Xero TaxType and, where the adapter sends one, its TaxAmount."""
+
+    tax_type: str
+    tax_amount: Decimal | None = None
 
 
 def num(value: Decimal) -> float | int:
@@ -143,8 +162,9 @@ def contact_body(customer: Customer) -> dict[str, Any]:
 def item_body(item: Item, account_code: str | None) -> dict[str, Any]:
     sales: dict[str, Any] = {
         "UnitPrice": num(item.unit_price.quantize(_DP4, rounding=ROUND_HALF_UP)),
-        "TaxType": "OUTPUT" if item.taxable else "NONE",
     }
+    if not item.taxable:
+        sales["TaxType"] = "NONE"
     if account_code:
         sales["AccountCode"] = account_code
     body: dict[str, Any] = {
@@ -166,6 +186,18 @@ def xero_line_amount(quantity: Decimal, unit: Decimal, discount: Decimal) -> Dec
         _CENT, rounding=ROUND_HALF_UP)
 
 
+def xero_line_tax(line_amount: Decimal, rate: Decimal, mode: str) -> Decimal:
+    """Xero's own tax on one line at its TaxType's rate, to 2 dp (X-round: per line).
+    `mode` is BlueClerk's (exclusive, inclusive, none) or Xero's LineAmountTypes."""
+    if mode in ("none", "NoTax") or rate == 0:
+        return Decimal("0.00")
+    if mode in ("inclusive", "Inclusive"):
+        tax = line_amount * rate / (Decimal(100) + rate)
+    else:
+        tax = line_amount * rate / Decimal(100)
+    return tax.quantize(_CENT, rounding=ROUND_HALF_UP)
+
+
 def line_tax(amount: Decimal, rate: Decimal, mode: str, currency: str) -> Decimal:
     """BlueClerk's tax on one line, rounded to the currency's minor unit."""
     if mode == "none" or rate == 0:
@@ -180,43 +212,52 @@ def _places(value: Decimal) -> int:
     return -exponent if isinstance(exponent, int) and exponent < 0 else 0
 
 
-def line_item(line: InvoiceLine, mode: str, currency: str, ref: ItemRef | None,
-              account_code: str, tax_types: Mapping[Decimal, str]) -> dict[str, Any]:
+def _quantities(line: InvoiceLine) -> tuple[Decimal, Decimal, Decimal | None]:
+    """(Quantity, UnitAmount, DiscountRate or None) as sent: BlueClerk's own when Xero's
+    rule gives BlueClerk's line amount, else 1 x the amount."""
     natural = (_places(line.discount_percent) <= 2
                and xero_line_amount(line.quantity, line.unit_price, line.discount_percent)
                == line.amount)
-    out: dict[str, Any] = {"Description": (line.description or "")[:4000] or "Item"}
     if natural:
-        out["Quantity"] = num(line.quantity.quantize(_DP4, rounding=ROUND_HALF_UP))
-        out["UnitAmount"] = num(line.unit_price.quantize(_DP4, rounding=ROUND_HALF_UP))
-        if line.discount_percent:
-            out["DiscountRate"] = num(line.discount_percent)
-    else:
-        out["Quantity"] = 1
-        out["UnitAmount"] = num(line.amount.quantize(_DP4, rounding=ROUND_HALF_UP))
-    out["LineAmount"] = num(xero_line_amount(_dec(out["Quantity"]), _dec(out["UnitAmount"]),
-                                             _dec(out.get("DiscountRate"))))
+        return (line.quantity.quantize(_DP4, rounding=ROUND_HALF_UP),
+                line.unit_price.quantize(_DP4, rounding=ROUND_HALF_UP),
+                line.discount_percent or None)
+    return Decimal(1), line.amount.quantize(_DP4, rounding=ROUND_HALF_UP), None
+
+
+def sent_line_amount(line: InvoiceLine) -> Decimal:
+    """The LineAmount Xero will have for the line as `line_item` sends it."""
+    qty, unit, discount = _quantities(line)
+    return xero_line_amount(qty, unit, discount or Decimal(0))
+
+
+def line_item(line: InvoiceLine, mode: str, currency: str, ref: ItemRef | None,
+              account_code: str, tax: LineTax) -> dict[str, Any]:
+    qty, unit, discount = _quantities(line)
+    out: dict[str, Any] = {"Description": (line.description or "")[:4000] or "Item",
+                           "Quantity": num(qty), "UnitAmount": num(unit)}
+    if discount is not None:
+        out["DiscountRate"] = num(discount)
+    out["LineAmount"] = num(xero_line_amount(qty, unit, discount or Decimal(0)))
     if ref is not None:
         out["ItemCode"] = ref.code
     out["AccountCode"] = (ref.account_code if ref and ref.account_code else account_code)
-    if mode == "none" or line.tax_rate_percent == 0:
-        out["TaxType"] = "NONE"
-        if mode != "none":
-            out["TaxAmount"] = 0
-    else:
-        out["TaxType"] = tax_types.get(line.tax_rate_percent, "OUTPUT")
-        out["TaxAmount"] = num(line_tax(line.amount, line.tax_rate_percent, mode, currency))
+    out["TaxType"] = tax.tax_type
+    if tax.tax_amount is not None and mode != "none":
+        out["TaxAmount"] = num(tax.tax_amount)
     return out
 
 
 def invoice_body(invoice: Invoice, contact_id: str, refs: Mapping[str, ItemRef],
-                 account_code: str, tax_types: Mapping[Decimal, str]) -> dict[str, Any]:
+                 account_code: str, taxes: Sequence[LineTax]) -> dict[str, Any]:
+    """`taxes`: one LineTax per line of the invoice, in order."""
     body: dict[str, Any] = {
         "Type": "ACCREC",
         "Contact": {"ContactID": contact_id},
         "LineAmountTypes": _LINE_AMOUNT_TYPES[invoice.tax_mode],
         "LineItems": [line_item(li, invoice.tax_mode, invoice.currency, refs.get(li.item_id),
-                                account_code, tax_types) for li in invoice.lines],
+                                account_code, tax)
+                      for li, tax in zip(invoice.lines, taxes, strict=True)],
         "Date": invoice.issue_date.isoformat(),
         "InvoiceNumber": invoice.number[:255],
         "Reference": (invoice.memo or "")[:255],
@@ -227,21 +268,40 @@ def invoice_body(invoice: Invoice, contact_id: str, refs: Mapping[str, ItemRef],
     return body
 
 
-def xero_totals(body: Mapping[str, Any]) -> tuple[Decimal, Decimal, Decimal] | None:
-    """(SubTotal, TotalTax, Total) Xero will compute for an invoice body (X-round: per
-    line, 2 dp, summed; a sent TaxAmount replaces the computed tax, per the OpenAPI
-    LineItem.TaxAmount), or None when some line leaves its tax to Xero."""
+def xero_lines(body: Mapping[str, Any], rates: Mapping[str, Decimal] | None = None
+               ) -> list[tuple[Decimal, Decimal | None]]:
+    """(LineAmount, TaxAmount) Xero will compute for each line of an invoice body: line
+    amounts to 2 dp; a sent TaxAmount as is (OpenAPI LineItem.TaxAmount), else the rate
+    of the line's TaxType from `rates` per line, to 2 dp (X-round); None where the rate
+    is not known. NoTax lines have no tax."""
     mode = body.get("LineAmountTypes", "Exclusive")
-    lines = tax = Decimal("0.00")
+    out: list[tuple[Decimal, Decimal | None]] = []
     for li in body.get("LineItems") or []:
-        lines += xero_line_amount(_dec(li.get("Quantity"), "1"), _dec(li.get("UnitAmount")),
+        amount = xero_line_amount(_dec(li.get("Quantity"), "1"), _dec(li.get("UnitAmount")),
                                   _dec(li.get("DiscountRate")))
+        tax: Decimal | None
         if mode == "NoTax":
-            continue
-        if li.get("TaxAmount") is None:
+            tax = Decimal("0.00")
+        elif li.get("TaxAmount") is not None:
+            tax = _dec(li["TaxAmount"]).quantize(_CENT, rounding=ROUND_HALF_UP)
+        else:
+            rate = (rates or {}).get(str(li.get("TaxType") or ""))
+            tax = None if rate is None else xero_line_tax(amount, rate, mode)
+        out.append((amount, tax))
+    return out
+
+
+def xero_totals(body: Mapping[str, Any], rates: Mapping[str, Decimal] | None = None
+                ) -> tuple[Decimal, Decimal, Decimal] | None:
+    """(SubTotal, TotalTax, Total) Xero will compute for an invoice body (`xero_lines`
+    summed), or None when the tax of some line is not known."""
+    lines = tax = Decimal("0.00")
+    for amount, line_tax_ in xero_lines(body, rates):
+        if line_tax_ is None:
             return None
-        tax += _dec(li["TaxAmount"]).quantize(_CENT, rounding=ROUND_HALF_UP)
-    if mode == "Inclusive":
+        lines += amount
+        tax += line_tax_
+    if body.get("LineAmountTypes", "Exclusive") == "Inclusive":
         return lines - tax, tax, lines
     return lines, tax, lines + tax
 

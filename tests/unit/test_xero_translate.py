@@ -21,7 +21,7 @@ from providers.errors import (
 )
 from providers.xero import translate
 from providers.xero.adapter import classify_xero_error
-from providers.xero.translate import ItemRef
+from providers.xero.translate import ItemRef, LineTax
 from sandbox.scenario import build_invoice
 from sandbox.xero.books import DUPLICATE_NAME, line_totals
 from sandbox.xero.openapi import element_errors
@@ -29,7 +29,6 @@ from schemas.error_codes import ErrorCode
 from schemas.records import Address, Customer, Item, Payment
 
 AMOUNT_TYPES = {"exclusive": "Exclusive", "inclusive": "Inclusive", "none": "NoTax"}
-TAX_TYPES = {Decimal(15): "OUTPUT"}
 
 
 def dec(places: int, low: int, high: int) -> st.SearchStrategy[Decimal]:
@@ -37,15 +36,22 @@ def dec(places: int, low: int, high: int) -> st.SearchStrategy[Decimal]:
     return st.integers(low * scale, high * scale).map(lambda n: Decimal(n).scaleb(-places))
 
 
-def _as_xero(sent: dict[str, Any], mode: str) -> tuple[Decimal, Decimal]:
-    """The simulator's line rule applied to what the adapter sends."""
+def _as_xero(sent: dict[str, Any], mode: str, rate: Decimal) -> tuple[Decimal, Decimal]:
+    """The simulator's line rule applied to what the adapter sends, at the TaxType's rate."""
     tax = sent.get("TaxAmount")
     amount, tax_amount, _ = line_totals(
         Decimal(str(sent["Quantity"])).quantize(Decimal("0.0001")),
         Decimal(str(sent["UnitAmount"])).quantize(Decimal("0.0001")),
-        Decimal(str(sent.get("DiscountRate", 0))), Decimal(15), AMOUNT_TYPES[mode],
+        Decimal(str(sent.get("DiscountRate", 0))), rate, AMOUNT_TYPES[mode],
         Decimal(str(tax)) if tax is not None else None)
     return amount, tax_amount
+
+
+def _adapter_line_tax(line_rate: Decimal, bc_tax: Decimal, currency: str) -> LineTax:
+    """As the adapter chooses: Xero computes, except 0 % and non-cent currencies."""
+    if line_rate == 0 or currency == "JPY":
+        return LineTax("TAX001", bc_tax)
+    return LineTax("TAX001")
 
 
 @settings(max_examples=400, deadline=None)
@@ -58,31 +64,41 @@ def _as_xero(sent: dict[str, Any], mode: str) -> tuple[Decimal, Decimal]:
        currency=st.sampled_from(["NZD", "USD", "JPY"]))
 def test_line_amount_and_tax_match_blueclerk(qty: Decimal, price: Decimal, discount: Decimal,
                                              rate: Decimal, mode: str, currency: str) -> None:
+    """A line sent with a TaxType at BlueClerk's own rate: Xero's per-line arithmetic
+    (X-round) gives BlueClerk's line amount and tax, in every currency."""
     inv = build_invoice("i", "c", "1", currency, mode,  # type: ignore[arg-type]
                         [("itm", str(qty), str(price), str(discount), str(rate))])
     line = inv.lines[0]
-    sent = translate.line_item(line, mode, currency, ItemRef("CODE", "200"), "260", TAX_TYPES)
+    tax = _adapter_line_tax(rate, inv.tax_total, currency)
+    sent = translate.line_item(line, mode, currency, ItemRef("CODE", "200"), "260", tax)
     assert element_errors("LineItem", sent) == []
-    amount, tax = _as_xero(sent, mode)
-    assert amount == line.amount
-    assert tax == inv.tax_total
+    amount, xero_tax = _as_xero(sent, mode, rate)
+    assert amount == line.amount == translate.sent_line_amount(line)
+    assert xero_tax == inv.tax_total
+    if tax.tax_amount is None:
+        assert translate.xero_line_tax(amount, rate, mode) == xero_tax
     assert Decimal(str(sent["LineAmount"])) == line.amount
-    assert sent["TaxType"] == ("NONE" if mode == "none" or rate == 0
-                               else TAX_TYPES.get(rate, "OUTPUT"))
+    assert sent["TaxType"] == "TAX001"
+    assert ("TaxAmount" in sent) == (mode != "none" and tax.tax_amount is not None)
     assert sent["AccountCode"] == "200" and sent["ItemCode"] == "CODE"
 
 
 def test_natural_lines_keep_quantity_price_and_discount() -> None:
     inv = build_invoice("i", "c", "1", "NZD", "exclusive", [("a", "2.5", "85.50", "10", "15")])
-    sent = translate.line_item(inv.lines[0], "exclusive", "NZD", None, "200", TAX_TYPES)
+    sent = translate.line_item(inv.lines[0], "exclusive", "NZD", None, "200",
+                               LineTax("OUTPUT2"))
     assert (sent["Quantity"], sent["UnitAmount"], sent["DiscountRate"]) == (2.5, 85.5, 10)
-    assert sent["TaxAmount"] == 28.86 and sent["LineAmount"] == 192.38
+    assert "TaxAmount" not in sent and sent["LineAmount"] == 192.38
+    assert sent["TaxType"] == "OUTPUT2"
+    assert translate.xero_line_tax(Decimal("192.38"), Decimal(15), "exclusive") == \
+        Decimal("28.86")
     assert sent["AccountCode"] == "200" and "ItemCode" not in sent
 
 
 def test_unrepresentable_lines_fall_back_to_one_times_the_amount() -> None:
     inv = build_invoice("i", "c", "1", "JPY", "exclusive", [("a", "3", "333.5", "0", "10")])
-    sent = translate.line_item(inv.lines[0], "exclusive", "JPY", None, "200", TAX_TYPES)
+    sent = translate.line_item(inv.lines[0], "exclusive", "JPY", None, "200",
+                               LineTax("TAX001", Decimal(100)))
     assert (sent["Quantity"], sent["UnitAmount"], sent["TaxAmount"]) == (1, 1001, 100)
     assert "DiscountRate" not in sent
 
@@ -90,22 +106,30 @@ def test_unrepresentable_lines_fall_back_to_one_times_the_amount() -> None:
 def test_three_decimal_currencies_cannot_always_be_represented() -> None:
     """KWD fils below a cent: Xero totals have 2 dp, the adapter's total check catches it."""
     inv = build_invoice("i", "c", "1", "KWD", "none", [("a", "1", "1.235", "0", "0")])
-    sent = translate.line_item(inv.lines[0], "none", "KWD", None, "200", TAX_TYPES)
-    assert _as_xero(sent, "none")[0] != inv.lines[0].amount
+    sent = translate.line_item(inv.lines[0], "none", "KWD", None, "200", LineTax("NONE"))
+    assert _as_xero(sent, "none", Decimal(0))[0] != inv.lines[0].amount
 
 
 def test_invoice_body_is_valid_and_complete() -> None:
     inv = build_invoice("i", "c", "INV-77", "USD", "inclusive",
                         [("a", "1", "10", "0", "15"), ("b", "2", "3", "0", "0")])
     body = translate.invoice_body(inv, "8d7e7e48-0c3a-4b7d-9f1e-1f7f2b0f3a11",
-                                  {"a": ItemRef("A", None)}, "200", TAX_TYPES)
+                                  {"a": ItemRef("A", None)}, "200",
+                                  [LineTax("OUTPUT2"), LineTax("NONE", Decimal(0))])
     assert element_errors("Invoice", body) == []
     assert body["Type"] == "ACCREC" and body["Status"] == "AUTHORISED"
     assert body["LineAmountTypes"] == "Inclusive" and body["CurrencyCode"] == "USD"
     assert body["Date"] == "2026-11-02" and body["DueDate"] == "2026-12-02"
     assert [li["AccountCode"] for li in body["LineItems"]] == ["200", "200"]
     assert [li.get("ItemCode") for li in body["LineItems"]] == ["A", None]
-    assert [li["TaxType"] for li in body["LineItems"]] == ["OUTPUT", "NONE"]
+    assert [li["TaxType"] for li in body["LineItems"]] == ["OUTPUT2", "NONE"]
+    assert [li.get("TaxAmount") for li in body["LineItems"]] == [None, 0]
+    # Xero's figures for that body at OUTPUT2 15 %: 10 inclusive -> tax 1.30 (X-round).
+    assert translate.xero_lines(body, {"OUTPUT2": Decimal(15)}) == [
+        (Decimal("10.00"), Decimal("1.30")), (Decimal("6.00"), Decimal("0.00"))]
+    assert translate.xero_totals(body, {"OUTPUT2": Decimal(15)}) == (
+        Decimal("14.70"), Decimal("1.30"), Decimal("16.00"))
+    assert translate.xero_totals(body) is None  # OUTPUT2's rate unknown
 
 
 def test_contact_body() -> None:
@@ -136,6 +160,10 @@ def test_item_codes_and_body() -> None:
     assert element_errors("Item", body) == []
     assert len(body["Name"]) == 50
     assert body["SalesDetails"] == {"UnitPrice": 1.2346, "TaxType": "NONE", "AccountCode": "200"}
+    # A taxable item leaves its TaxType to the sales account's default (OUTPUT2 in NZ/UK,
+    # OUTPUT in AU/US).
+    taxable = translate.item_body(Item("i3", "T", taxable=True), "200")
+    assert "TaxType" not in taxable["SalesDetails"]
 
 
 def test_payment_reference_and_body() -> None:

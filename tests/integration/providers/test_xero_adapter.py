@@ -1,4 +1,9 @@
-"""XeroAdapter against the Xero simulator over real HTTP (OpenAPI-validated bodies)."""
+"""XeroAdapter against the Xero simulator over real HTTP (OpenAPI-validated bodies).
+
+Organisations are NZ ones (the simulator's default) with two tax rates added, TAX001
+8.25 % and TAX002 10 %, unless a test says otherwise; invoices get their tax types as the engine gives
+them: each BlueClerk rate matched automatically to the organisation's (`match_tax_rate`).
+"""
 
 from __future__ import annotations
 
@@ -25,16 +30,17 @@ from providers.http import ProviderHttp
 from providers.oauth import ClientCredentials, OAuthEndpoints, OAuthFlow, TokenSet
 from providers.port import ProviderRecord, WriteIntent
 from providers.ratelimit import RateLimiter, RateLimits
+from providers.taxes import BlueClerkTaxRate, ProviderTaxRate, match_tax_rate
 from providers.testing import MemoryTokenStore
 from providers.tokens import ConnectionTokens
 from providers.xero import translate
-from providers.xero.adapter import XeroAdapter, classify_xero_error
+from providers.xero.adapter import XeroAdapter, XeroTaxMismatch, classify_xero_error
 from sandbox.scenario import build_invoice
 from sandbox.serve import serve_in_thread
 from sandbox.xero.app import create_app
 from sandbox.xero.limits import XeroLimits
 from schemas.error_codes import ErrorCode
-from schemas.records import Address, Customer, Invoice, Item, Payment
+from schemas.records import Address, Customer, Invoice, InvoiceLine, Item, Payment
 
 FAST = XeroLimits(per_minute=100000, app_per_minute=1000000, per_day=1000000, concurrent=50)
 
@@ -51,16 +57,48 @@ def sim(base: str) -> Iterator[httpx.Client]:
         yield client
 
 
+def auto_taxes(adapter: XeroAdapter, invoice: Invoice) -> dict[str, ProviderTaxRate]:
+    """What the engine passes: each taxed line's BlueClerk rate matched automatically."""
+    codes = adapter.list_tax_rates()
+    out: dict[str, ProviderTaxRate] = {}
+    for li in invoice.lines:
+        if invoice.tax_mode != "none" and li.taxed and li.tax_key not in out:
+            match = match_tax_rate(BlueClerkTaxRate(li.tax_key, li.tax_rate_name,
+                                                    li.tax_rate_percent), codes, "xero")
+            assert match.code is not None, match.reason
+            out[li.tax_key] = match.code
+    return out
+
+
+class AutoTaxAdapter(XeroAdapter):
+    """The adapter, given the automatically matched tax types when a test names none."""
+
+    def upsert_invoice(self, invoice: Invoice, customer: ProviderRecord,
+                       items: Any, link: ProviderRecord | None, write: WriteIntent,
+                       taxes: Any = None) -> ProviderRecord:
+        if taxes is None:
+            taxes = auto_taxes(self, invoice)
+        return super().upsert_invoice(invoice, customer, items, link, write, taxes)
+
+
 class Conn:
     """One connected organisation (a fresh tenant per test) and an adapter for it."""
 
-    def __init__(self, base: str, sim: httpx.Client, tenant: str | None = None) -> None:
+    def __init__(self, base: str, sim: httpx.Client, tenant: str | None = None,
+                 seed: dict[str, Any] | None = None) -> None:
         self.base, self.sim = base, sim
         self.tenant = tenant or str(uuid.uuid4())
         r = sim.post("/_sandbox/grants", json={"tenant": self.tenant})
         assert r.status_code == 200, r.text
         self.store = MemoryTokenStore(TokenSet.from_response(r.json()))
+        self.seed(seed if seed is not None else {"TaxRates": [
+            {"TaxType": "TAX001", "Name": "Sales Tax", "EffectiveRate": "8.25"},
+            {"TaxType": "TAX002", "Name": "Local Tax", "EffectiveRate": "10"}]})
         self.adapter = self.build()
+
+    def seed(self, body: dict[str, Any]) -> None:
+        r = self.sim.post(f"/_sandbox/seed/{self.tenant}", json=body)
+        assert r.status_code == 200, r.text
 
     def build(self, timeout: float = 5.0, tenant_header: str | None = None) -> XeroAdapter:
         flow = OAuthFlow(
@@ -76,7 +114,7 @@ class Conn:
         http = ProviderHttp(httpx.Client(timeout=timeout), tokens, limiter, classify_xero_error,
                             {"xero-tenant-id": tenant_header or self.tenant,
                              "Accept": "application/json"})
-        return XeroAdapter(http, f"{self.base}/api.xro/2.0")
+        return AutoTaxAdapter(http, f"{self.base}/api.xro/2.0")
 
     def books(self) -> dict[str, Any]:
         r = self.sim.get(f"/_sandbox/books/{self.tenant}")
@@ -218,8 +256,8 @@ def test_items_codes_names_and_accounts(conn: Conn) -> None:
     generated = a.upsert_item(long_sku, None, None, W("it2"))
     items = {i["ItemID"]: i for i in conn.books()["Items"]}
     assert items[short.id]["Code"] == "CP-15"
-    assert items[short.id]["SalesDetails"] == {"UnitPrice": 12.3456, "AccountCode": "200",
-                                               "TaxType": "OUTPUT"}
+    # A taxable item takes its sales account's default tax type (NZ: OUTPUT2).
+    assert items[short.id]["SalesDetails"] == {"UnitPrice": 12.3456, "AccountCode": "200"}
     code = items[generated.id]["Code"]
     assert code == translate.item_code(long_sku) and code.startswith("BC-") and len(code) == 30
     assert items[generated.id]["Name"] == long_sku.name[:50]
@@ -494,21 +532,9 @@ def test_line_amount_sent_always_agrees_with_xero(conn: Conn) -> None:
     assert (line["Quantity"], line["UnitAmount"], line["LineAmount"]) == (1, 1001, 1001)
 
 
-def _tax_left_to_xero(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Lines without TaxAmount: Xero computes the tax (what per-region tax types will do)."""
-    original = translate.line_item
-
-    def without_tax(*args: Any, **kwargs: Any) -> dict[str, Any]:
-        out = original(*args, **kwargs)
-        out.pop("TaxAmount", None)
-        return out
-
-    monkeypatch.setattr(translate, "line_item", without_tax)
-
-
-def test_tax_computed_by_xero_is_drafted_compared_then_authorised(
-        conn: Conn, monkeypatch: pytest.MonkeyPatch) -> None:
-    _tax_left_to_xero(monkeypatch)
+def test_tax_computed_by_xero_is_drafted_compared_then_authorised(conn: Conn) -> None:
+    """Xero computes the tax of a taxed line (no TaxAmount sent): drafted, its figures
+    compared with BlueClerk's, then authorised."""
     a = conn.adapter
     cust = a.upsert_customer(customer(), None, W("c"))
     items = setup_items(conn)
@@ -516,24 +542,165 @@ def test_tax_computed_by_xero_is_drafted_compared_then_authorised(
     rec = a.upsert_invoice(inv, cust, items, None, W("tax-ok"))
     stored = conn.invoice(rec.id)
     assert stored["Status"] == "AUTHORISED" and D(stored["Total"]) == inv.total == D("230")
+    assert stored["LineItems"][0]["TaxType"] == "OUTPUT2"
 
 
-def test_tax_mismatch_after_write_leaves_nothing_live(
-        conn: Conn, monkeypatch: pytest.MonkeyPatch) -> None:
-    """BlueClerk taxes 8.25 % but the only tax type is Xero's 15 % OUTPUT: known only after
-    the write; the draft is deleted and the error says so."""
-    _tax_left_to_xero(monkeypatch)
+def test_mapped_rate_taxing_differently_is_refused_before_writing(conn: Conn) -> None:
+    """BlueClerk 8.25 % mapped to Xero's 15 % OUTPUT2: the line, BlueClerk's tax and the
+    tax Xero would compute are named, in the currency's precision; nothing is written."""
+    a = conn.adapter
+    cust = a.upsert_customer(customer(), None, W("c"))
+    items = setup_items(conn)
+    inv = _invoice("TAX-MAP", "exclusive", [("itm_parts", "1", "40", "0", "0"),
+                                            ("itm_parts", "1", "100", "0", "8.25")])
+    wrong = {"rate:8.25": ProviderTaxRate("OUTPUT2", "15% GST on Income", D(15))}
+    with pytest.raises(XeroTaxMismatch) as err:
+        a.upsert_invoice(inv, cust, items, None, W("tax-map"), taxes=wrong)
+    text = str(err.value)
+    assert "line 2 (1 x itm_parts)" in text and "line 1" not in text
+    assert "tax 8.25 NZD" in text and "Xero's tax would be 15.00 NZD" in text
+    assert "OUTPUT2 (15% GST on Income) is 15%" in text and "Nothing was written" in text
+    assert err.value.code is ErrorCode.TOTAL_MISMATCH
+    assert err.value.theirs == D("155.00") and err.value.ours == D("148.25")
+    assert conn.books()["Invoices"] == []
+
+
+def test_rate_edited_in_xero_after_the_write_check_leaves_nothing_live(conn: Conn) -> None:
+    """The organisation's TAX001 goes from 8.25 % to 9 % after the adapter read it: the
+    draft Xero computed differs on line 1; it is deleted and the error names the line
+    with both figures."""
     a = conn.adapter
     cust = a.upsert_customer(customer(), None, W("c"))
     items = setup_items(conn)
     inv = _invoice("TAX-BAD", "exclusive", [("itm_parts", "1", "100", "0", "8.25")])
+    taxes = auto_taxes(a, inv)  # reads TAX001 at 8.25 % (kept for a minute)
+    conn.seed({"TaxRates": [{"TaxType": "TAX001", "EffectiveRate": "9"}]})
     with pytest.raises(TotalMismatch) as err:
-        a.upsert_invoice(inv, cust, items, None, W("tax-bad"))
-    assert "108.25 NZD" in str(err.value) and "115.00 NZD" in str(err.value)
-    assert "deleted (Status DELETED)" in str(err.value)
-    statuses = [i["Status"] for i in conn.books()["Invoices"]]
-    assert statuses == ["DELETED"]
+        a.upsert_invoice(inv, cust, items, None, W("tax-bad"), taxes=taxes)
+    text = str(err.value)
+    assert "108.25 NZD" in text and "109.00 NZD" in text
+    assert "line 1 (1 x itm_parts): tax BlueClerk 8.25 NZD, Xero 9.00 NZD" in text
+    assert "deleted (Status DELETED)" in text
+    assert [i["Status"] for i in conn.books()["Invoices"]] == ["DELETED"]
     assert err.value.provider_id
+
+
+def test_rate_edited_in_xero_and_blueclerk_is_read_again_and_lands(conn: Conn) -> None:
+    """Both sides moved TAX001 to 9 %: the adapter's remembered 8.25 % disagrees, so it
+    reads the organisation's rates again before refusing, and the invoice lands."""
+    a = conn.adapter
+    cust = a.upsert_customer(customer(), None, W("c"))
+    items = setup_items(conn)
+    a.list_tax_rates()
+    conn.seed({"TaxRates": [{"TaxType": "TAX001", "EffectiveRate": "9"}]})
+    inv = _invoice("TAX-9", "exclusive", [("itm_parts", "1", "100", "0", "9")])
+    taxes = {"rate:9": ProviderTaxRate("TAX001", "Sales Tax", D("8.25"))}  # saved earlier
+    rec = a.upsert_invoice(inv, cust, items, None, W("tax-9"), taxes=taxes)
+    stored = conn.invoice(rec.id)
+    assert (D(stored["TotalTax"]), D(stored["Total"])) == (D("9.00"), D("109.00"))
+
+
+def test_taxed_line_without_a_tax_type_is_refused_before_writing(conn: Conn) -> None:
+    a = conn.adapter
+    cust = a.upsert_customer(customer(), None, W("c"))
+    items = setup_items(conn)
+    inv = _invoice("TAX-NONE", "exclusive", [("itm_parts", "1", "100", "0", "15")])
+    with pytest.raises(PermanentProviderError) as err:
+        XeroAdapter.upsert_invoice(a, inv, cust, items, None, W("tn"), taxes={})
+    assert err.value.code is ErrorCode.UNMAPPED_TAX_RATE
+    assert "line 1 (1 x itm_parts: 15%, rate:15)" in str(err.value)
+    assert conn.books()["Invoices"] == []
+
+
+@pytest.mark.parametrize("code", ["INPUT2", "NOSUCH"])
+def test_mapped_type_not_usable_for_sales_is_refused_before_writing(conn: Conn,
+                                                                    code: str) -> None:
+    """A mapping to a purchases-only rate (INPUT2, CanApplyToRevenue false) or to a rate
+    deleted since: Xero would refuse the line; the adapter says so first."""
+    a = conn.adapter
+    cust = a.upsert_customer(customer(), None, W("c"))
+    items = setup_items(conn)
+    inv = _invoice("TAX-IN", "exclusive", [("itm_parts", "1", "100", "0", "15")])
+    with pytest.raises(XeroTaxMismatch) as err:
+        a.upsert_invoice(inv, cust, items, None, W("ti"),
+                         taxes={"rate:15": ProviderTaxRate(code, code, D(15))})
+    assert f"Xero tax type {code} ({code}) is not one of the organisation's active tax " \
+           "rates for sales" in str(err.value)
+    assert conn.books()["Invoices"] == []
+
+
+# (region, tax rates added, BlueClerk rates -> expected TaxType, untaxed TaxType in the books)
+REGION_CASES = {
+    "NZ": ({}, {"15": "OUTPUT2"}, "NONE"),
+    "AU": ({}, {"10": "OUTPUT"}, "BASEXCLUDED"),
+    "UK": ({}, {"20": "OUTPUT2", "5": "RROUTPUT"}, "NONE"),
+    "US": ({"TaxRates": [{"Name": "State Sales Tax", "EffectiveRate": "8.25"},
+                         {"Name": "City Sales Tax", "EffectiveRate": "10"}]},
+           {"8.25": "TAX001", "10": "TAX002"}, "NONE"),
+}
+
+
+@pytest.mark.parametrize("mode", ["exclusive", "inclusive"])
+@pytest.mark.parametrize("region", sorted(REGION_CASES))
+def test_each_region_lands_on_its_own_tax_types(base: str, sim: httpx.Client, region: str,
+                                                mode: str) -> None:
+    """Per region, the automatically matched TaxType on each taxed line (two rates on one
+    invoice where the region has two), NONE on the untaxed line (BASEXCLUDED once an AU
+    organisation files it), and Xero's totals equal BlueClerk's to the cent."""
+    extra, types, untaxed = REGION_CASES[region]
+    conn = Conn(base, sim, seed={"Region": region, **extra})
+    a = conn.adapter
+    currency = {"NZ": "NZD", "AU": "AUD", "UK": "GBP", "US": "USD"}[region]
+    cust = a.upsert_customer(customer(currency=currency), None, W("c"))
+    items = setup_items(conn)
+    lines = [("itm_labor", "2.5", "85.50", "10", rate) for rate in types]
+    lines.append(("itm_parts", "3", "19.99", "0", "0"))
+    inv = _invoice(f"{region}-{mode}", mode, lines, currency)
+    rec = a.upsert_invoice(inv, cust, items, None, W("inv"))
+    stored = conn.invoice(rec.id)
+    assert stored["Status"] == "AUTHORISED" and stored["CurrencyCode"] == currency
+    assert [li["TaxType"] for li in stored["LineItems"]] == [*types.values(), untaxed]
+    assert (D(stored["SubTotal"]), D(stored["TotalTax"]), D(stored["Total"])) == (
+        inv.subtotal, inv.tax_total, inv.total)
+
+
+def test_jpy_tax_is_sent_in_yen(conn: Conn) -> None:
+    """JPY: Xero's 2 dp tax would carry sen (333.5 x 3 = 1001 at 10 % -> 100.10), so the
+    adapter sends BlueClerk's 100 as TaxAmount, having checked that Xero's own figure
+    rounds to it in yen."""
+    conn.seed({"TaxRates": [{"TaxType": "TAX002", "Name": "Consumption", "EffectiveRate": 10}]})
+    a = conn.adapter
+    cust = a.upsert_customer(customer(currency="JPY"), None, W("c"))
+    items = setup_items(conn)
+    inv = _invoice("JPY-3", "exclusive", [("itm_labor", "3", "333.5", "0", "10")], "JPY")
+    rec = a.upsert_invoice(inv, cust, items, None, W("jpy3"))
+    line = conn.invoice(rec.id)["LineItems"][0]
+    assert (line["TaxType"], line["TaxAmount"], line["LineAmount"]) == ("TAX002", 100, 1001)
+    assert rec.total == inv.total == D("1101")
+
+
+def test_two_blueclerk_rates_at_one_percent_keep_their_own_types(base: str,
+                                                                 sim: httpx.Client) -> None:
+    """UK: BlueClerk's "VAT" and "Hospitality VAT" are both 20 %; the user mapped them to
+    OUTPUT2 and to a 20 % rate the organisation added (TAX001). Each line keeps its own
+    type (the tax types are per BlueClerk rate, not per percent)."""
+    conn = Conn(base, sim, seed={"Region": "UK", "TaxRates": [
+        {"Name": "20% Hospitality (VAT on Income)", "EffectiveRate": 20}]})
+    a = conn.adapter
+    cust = a.upsert_customer(customer(currency="GBP"), None, W("c"))
+    items = setup_items(conn)
+    inv = _invoice("UK-2X20", "exclusive", [("itm_labor", "1", "100", "0", "20"),
+                                            ("itm_labor", "1", "50", "0", "20")], "GBP")
+    inv = dataclasses.replace(inv, lines=tuple(
+        dataclasses.replace(li, tax_rate_id=key) for li, key in
+        zip(inv.lines, ("vat", "hosp"), strict=True)))
+    taxes = {"vat": ProviderTaxRate("OUTPUT2", "20% (VAT on Income)", D(20)),
+             "hosp": ProviderTaxRate("TAX001", "20% Hospitality (VAT on Income)", D(20))}
+    rec = a.upsert_invoice(inv, cust, items, None, W("uk"), taxes=taxes)
+    stored = conn.invoice(rec.id)
+    assert [li["TaxType"] for li in stored["LineItems"]] == ["OUTPUT2", "TAX001"]
+    assert (D(stored["TotalTax"]), D(stored["Total"])) == (D("30.00"), D("180.00"))
+    assert isinstance(inv.lines[0], InvoiceLine)
 
 
 def test_item_without_income_account_blocks_its_invoices(conn: Conn) -> None:
