@@ -68,6 +68,16 @@ def _committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
         consumer.close()
 
 
+def _wait_committed(bootstrap: str, group: str, topic: str, want: dict[int, int],
+                    timeout: float = 60.0) -> dict[int, int]:
+    deadline = time.monotonic() + timeout
+    committed = _committed(bootstrap, group, topic)
+    while committed != want and time.monotonic() < deadline:
+        time.sleep(0.3)
+        committed = _committed(bootstrap, group, topic)
+    return committed
+
+
 def test_commits_stop_at_the_lowest_unfinished_offset_even_across_a_rebalance(
         kafka_bootstrap: str) -> None:
     topic = f"offsets-{uuid.uuid4().hex[:8]}.customers"
@@ -94,15 +104,15 @@ def test_commits_stop_at_the_lowest_unfinished_offset_even_across_a_rebalance(
     thread.start()
 
     deadline = time.monotonic() + 60
-    while len(engine.done) < 50 and time.monotonic() < deadline:  # all but the held tenants'
+    while len(engine.done) < 52 and time.monotonic() < deadline:  # all but 10, 15, 20, 25
         time.sleep(0.2)
-    time.sleep(1.0)  # a few commit intervals
-    committed = _committed(kafka_bootstrap, group, topic)
-    assert engine.done, "nothing was processed"
+    assert len(engine.done) == 52, "every event but the held tenant's from 10 on should finish"
     later_done = [o for (_, p, o) in engine.done if o > 10]
     assert later_done, "events after the held one should have finished (other tenants)"
-    for partition in (0, 1):
-        assert 0 <= committed[partition] <= 10, committed
+    # Everything below offset 10 is done and 10 is not: the committed position is exactly
+    # 10 on both partitions (the next record to read), neither less nor more.
+    committed = _wait_committed(kafka_bootstrap, group, topic, {0: 10, 1: 10})
+    assert committed == {0: 10, 1: 10}, committed
 
     # A second member joins: the worker must give up a partition while event 10 is still
     # in flight; what it commits on revoke must not pass it either.
@@ -116,16 +126,11 @@ def test_commits_stop_at_the_lowest_unfinished_offset_even_across_a_rebalance(
     assert other.assignment(), "the second member never got a partition"
     taken = other.assignment()[0].partition
     committed = _committed(kafka_bootstrap, group, topic)
-    assert committed[taken] <= 10, committed
+    assert committed[taken] == 10, committed  # committed on revoke: not past the held one
     other.close()
 
     engine.release.set()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        committed = _committed(kafka_bootstrap, group, topic)
-        if all(committed.get(p, -1) == 30 for p in (0, 1)):
-            break
-        time.sleep(0.5)
+    committed = _wait_committed(kafka_bootstrap, group, topic, {0: 30, 1: 30})
     worker.stop()
     thread.join(30)
     assert committed == {0: 30, 1: 30}, committed
