@@ -412,3 +412,156 @@ def test_contact_name_unique_among_active_contacts(org: Org) -> None:
     assert r.status_code == 400
     assert _errors(r) == ["The contact name Same Name is already assigned to another contact. "
                           "The contact name must be unique across all active contacts."]
+
+
+# -- regions and tax types ---------------------------------------------------------------
+
+
+def _region_org(sim: Sim, region: str, **seed: Any) -> Org:
+    o = sim.org()
+    o.seed({"Region": region, **seed})
+    return o
+
+
+def _rates(o: Org) -> dict[str, dict[str, Any]]:
+    r = o.http.get(f"{API}/TaxRates", headers=o.headers)
+    assert r.status_code == 200, r.text
+    return {t["TaxType"]: t for t in r.json()["TaxRates"]}
+
+
+def test_spec_example_nz_organisation_tax_rates(org: Org) -> None:
+    """Source: specs/xero_accounting.yaml, GET /TaxRates (getTaxRates) 200 example, an NZ
+    organisation: INPUT2 and OUTPUT2 at 15 %, GSTONIMPORTS, NONE, ZERORATED, each with
+    its ReportTaxType and CanApplyTo* flags. The simulator's default organisation is NZ."""
+    want = {t["TaxType"]: t for t in example("/TaxRates", "get", "resp")["TaxRates"]}
+    got = _rates(org)
+    assert set(got) == set(want)
+    for tax_type, w in want.items():
+        for key in ("Name", "ReportTaxType", "CanApplyToAssets", "CanApplyToEquity",
+                    "CanApplyToExpenses", "CanApplyToLiabilities", "CanApplyToRevenue",
+                    "DisplayTaxRate", "EffectiveRate", "Status"):
+            assert got[tax_type][key] == w[key], (tax_type, key)
+        assert got[tax_type]["TaxComponents"] == w["TaxComponents"], tax_type
+    o = org.http.get(f"{API}/Organisation", headers=org.headers).json()["Organisations"][0]
+    assert (o["Version"], o["BaseCurrency"], o["CountryCode"]) == ("NZ", "NZD", "NZ")
+
+
+# TaxType: (name, rate, usable on revenue accounts)
+_REGION_RATES = {
+    # developer.xero.com/documentation/api/tax-rates, Tax Rate Constraints (Australia).
+    "AU": {"OUTPUT": ("GST on Income", 10, True), "INPUT": ("GST on Expenses", 10, False),
+           "EXEMPTOUTPUT": ("GST Free Income", 0, True),
+           "EXEMPTEXPORT": ("GST Free Exports", 0, True),
+           "BASEXCLUDED": ("BAS Excluded", 0, True), "INPUTTAXED": ("Input Taxed", 0, True),
+           "EXEMPTEXPENSES": ("GST Free Expenses", 0, False)},
+    # help.xero.com/uk/Tax-SetDefaults (names, rates); OUTPUT2/INPUT2 flags as exported
+    # from a UK organisation (docs.zynk.com export-tax-rates).
+    "UK": {"OUTPUT2": ("20% (VAT on Income)", 20, True),
+           "INPUT2": ("20% (VAT on Expenses)", 20, False),
+           "RROUTPUT": ("5% (VAT on Income)", 5, True),
+           "ZERORATEDOUTPUT": ("Zero Rated Income", 0, True),
+           "EXEMPTOUTPUT": ("Exempt Income", 0, True), "NONE": ("No VAT", 0, True),
+           "ECZROUTPUTSERVICES": ("Zero Rated EC Services", 0, True)},
+    # help.xero.com/us/Tax-SetDefaults: four defaults, all 0 %.
+    "US": {"OUTPUT": ("Tax on Sales", 0, True), "INPUT": ("Tax on Purchases", 0, True),
+           "NONE": ("Tax Exempt", 0, True), "GSTONIMPORTS": ("Sales Tax on Imports", 0, False)},
+}
+
+
+@pytest.mark.parametrize("region", sorted(_REGION_RATES))
+def test_region_default_tax_rates(sim: Sim, region: str) -> None:
+    """Source: per region, the defaults Xero creates an organisation with (see
+    _REGION_RATES; sandbox/xero/README.md cites each); Organisation Version and
+    BaseCurrency per specs/xero_accounting.yaml Organisation (Version enum AU, NZ, UK,
+    US). US organisations have no ReportTaxType (TaxRate docs: "US and Global do not
+    support this element")."""
+    o = _region_org(sim, region)
+    got = _rates(o)
+    assert set(_REGION_RATES[region]) <= set(got)
+    for tax_type, (name, rate, revenue) in _REGION_RATES[region].items():
+        t = got[tax_type]
+        assert (t["Name"], t["EffectiveRate"], t["CanApplyToRevenue"]) == (
+            name, rate, revenue), tax_type
+        assert ("ReportTaxType" in t) == (region != "US")
+    org = o.http.get(f"{API}/Organisation", headers=o.headers).json()["Organisations"][0]
+    assert (org["Version"], org["BaseCurrency"]) == (
+        region, {"AU": "AUD", "UK": "GBP", "US": "USD"}[region])
+
+
+@pytest.mark.parametrize(("region", "tax_type", "amount_types", "unit", "tax"), [
+    ("UK", "OUTPUT2", "Exclusive", 100, 20.0),
+    ("UK", "RROUTPUT", "Exclusive", 19.99, 1.0),  # 0.9995 -> 1.00
+    ("AU", "OUTPUT", "Inclusive", 110, 10.0),
+    ("AU", "OUTPUT", "Inclusive", 9.99, 0.91),  # 0.90818 -> 0.91
+    ("US", "TAX001", "Exclusive", 19.99, 1.65),  # 8.25 %: 1.649175 -> 1.65
+    ("NZ", "ZERORATED", "Exclusive", 100, 0.0),
+])
+def test_line_tax_is_the_rate_of_its_tax_type(sim: Sim, region: str, tax_type: str,
+                                              amount_types: str, unit: float,
+                                              tax: float) -> None:
+    """Source: specs/xero_accounting.yaml LineItem.TaxType ("Used as an override if the
+    default Tax Code for the selected <AccountCode> is not correct") and TaxRate
+    EffectiveRate; per line, 2 dp (X-round). Without a TaxAmount, Xero applies the rate
+    of the line's own TaxType, inclusive prices per LineAmountTypes."""
+    o = _region_org(sim, region, TaxRates=[{"Name": "State", "EffectiveRate": "8.25"}]
+                    if region == "US" else [])
+    r = o.put("Invoices", _inv(o.contact(), [_line(unit=unit, TaxType=tax_type)],
+                               LineAmountTypes=amount_types, Status="DRAFT"))
+    assert r.status_code == 200, r.text
+    inv = r.json()["Invoices"][0]
+    assert inv["LineItems"][0]["TaxAmount"] == tax and inv["TotalTax"] == tax
+    assert inv["Total"] == (unit if amount_types == "Inclusive" else round(unit + tax, 2))
+
+
+def test_unknown_tax_type_is_refused(org: Org) -> None:
+    """Source: XeroAPI/Xero-Java #336 (a TaxType the organisation does not have, on a
+    line with an account: "The TaxType code X does not exist or cannot be used for this
+    type of transaction." and "The TaxType code 'X' cannot be used with account code
+    'N'.") [2nd]."""
+    r = org.put("Invoices", _inv(org.contact(), [_line(TaxType="OUTPUT")], Status="DRAFT"))
+    assert r.status_code == 400
+    assert _errors(r) == [
+        "The TaxType code OUTPUT does not exist or cannot be used for this type of "
+        "transaction.", "The TaxType code 'OUTPUT' cannot be used with account code '200'."]
+    assert org.http.get(f"/_sandbox/books/{org.tenant}").json()["Invoices"] == []
+
+
+def test_tax_type_that_cannot_apply_to_revenue_is_refused(sim: Sim) -> None:
+    """Source: developer.xero.com/documentation/api/tax-rates, "Tax Rate Constraints"
+    (copied by support.workcloudapplications.com; linx.software CreateTaxRate): a rate
+    whose CanApplyTo<account class> is false on the line's account is refused with "The
+    TaxType code 'xxx' cannot be used with account code 'xxx'." (the INPUT / 200 case
+    quoted by TradeGecko's Xero notes) [2nd]."""
+    o = _region_org(sim, "UK")
+    r = o.put("Invoices", _inv(o.contact(), [_line(TaxType="INPUT2")], Status="DRAFT"))
+    assert r.status_code == 400
+    assert _errors(r) == ["The TaxType code 'INPUT2' cannot be used with account code '200'."]
+    item = o.put("Items", {"Items": [{"Code": "W", "SalesDetails": {
+        "AccountCode": "200", "TaxType": "INPUT2"}}]})
+    assert item.status_code == 400
+
+
+def test_au_none_is_filed_as_bas_excluded(sim: Sim) -> None:
+    """Source: developer.xero.com "Changes to tax codes in Australia" (25 March 2013): on
+    an AU organisation TaxType NONE is mapped to BASEXCLUDED (EXEMPTEXPENSES on EXPENSE
+    accounts) and EXEMPTINPUT to BASEXCLUDED."""
+    o = _region_org(sim, "AU")
+    assert "NONE" not in _rates(o)
+    r = o.put("Invoices", _inv(o.contact(), [_line(TaxType="NONE"),
+                                             _line(TaxType="NONE", AccountCode="400"),
+                                             _line(TaxType="EXEMPTINPUT")],
+                               Status="DRAFT"))
+    assert r.status_code == 200, r.text
+    assert [li["TaxType"] for li in r.json()["Invoices"][0]["LineItems"]] == [
+        "BASEXCLUDED", "EXEMPTEXPENSES", "BASEXCLUDED"]
+
+
+def test_added_tax_rates_are_numbered_tax001_onwards(sim: Sim) -> None:
+    """Source: Xero's TaxRate docs via docs.gravitydata.co ("All new tax rates added have
+    a TaxType of the format TAX001, TAX002 etc.") [2nd]; specs/xero_accounting.yaml
+    createTaxRates 200 example (TaxType TAX002)."""
+    o = _region_org(sim, "US", TaxRates=[{"Name": "State Sales Tax", "EffectiveRate": 8.25},
+                                         {"Name": "City Sales Tax", "EffectiveRate": 10}])
+    got = _rates(o)
+    assert (got["TAX001"]["Name"], got["TAX001"]["EffectiveRate"]) == ("State Sales Tax", 8.25)
+    assert (got["TAX002"]["Name"], got["TAX002"]["EffectiveRate"]) == ("City Sales Tax", 10)
