@@ -6,6 +6,7 @@ import datetime as dt
 import itertools
 import json
 import time
+from dataclasses import replace
 from collections.abc import Iterator
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -674,3 +675,125 @@ def test_money_freshbooks_cannot_hold_is_refused_in_the_currency_precision(
         conn.adapter.record_payment(pay, ProviderRecord(
             str(conn.books()["invoices"][0]["id"])), cust, None, W())
     assert "10.105 KWD" in str(perr.value) and conn.books()["payments"] == []
+
+
+# ---- sales tax by the company's own taxes (issue 10) ---------------------------------
+
+def rated(li: InvoiceLine, rate_id: str, name: str, compound: bool = False) -> InvoiceLine:
+    return replace(li, tax_rate_id=rate_id, tax_rate_name=name, tax_compound=compound)
+
+
+def canadian(conn: Conn) -> dict[str, ProviderTaxRate]:
+    """A CA business (GST 5, HST ON 13, HST NB 15, PST BC 7, QST 9.975) and its taxes as
+    the mapping hands them over (the matching saved them with their rate then)."""
+    conn.sim.post(f"/_sandbox/seed/{conn.tenant}", json={"Region": "CA"}).raise_for_status()
+    return {t.name: t for t in conn.adapter.list_tax_rates()}
+
+
+def books_tax(row: dict[str, Any]) -> Decimal:
+    """The tax in the books: FreshBooks' total less its lines' (pre-tax) amounts."""
+    return Decimal(row["amount"]["amount"]) - sum(
+        (Decimal(li["amount"]["amount"]) for li in row["lines"]), Decimal(0))
+
+
+def test_two_mapped_rates_on_one_invoice_land_on_their_taxes(conn: Conn) -> None:
+    """GST and PST lines on one invoice, and an untaxed line: each taxed line carries its
+    mapped tax by name and percent; books' tax and total equal BlueClerk's.
+    Hand-worked: 2 x 45.00 = 90.00 GST 5% -> 4.50; 1 x 120.00 PST 7% -> 8.40;
+    30.00 untaxed; tax 12.90, total 252.90."""
+    ca = canadian(conn)
+    cust, items = setup_sale(conn)
+    inv = invoice("TAX-1", "c1", [rated(line("i1", "2", "45.00", tax="5"), "bc-gst", "GST"),
+                                  rated(line("i1", "1", "120.00", tax="7"), "bc-pst", "PST"),
+                                  line("i1", "1", "30.00")])
+    assert (inv.tax_total, inv.total) == (Decimal("12.90"), Decimal("252.90"))
+    rec = conn.adapter.upsert_invoice(inv, cust, items, None, W(),
+                                      taxes={"bc-gst": ca["GST"], "bc-pst": ca["PST BC"]})
+    row = conn.books()["invoices"][0]
+    assert [(li["taxName1"], li["taxAmount1"]) for li in row["lines"]] == [
+        ("GST", "5"), ("PST BC", "7"), ("", "0")]
+    assert rec.total == Decimal("252.90") and books_tax(row) == Decimal("12.90")
+
+
+def test_a_rate_changed_in_freshbooks_is_written_at_its_current_percent(conn: Conn) -> None:
+    """The mapping was saved when PST BC was 7%; the business changed it to 8% in
+    FreshBooks as BlueClerk did: lines carry 8 (the tax as FreshBooks has it now).
+    Hand-worked: 200.00 at 8% = 16.00, total 216.00."""
+    ca = canadian(conn)
+    pst = next(t for t in conn.books()["taxes"] if t["name"] == "PST BC")
+    conn.adapter._write("PUT", f"taxes/taxes/{pst['id']}", "tax", {"amount": "8"})
+    cust, items = setup_sale(conn)
+    inv = invoice("TAX-2", "c1", [rated(line("i1", "1", "200.00", tax="8"), "bc-pst", "PST")])
+    assert ca["PST BC"].rate == Decimal("7")
+    rec = conn.adapter.upsert_invoice(inv, cust, items, None, W(), taxes={"bc-pst": ca["PST BC"]})
+    assert rec.total == Decimal("216.00")
+    assert conn.books()["invoices"][0]["lines"][0]["taxAmount1"] == "8"
+
+
+def test_a_rate_changed_in_blueclerk_only_is_refused_naming_the_line(conn: Conn) -> None:
+    """BlueClerk's GST line now says 6%, FreshBooks' GST is 5%: FreshBooks would compute
+    another tax, so nothing is written and the message names line 2 with both figures.
+    Hand-worked: line 2 is 80.00; BlueClerk 6% = 4.80, FreshBooks 5% = 4.00; line 1 is
+    50.00 untaxed; totals 134.80 vs 134.00."""
+    ca = canadian(conn)
+    cust, items = setup_sale(conn)
+    inv = invoice("TAX-3", "c1", [line("i1", "1", "50.00"),
+                                  rated(line("i1", "1", "80.00", tax="6"), "bc-gst", "GST")])
+    with pytest.raises(TotalMismatch) as err:
+        conn.adapter.upsert_invoice(inv, cust, items, None, W(), taxes={"bc-gst": ca["GST"]})
+    text = str(err.value)
+    assert "invoice TAX-3: line 2" in text
+    assert "BlueClerk tax 4.80 USD at GST 6%" in text
+    assert "FreshBooks would compute 4.00 USD at GST 5%" in text
+    assert "total 134.80 USD" in text and "total 134.00 USD" in text
+    assert (err.value.ours, err.value.theirs) == (Decimal("134.80"), Decimal("134.00"))
+    assert err.value.code == ErrorCode.TOTAL_MISMATCH
+    assert conn.books()["invoices"] == []
+
+
+def test_a_compound_rate_is_the_lines_only_tax(conn: Conn) -> None:
+    """A compound BlueClerk rate (one rate per BlueClerk line, nothing under it) is written
+    as taxName1 -- never taxName2 -- and FreshBooks computes it on the line amount.
+    Hand-worked: 100.00 at compound QST 9.975% = 9.975 -> 9.98; total 109.98."""
+    canadian(conn)
+    cust, items = setup_sale(conn)
+    qst = ProviderTaxRate("QST", "QST", Decimal("9.975"), compound=True)  # free-form match
+    inv = invoice("TAX-4", "c1", [rated(line("i1", "1", "100.00", tax="9.975"), "bc-qst",
+                                        "QST (compound)", compound=True)])
+    rec = conn.adapter.upsert_invoice(inv, cust, items, None, W(), taxes={"bc-qst": qst})
+    row = conn.books()["invoices"][0]
+    assert (row["lines"][0]["taxName1"], row["lines"][0]["taxAmount1"],
+            row["lines"][0]["taxName2"]) == ("QST", "9.975", "")
+    assert rec.total == Decimal("109.98") and books_tax(row) == Decimal("9.98")
+
+
+def test_inclusive_line_tax_equals_blueclerks_line_tax(conn: Conn) -> None:
+    """Hand-worked: 10.04 including HST 13%: BlueClerk's tax 10.04 x 13/113 = 1.15504 ->
+    1.16, net 8.88. FreshBooks on 8.88 is 1.1544 -> 1.15 (a cent short), on 8.89 it is
+    1.1557 -> 1.16: the line goes at 8.89 and a Rounding line of -0.01 closes the total.
+    Books: tax 1.16, total 10.04 -- both BlueClerk's."""
+    ca = canadian(conn)
+    cust, items = setup_sale(conn)
+    inv = invoice("TAX-5", "c1", [rated(line("i1", "1", "10.04", tax="13", inclusive=True),
+                                        "bc-hst", "HST")], mode="inclusive")
+    assert (inv.tax_total, inv.total) == (Decimal("1.16"), Decimal("10.04"))
+    rec = conn.adapter.upsert_invoice(inv, cust, items, None, W(), taxes={"bc-hst": ca["HST ON"]})
+    row = conn.books()["invoices"][0]
+    assert [li["amount"]["amount"] for li in row["lines"]] == ["8.89", "-0.01"]
+    assert row["lines"][1]["name"] == "Rounding" and row["lines"][1]["taxName1"] == ""
+    assert rec.total == Decimal("10.04") and books_tax(row) == Decimal("1.16")
+
+
+def test_books_tax_total_is_checked_after_the_write(conn: Conn,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same total, another split between net and tax: FreshBooks' reply is compared with
+    BlueClerk's tax total too, and the invoice is left as a draft."""
+    cust, items = setup_sale(conn)
+    good = invoice("TAX-6", "c1", [line("i1", "1", "100.00", tax="10")])
+    odd = replace(good, subtotal=good.subtotal + CENT, tax_total=good.tax_total - CENT)
+    monkeypatch.setattr(translate, "tax_mismatch", lambda *args, **kwargs: None)
+    with pytest.raises(TotalMismatch) as err:
+        conn.adapter.upsert_invoice(odd, cust, items, None, W())
+    assert "BlueClerk tax 9.99 USD, total 110.00 USD" in str(err.value)
+    assert "FreshBooks holds tax 10.00 USD, total 110.00 USD" in str(err.value)
+    assert conn.books()["invoices"][0]["v3_status"] == "draft"
