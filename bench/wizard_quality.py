@@ -5,9 +5,19 @@ Run from the repository root:
     .venv/bin/python -m bench.wizard_quality
     .venv/bin/python bench/wizard_quality.py [--n 5000] [--naive-subset 100]
 
+Three labelled files (see bench/README.md for how each was made):
+  * tests/data/labelled_customers.csv (US, written alongside the first rules) and
+    tests/data/labelled_customers_intl_dev.csv (GB, AU, NZ, CA): the *development*
+    set, which the rules may be tuned on;
+  * tests/data/labelled_customers_holdout.csv (GB, AU, NZ, CA, US, JP): the
+    *held-out* set, written before the library-based rules and never tuned on.
+
 It prints
+  * on the held-out set, before (the rules at BASELINE_REV, loaded from git) and
+    after (the current rules): type accuracy and duplicate precision / recall per
+    region and per class,
   * customer-type suggestion accuracy (overall, per class, confusion matrix)
-    on tests/data/labelled_customers.csv,
+    on the development set,
   * duplicate precision / recall / F1 of the *likely* tier at the default
     threshold on the same file (all records against all records; every pair is
     labelled through the ``entity`` column), plus how the hand-picked hard
@@ -25,15 +35,19 @@ from __future__ import annotations
 
 import argparse
 import csv
+import inspect
 import os
 import platform
 import random
+import subprocess
 import sys
 import time
+import types
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # allow `python bench/wizard_quality.py`
@@ -54,6 +68,10 @@ from control.wizard.duplicates import (  # noqa: E402
 from schemas.records import Address  # noqa: E402
 
 DATA = ROOT / "tests" / "data" / "labelled_customers.csv"
+DATA_INTL_DEV = ROOT / "tests" / "data" / "labelled_customers_intl_dev.csv"
+DATA_HOLDOUT = ROOT / "tests" / "data" / "labelled_customers_holdout.csv"
+# The last commit with the hand-written normalisation (before issue 15): the "before".
+BASELINE_REV = "ba758485fb9326e9de905933347d586c0da910ca"
 
 
 # --------------------------------------------------------------------------- labelled data
@@ -66,6 +84,7 @@ class LabelledRecord:
     customer_type: str
     candidate: ImportCandidate
     hard_negative_of: tuple[str, ...]
+    country: str = "US"  # the importing company's country (ISO 3166 alpha-2)
 
     def as_existing(self) -> ExistingCustomer:
         c = self.candidate
@@ -100,8 +119,68 @@ def load_labelled(path: Path = DATA) -> list[LabelledRecord]:
                 notes=_opt(row["notes"]),
             )
             negs = tuple(x for x in row["hard_negative_of"].split(";") if x)
-            out.append(LabelledRecord(row["id"], row["entity"], row["type"], cand, negs))
+            country = (row.get("country") or "US").strip() or "US"
+            out.append(LabelledRecord(row["id"], row["entity"], row["type"], cand, negs,
+                                      country))
     return out
+
+
+def load_development() -> list[LabelledRecord]:
+    """The records the rules may be tuned on."""
+    return load_labelled(DATA) + load_labelled(DATA_INTL_DEV)
+
+
+def load_holdout() -> list[LabelledRecord]:
+    """The held-out records: measured, never tuned on."""
+    return load_labelled(DATA_HOLDOUT)
+
+
+Suggest = Callable[[Any], Any]
+Find = Callable[..., list[Any]]
+
+
+@dataclass(frozen=True)
+class Engine:
+    """One version of the rules: the current modules, or the baseline loaded from git."""
+
+    name: str
+    suggest: Suggest
+    find: Find
+
+    @property
+    def takes_region(self) -> bool:
+        return "default_region" in inspect.signature(self.find).parameters
+
+
+CURRENT = Engine("after", suggest_customer_type, find_duplicates)
+
+
+def load_baseline(rev: str = BASELINE_REV) -> Engine | None:
+    """The wizard's rules as they were at ``rev``, loaded from git into fresh modules."""
+    sources: dict[str, str] = {}
+    for mod in ("customer_types", "duplicates"):
+        try:
+            sources[mod] = subprocess.run(
+                ["git", "-C", str(ROOT), "show", f"{rev}:control/wizard/{mod}.py"],
+                capture_output=True, text=True, check=True,
+            ).stdout  # fmt: skip
+        except (OSError, subprocess.CalledProcessError):
+            return None
+    loaded: dict[str, types.ModuleType] = {}
+    for mod in ("customer_types", "duplicates"):
+        name = f"wizard_baseline_{rev[:8]}_{mod}"
+        module = sys.modules.get(name)
+        if module is None:
+            module = types.ModuleType(name)
+            sys.modules[name] = module
+            src = sources[mod].replace(
+                "from control.wizard.customer_types import",
+                f"from wizard_baseline_{rev[:8]}_customer_types import",
+            )
+            exec(compile(src, f"{rev[:8]}:control/wizard/{mod}.py", "exec"), module.__dict__)
+        loaded[mod] = module
+    return Engine(f"before ({rev[:8]})", loaded["customer_types"].suggest_customer_type,
+                  loaded["duplicates"].find_duplicates)
 
 
 @dataclass(frozen=True)
@@ -113,11 +192,11 @@ class TypeReport:
     n: int
 
 
-def evaluate_types(records: Sequence[LabelledRecord]) -> TypeReport:
+def evaluate_types(records: Sequence[LabelledRecord], engine: Engine = CURRENT) -> TypeReport:
     confusion: Counter[tuple[str, str]] = Counter()
     errors: list[tuple[str, str, str, str]] = []
     for r in records:
-        predicted = suggest_customer_type(r.candidate).customer_type
+        predicted = engine.suggest(r.candidate).customer_type
         confusion[(r.customer_type, predicted)] += 1
         if predicted != r.customer_type:
             errors.append((r.id, r.candidate.display_name, r.customer_type, predicted))
@@ -157,16 +236,31 @@ class DuplicateReport:
         return self.possible_true / self.possible_pairs if self.possible_pairs else 1.0
 
 
+def _matches(records: Sequence[LabelledRecord], threshold: float,
+             engine: Engine) -> list[tuple[str, DuplicateMatch]]:
+    """All-vs-all within each country: one company's customers are matched with that
+    company's country as the default region for phone numbers and postcodes."""
+    by_country: dict[str, list[LabelledRecord]] = defaultdict(list)
+    for r in records:
+        by_country[r.country].append(r)
+    out: list[tuple[str, DuplicateMatch]] = []
+    for country, group in sorted(by_country.items()):
+        kwargs: dict[str, Any] = {"threshold": threshold, "max_per_candidate": None}
+        if engine.takes_region:
+            kwargs["default_region"] = country
+        found = engine.find([r.candidate for r in group], [r.as_existing() for r in group],
+                            **kwargs)
+        out.extend((group[m.candidate_index].id, m) for m in found)
+    return out
+
+
 def evaluate_duplicates(
-    records: Sequence[LabelledRecord], threshold: float = DEFAULT_THRESHOLD
+    records: Sequence[LabelledRecord], threshold: float = DEFAULT_THRESHOLD,
+    engine: Engine = CURRENT,
 ) -> DuplicateReport:
-    cands = [r.candidate for r in records]
-    existing = [r.as_existing() for r in records]
-    matches = find_duplicates(cands, existing, threshold=threshold, max_per_candidate=None)
     predicted: dict[frozenset[str], DuplicateMatch] = {}
     possible: dict[frozenset[str], DuplicateMatch] = {}
-    for m in matches:
-        a = records[m.candidate_index].id
+    for a, m in _matches(records, threshold, engine):
         if a != m.existing_id:
             tier = predicted if m.tier == "likely" else possible
             tier.setdefault(frozenset((a, m.existing_id)), m)
@@ -204,6 +298,99 @@ def evaluate_duplicates(
         len(possible), len(found_p), len(hard & possible.keys()),
         both / len(truth) if truth else 1.0, sorted(found_p), sorted(wrong_p),
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SliceFigures:
+    """Figures for one slice (a region or a class) of a labelled set."""
+
+    label: str
+    records: int
+    type_correct: int
+    true_pairs: int
+    predicted: int  # likely-tier pairs with at least one record in the slice
+    true_positives: int
+    possible: int
+    possible_true: int
+
+    @property
+    def accuracy(self) -> float:
+        return self.type_correct / self.records if self.records else float("nan")
+
+    @property
+    def precision(self) -> float:
+        return self.true_positives / self.predicted if self.predicted else 1.0
+
+    @property
+    def recall(self) -> float:
+        return self.true_positives / self.true_pairs if self.true_pairs else 1.0
+
+
+def breakdown(records: Sequence[LabelledRecord], engine: Engine = CURRENT,
+              threshold: float = DEFAULT_THRESHOLD) -> list[SliceFigures]:
+    """Type accuracy and likely-tier duplicate precision / recall, overall, per region and
+    per class (a pair belongs to the region and class of its records; a pair across two
+    classes counts in both)."""
+    by_id = {r.id: r for r in records}
+    correct = {r.id: engine.suggest(r.candidate).customer_type == r.customer_type
+               for r in records}
+    likely: set[frozenset[str]] = set()
+    maybe: set[frozenset[str]] = set()
+    for a, m in _matches(records, threshold, engine):
+        if a != m.existing_id:
+            (likely if m.tier == "likely" else maybe).add(frozenset((a, m.existing_id)))
+    maybe -= likely
+    by_entity: dict[str, list[str]] = defaultdict(list)
+    for r in records:
+        by_entity[r.entity].append(r.id)
+    truth = {frozenset((a, b)) for ids in by_entity.values() for a in ids for b in ids if a < b}
+
+    def figures(label: str, keep: Callable[[LabelledRecord], bool]) -> SliceFigures:
+        ids = {r.id for r in records if keep(r)}
+
+        def mine(pairs: set[frozenset[str]]) -> set[frozenset[str]]:
+            return {p for p in pairs if p & ids}
+
+        t, lk, mb = mine(truth), mine(likely), mine(maybe)
+        return SliceFigures(label, len(ids), sum(correct[i] for i in ids), len(t), len(lk),
+                            len(lk & t), len(mb), len(mb & t))
+
+    rows = [figures("all", lambda r: True)]
+    for country in sorted({r.country for r in records}):
+        rows.append(figures(country, lambda r, c=country: r.country == c))  # type: ignore[misc]
+    for t in CUSTOMER_TYPES:
+        rows.append(figures(t, lambda r, t=t: r.customer_type == t))  # type: ignore[misc]
+    rows.append(figures("non-Latin", lambda r: _non_latin(by_id[r.id].candidate.display_name)))
+    return rows
+
+
+def _non_latin(text: str) -> bool:
+    return any(ch.isalpha() and ord(ch) > 0x24F for ch in text)
+
+
+def _print_breakdown(title: str, before: list[SliceFigures] | None,
+                     after: list[SliceFigures]) -> None:
+    print(title)
+    print(f"  {'slice':<10}{'records':>8}{'pairs':>6}  {'type accuracy':>15}  "
+          f"{'dup precision':>15}  {'dup recall':>15}  possible (true)")
+    old = {f.label: f for f in before or []}
+    for f in after:
+        b = old.get(f.label)
+
+        def cell(get: Callable[[SliceFigures], float], fig: SliceFigures = f,
+                 base: SliceFigures | None = b) -> str:
+            now = f"{get(fig):.3f}"
+            return f"{get(base):.3f} -> {now}" if base is not None else now
+
+        poss = f"{f.possible} ({f.possible_true})"
+        if b is not None:
+            poss = f"{b.possible} ({b.possible_true}) -> {poss}"
+        print(f"  {f.label:<10}{f.records:>8}{f.true_pairs:>6}  "
+              f"{cell(lambda x: x.accuracy):>15}  {cell(lambda x: x.precision):>15}  "
+              f"{cell(lambda x: x.recall):>15}  {poss}")
+    a = after[0]
+    print(f"  likely tier on all: {a.true_positives}/{a.predicted} predicted pairs true, "
+          f"{a.true_positives}/{a.true_pairs} labelled pairs found")
 
 
 # --------------------------------------------------------------------------- synthetic data
@@ -386,7 +573,7 @@ def _print_duplicates(rep: DuplicateReport) -> None:
         print(f"    FP {a}~{b}: {'; '.join(reasons)}")
 
 
-def _threshold_sweep(records: Sequence[LabelledRecord]) -> None:
+def _threshold_sweep(records: Sequence[LabelledRecord]) -> None:  # development set only
     print("  threshold sweep:", end="")
     for t in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
         r = evaluate_duplicates(records, t)
@@ -429,8 +616,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--naive-subset", type=int, default=100,
                         help="import rows timed with the all-pairs baseline")  # fmt: skip
     parser.add_argument("--no-timing", action="store_true")
+    parser.add_argument("--baseline", default=BASELINE_REV,
+                        help="git revision whose rules are the 'before' (default: %(default)s)")
+    parser.add_argument("--holdout-errors", action="store_true",
+                        help="also list the held-out records and pairs the rules get wrong "
+                             "(for reporting; never tune on them)")
     args = parser.parse_args(argv)
-    records = load_labelled()
+    holdout = load_holdout()
+    baseline = load_baseline(args.baseline)
+    if baseline is None:
+        print(f"(baseline {args.baseline[:8]} not available from git: 'after' only)")
+    _print_breakdown(
+        f"HELD-OUT set ({len(holdout)} records, {DATA_HOLDOUT.name}), before -> after",
+        breakdown(holdout, baseline) if baseline else None, breakdown(holdout),
+    )
+    if args.holdout_errors:
+        _print_types(evaluate_types(holdout))
+        _print_duplicates(evaluate_duplicates(holdout))
+    records = load_development()
+    print(f"\nDEVELOPMENT set ({DATA.name} + {DATA_INTL_DEV.name})")
+    _print_breakdown("  before -> after", breakdown(records, baseline) if baseline else None,
+                     breakdown(records))
     _print_types(evaluate_types(records))
     _print_duplicates(evaluate_duplicates(records))
     _threshold_sweep(records)
