@@ -113,9 +113,17 @@ class Worker:
         config.update(options.consumer_overrides)
         self._consumer = Consumer(config)
         self.processed = 0
+        # When the poll loop last turned (monotonic; 0: not started). Read by the health
+        # probes (service/health.py).
+        self.last_poll_at = 0.0
 
     def stop(self) -> None:
         self._stop.set()
+
+    def assigned_partitions(self) -> int:
+        """How many partitions this worker owns now (health probes; RuntimeError once the
+        consumer is closed)."""
+        return len(self._consumer.assignment())
 
     # -- the poll thread ---------------------------------------------------------------
 
@@ -125,6 +133,7 @@ class Worker:
         last_commit = time.monotonic()
         try:
             while not self._stop.is_set() and not (until and until()):
+                self.last_poll_at = time.monotonic()
                 message = self._consumer.poll(0.1)
                 if message is not None:
                     self._accept(message)

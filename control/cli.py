@@ -7,8 +7,11 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from service.config import Settings
@@ -29,9 +32,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
     services = build_services(settings)
     worker = build_worker(services)
     if settings.metrics_port:
-        from service.metrics import serve_metrics
+        # Metrics, liveness and readiness on one port (service/health.py).
+        from prometheus_client.registry import REGISTRY
 
-        serve_metrics(settings.metrics_port, services.providers.limiters)
+        from service.health import BrokerCheck, WorkerProbe, serve_worker_health
+        from service.metrics import QuotaCollector
+
+        REGISTRY.register(QuotaCollector(services.providers.limiters))
+        assert settings.kafka_bootstrap  # build_worker refused to start without it
+        serve_worker_health(settings.metrics_port,
+                            WorkerProbe(worker, BrokerCheck(settings.kafka_bootstrap)))
 
     def stop(signum: int, _frame: object) -> None:
         worker.stop()  # SIGTERM drains in-flight work and commits before exit
@@ -82,9 +92,63 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(events=args.customers)
 
 
+def cmd_register_schemas(args: argparse.Namespace) -> int:
+    from schemas.registry import register_schemas
+    from service.config import Topics
+
+    registry = args.registry or os.environ.get("SCHEMA_REGISTRY_URL")
+    if not registry:
+        print("error: say which registry: `blueclerk-sync register-schemas --registry URL` "
+              "(or set SCHEMA_REGISTRY_URL)", file=sys.stderr)
+        return 2
+    prefix = args.topic_prefix or os.environ.get("TOPIC_PREFIX", "blueclerk.")
+    try:
+        done = register_schemas(registry, Topics(prefix), args.compatibility)
+    except Exception as exc:
+        print(f"error: {exc}; fix the schema (new fields need defaults) or the registry URL, "
+              "then run `blueclerk-sync register-schemas` again", file=sys.stderr)
+        return 2
+    for s in done:
+        print(f"{s.subject:<40} {s.schema:<22} id {s.schema_id:<4} versions {s.versions}  "
+              f"{s.compatibility}")
+    return 0
+
+
+def cmd_local_stack(args: argparse.Namespace) -> int:
+    from control.local_stack import run_local_stack
+
+    return run_local_stack(args)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter,
+                     argparse.RawDescriptionHelpFormatter):
+    """argparse's defaults formatter, without "(default: None)" on options that have none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return text
+        return super()._get_help_string(action) or text
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Every parser and sub-parser prints its options' defaults in --help."""
+    parser.formatter_class = _HelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _show_defaults(child)
+        elif action.help is None and action.default not in (None, False, argparse.SUPPRESS):
+            action.help = "(default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="blueclerk-sync", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="blueclerk-sync", description=__doc__,
+                                     epilog="`blueclerk-sync local-stack` starts everything "
+                                     "on this machine; `blueclerk-sync COMMAND --help` for "
+                                     "each command. Configuration: environment variables "
+                                     "(README, Configuration).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("worker", help="consume change events and sync them").set_defaults(
         func=cmd_worker)
     p = sub.add_parser("sandbox", help="serve the three provider simulators")
@@ -100,16 +164,109 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run the whole path end to end on local defaults")
     p.add_argument("--customers", type=int, default=24)
     p.set_defaults(func=cmd_demo)
-    from control import operator_cli, report
+    p = sub.add_parser("register-schemas", help="register the Avro contracts with a Schema "
+                       "Registry (subjects <topic>-value) and set their compatibility rule")
+    p.add_argument("--registry", help="the registry's URL (default: SCHEMA_REGISTRY_URL)")
+    p.add_argument("--topic-prefix", help="topic prefix (default: TOPIC_PREFIX or blueclerk.)")
+    p.add_argument("--compatibility", default="BACKWARD",
+                   choices=("BACKWARD", "BACKWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE"))
+    p.set_defaults(func=cmd_register_schemas)
+    from control import local_stack, operator_cli, report
 
+    local_stack.register(sub, cmd_local_stack)
     operator_cli.register(sub)
     report.register(sub)
+    _show_defaults(parser)
     return parser
 
 
+# Commands that run until stopped (services) log at LOG_LEVEL (default info); every other
+# command is a one-shot answer and logs warnings only unless LOG_LEVEL says otherwise.
+_SERVICES = {"worker", "serve-api", "sandbox", "kafka", "poll-changes", "local-stack"}
+# Commands whose work is counted on a terminal while it runs (events through the engine).
+_PROGRESS = {"sync-now", "replay-dead-letters", "wizard", "demo"}
+
+
+def _quiet() -> None:
+    """No deprecation chatter from libraries on a user's terminal: authlib announces its
+    httpx fallback as an always-shown warning at import; Alembic logs at info."""
+    try:
+        from authlib.deprecate import AuthlibDeprecationWarning  # sets "always" on import
+    except ImportError:  # pragma: no cover - authlib is a dependency
+        pass
+    else:
+        warnings.filterwarnings("ignore", category=AuthlibDeprecationWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
+    import logging
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+class _Progress:
+    """Count and rate of events through the engine on stderr while a command runs, only
+    when stderr is a terminal; the count again when done."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.count = 0
+        self._started = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._tick, daemon=True, name="progress")
+
+    def _line(self, final: bool = False) -> str:
+        elapsed = max(time.monotonic() - self._started, 1e-6)
+        rate = self.count / elapsed
+        state = "done: " if final else ""
+        return f"\r{self.label}: {state}{self.count} events, {rate:.1f}/s, {elapsed:.1f}s"
+
+    def _tick(self) -> None:
+        while not self._stop.wait(0.25):
+            sys.stderr.write(self._line())
+            sys.stderr.flush()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def finish(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1)
+        sys.stderr.write(self._line(final=True) + "\n")
+        sys.stderr.flush()
+
+
+@contextmanager
+def _progress(command: str) -> Iterator[None]:
+    if command not in _PROGRESS or not sys.stderr.isatty():
+        yield
+        return
+    from consumers.engine import SyncEngine
+
+    progress = _Progress(command)
+    original = SyncEngine.process
+
+    def counted(self: SyncEngine, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            progress.count += 1
+
+    SyncEngine.process = counted  # type: ignore[method-assign]
+    progress.start()
+    try:
+        yield
+    finally:
+        SyncEngine.process = original  # type: ignore[method-assign]
+        progress.finish()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _quiet()
     args = build_parser().parse_args(argv)
-    result: int = args.func(args)
+    if args.command not in _SERVICES:
+        os.environ.setdefault("LOG_LEVEL", "warning")
+    with _progress(args.command):
+        result: int = args.func(args)
     return result
 
 
