@@ -32,8 +32,10 @@ Sandbox hooks:
   "tenants"?: [...]} -> token JSON (connects the tenant(s))
 - `POST /_sandbox/tokens/{tenant}/expire` -> {"expired": n}
 - `GET  /_sandbox/books/{tenant}` -> dump of every record
-- `POST /_sandbox/seed/{tenant}` {"Accounts","Contacts","Items","Invoices","Payments",
-  "TenantName"} -> dump (all-or-nothing; 400 ValidationException on a bad element)
+- `POST /_sandbox/seed/{tenant}` {"Region","Organisation","TaxRates","Accounts",
+  "Contacts","Items","Invoices","Payments","TenantName"} -> dump (all-or-nothing; 400
+  ValidationException on a bad element). `Region` NZ (default), AU, UK or US: base
+  currency and the region's default tax rates and account tax types (README, Regions)
 - `/_sandbox/faults/{tenant}` (`sandbox.faults.fault_router`)
 
 Documented choices (where providers.md is silent or marked unconfirmed)
@@ -65,7 +67,12 @@ Documented choices (where providers.md is silent or marked unconfirmed)
   An AUTHORISED invoice needs a DueDate ("The document DueDate field must be
   specified.") unless the contact's or the organisation's sales terms give one
   (`/_sandbox/seed` `{"Organisation": {"PaymentTerms": {"Sales": {"Day", "Type"}}}}`;
-  none by default). Seed also takes `TaxRates` `[{"TaxType", "Name", "EffectiveRate"}]`.
+  none by default). Seed also takes `TaxRates` `[{"TaxType"?, "Name", "EffectiveRate",
+  "CanApplyTo..."?}]` (without TaxType: the next TAX001, TAX002 ...; an existing one is
+  edited). A line's TaxType (else its item's, else its account's default) must exist
+  and be usable with the account's class (CanApplyTo*), with Xero's messages; its
+  EffectiveRate is the rate applied. AU replaces NONE/EXEMPTINPUT (BASEXCLUDED,
+  EXEMPTEXPENSES on EXPENSE accounts).
 - Fault `error_after_apply_rate`: the write is applied and its response cached under
   the Idempotency-Key, then the caller gets 503/500; a same-key retry within 6 min gets
   the cached 200 (`Idempotent-Replayed: true`). See README.md.
