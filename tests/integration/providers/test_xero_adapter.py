@@ -1,8 +1,8 @@
 """XeroAdapter against the Xero simulator over real HTTP (OpenAPI-validated bodies).
 
 Organisations are NZ ones (the simulator's default) with two tax rates added, TAX001
-8.25 % and TAX002 10 %, unless a test says otherwise; invoices get their tax types as the engine gives
-them: each BlueClerk rate matched automatically to the organisation's (`match_tax_rate`).
+8.25 % and TAX002 10 %, unless a test says otherwise; invoices get their tax types as the
+engine gives them: each BlueClerk rate matched automatically (`match_tax_rate`).
 """
 
 from __future__ import annotations
