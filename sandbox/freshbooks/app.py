@@ -10,7 +10,9 @@ Real paths (host replaced by the mount):
   ``taxes/taxes``, ``invoices/invoices``, ``payments/payments`` (+ ``/{id}``).
 - Ledger: ``/accounting/businesses/{business_uuid}/ledger_accounts/accounts[/{uuid}]``.
 - Test hooks: ``/_sandbox/grants``, ``/_sandbox/tokens/{tenant}/expire``,
-  ``/_sandbox/books/{tenant}``, ``/_sandbox/seed/{tenant}``, ``/_sandbox/faults/{tenant}``.
+  ``/_sandbox/books/{tenant}``, ``/_sandbox/seed/{tenant}`` (``{"Region": "US"|"CA"}``
+  makes the business one of that region: currency and taxes, books.REGION_TAXES),
+  ``/_sandbox/faults/{tenant}``.
 
 Simulator choices (FreshBooks publishes none of these; see also books.py, errors.py):
 

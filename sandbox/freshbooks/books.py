@@ -17,7 +17,13 @@ Choices where FreshBooks publishes nothing (providers.md marks them [unconf]):
   tax2 = round2((base + tax1 if compound else base) * taxAmount2 / 100), where tax2 is
   compound when the line says ``compounded_tax: true`` or the account's tax named
   ``taxName2`` has ``compound: true``; discount_total = round2(subtotal * discount / 100);
-  total = subtotal - discount_total + sum(line taxes). ROUND_HALF_UP throughout.
+  total = subtotal - discount_total + sum(line taxes). ROUND_HALF_UP throughout. That a
+  compound tax stacks on the primary one is documented (freshbooks.com/api/taxes,
+  ``compound``: "compound taxes are calculated on top of primary taxes"); the per-line
+  rounding, the rounded tax1 under tax2 and the flags that make tax2 compound are not.
+- Regions (``set_region``, README "Regions"): which taxes a new business starts with is
+  not published; US seeds none, CA the federal and provincial taxes (``REGION_TAXES``).
+- A line's tax name need not be one of the business's taxes (free-form name + percent).
 - Overpayment: the payment keeps the full amount; the part above the invoice's
   outstanding becomes a credit whose id is the payment's ``overpaymentid``.
 - Ledger account creation requires ``name``, ``sub_type`` and ``parent_account`` (the
