@@ -190,12 +190,9 @@ _PROGRESS = {"sync-now", "replay-dead-letters", "wizard", "demo"}
 def _quiet() -> None:
     """No deprecation chatter from libraries on a user's terminal: authlib announces its
     httpx fallback as an always-shown warning at import; Alembic logs at info."""
-    try:
-        from authlib.deprecate import AuthlibDeprecationWarning  # sets "always" on import
-    except ImportError:  # pragma: no cover - authlib is a dependency
-        pass
-    else:
-        warnings.filterwarnings("ignore", category=AuthlibDeprecationWarning)
+    from service.logging import quiet_library_warnings
+
+    quiet_library_warnings()
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
     import logging

@@ -23,12 +23,16 @@ from decimal import Decimal, InvalidOperation
 from types import TracebackType
 from typing import Any
 
-from producers.kafka import make_producer, produce_and_wait
-from sandbox.scenario import EventFactory
-from schemas.codec import AvroCodec
-from schemas.events import SCHEMA_BY_ENTITY, event_to_avro, validate_event
-from schemas.money import quantize_money
-from schemas.records import (
+from service.logging import quiet_library_warnings
+
+quiet_library_warnings()  # before anything imports authlib (through service.config)
+
+from producers.kafka import make_producer, produce_and_wait  # noqa: E402
+from sandbox.scenario import EventFactory  # noqa: E402
+from schemas.codec import AvroCodec  # noqa: E402
+from schemas.events import SCHEMA_BY_ENTITY, event_to_avro, validate_event  # noqa: E402
+from schemas.money import quantize_money  # noqa: E402
+from schemas.records import (  # noqa: E402
     Address,
     ChangeEvent,
     Customer,
@@ -39,10 +43,11 @@ from schemas.records import (
     Payment,
     TaxMode,
 )
-from service.config import Topics
+from schemas.status import FINAL_STATUSES, SyncStatusEvent  # noqa: E402
+from service.config import Topics  # noqa: E402
 
 __all__ = ["ChangeEventBuilder", "ChangeEventPublisher", "Line", "Money", "encode_event",
-           "topic_for"]
+           "topic_for", "wait_for_statuses"]
 
 Money = str | Decimal | int
 
@@ -209,3 +214,42 @@ class ChangeEventPublisher:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def wait_for_statuses(bootstrap_servers: str, events: Iterable[ChangeEvent], *,
+                      topic_prefix: str = "blueclerk.", schema_registry_url: str | None = None,
+                      timeout: float = 60.0) -> dict[str, SyncStatusEvent]:
+    """Read `<prefix>sync-status` from the beginning until every event has its final
+    status (synced, skipped, failed or dead_lettered), or `timeout` seconds pass; return
+    the latest status per event id (a waiting status if no final one came in time)."""
+    import time
+    import uuid
+
+    from confluent_kafka import Consumer
+
+    wanted = {e.event_id for e in events}
+    codec = AvroCodec(schema_registry_url)
+    consumer = Consumer({"bootstrap.servers": bootstrap_servers,
+                         "group.id": f"status-reader-{uuid.uuid4()}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([Topics(topic_prefix).status])
+    latest: dict[str, SyncStatusEvent] = {}
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if all(e in latest and latest[e].status in FINAL_STATUSES for e in wanted):
+                break
+            message = consumer.poll(0.5)
+            if message is None or message.error():
+                continue
+            value = message.value()
+            if not isinstance(value, bytes):
+                continue
+            status = SyncStatusEvent.from_avro(codec.decode(value).value)
+            if status.source_event_id in wanted:
+                previous = latest.get(status.source_event_id)
+                if previous is None or previous.status not in FINAL_STATUSES:
+                    latest[status.source_event_id] = status
+    finally:
+        consumer.close()
+    return latest

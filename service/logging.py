@@ -19,7 +19,7 @@ import structlog
 
 from schemas.redaction import scrub
 
-__all__ = ["RedactingFormatter", "configure_logging", "redact"]
+__all__ = ["RedactingFormatter", "configure_logging", "quiet_library_warnings", "redact"]
 
 _SECRET_KEYS = re.compile(r"(token|secret|password|authorization|verifier|code_verifier|key|"
                           r"binding|^code)$", re.IGNORECASE)
@@ -76,6 +76,19 @@ class RedactingFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return _scrub(super().format(record))
+
+
+def quiet_library_warnings() -> None:
+    """No library deprecation notices on a user's terminal. authlib announces its httpx
+    fallback with a warning it forces to "always" when `authlib.deprecate` is imported;
+    the filter added after that import wins. Only authlib's category is silenced here."""
+    import warnings
+
+    try:
+        from authlib.deprecate import AuthlibDeprecationWarning
+    except ImportError:  # pragma: no cover - authlib is a dependency
+        return
+    warnings.filterwarnings("ignore", category=AuthlibDeprecationWarning)
 
 
 def configure_logging(level: str = "info") -> None:
