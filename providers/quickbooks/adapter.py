@@ -11,7 +11,7 @@ filter). Pages are at most 1000 rows (``MAXRESULTS`` > 1000 is refused), walked 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -435,14 +435,14 @@ class QuickBooksAdapter:
     def _undo(self, record: ProviderRecord, created: bool, write: WriteIntent) -> str:
         """Take a wrong invoice out of the books: a new one is deleted, an updated one (which
         may carry history) voided."""
-        operation = "delete" if created else "void"
+        operation, done = ("delete", "deleted") if created else ("void", "voided")
         try:
             self._post("Invoice", {"Id": record.id, "SyncToken": record.version or "0"},
                        WriteIntent(write.key[:44] + "-undo"), operation=operation)
         except ProviderError as exc:
-            return (f"the invoice (Id {record.id}) could not be {operation}d in QuickBooks "
+            return (f"the invoice (Id {record.id}) could not be {done} in QuickBooks "
                     f"({exc}); correct or void it there")
-        return (f"the invoice QuickBooks saved (Id {record.id}) was {operation}d, so nothing "
+        return (f"the invoice QuickBooks saved (Id {record.id}) was {done}, so nothing "
                 "wrong is left in the books")
 
     def void_invoice(self, invoice: Invoice, link: ProviderRecord,
@@ -531,7 +531,7 @@ class QuickBooksAdapter:
                         continue
                     for row in rows:
                         changes.append(_inbound(entity, row))
-        return changes
+        return _with_paid_invoices(changes, lambda iid: self._get("Invoice", iid))
 
 
 def _has_balance_refusal(exc: ProviderError) -> bool:
@@ -556,15 +556,31 @@ def _remote_customer(c: dict[str, Any]) -> RemoteCustomer:
 
 
 def _inbound(entity: str, row: dict[str, Any]) -> InboundChange:
+    from providers.quickbooks import canonical
+
     meta = row.get("MetaData") or {}
     changed = meta.get("LastUpdatedTime") or dt.datetime.now(dt.UTC).isoformat()
-    if row.get("status") == "Deleted":
-        operation = "deleted"
-    elif str(row.get("PrivateNote", "")).startswith("Voided"):
-        operation = "voided"
-    elif meta.get("CreateTime") == meta.get("LastUpdatedTime"):
-        operation = "created"
-    else:
-        operation = "updated"
-    return InboundChange(entity.lower(), str(row["Id"]), operation,
-                         dt.datetime.fromisoformat(str(changed).replace("Z", "+00:00")), row)
+    kind = entity.lower()
+    return InboundChange(kind, str(row["Id"]), canonical.operation(kind, row) or "updated",
+                         dt.datetime.fromisoformat(str(changed).replace("Z", "+00:00")), row,
+                         canonical.snapshot(kind, row))
+
+
+def _with_paid_invoices(changes: list[InboundChange],
+                        read: Callable[[str], dict[str, Any]]) -> list[InboundChange]:
+    """A payment always comes with its invoice's state after it: an invoice a changed
+    payment applies to, and that is not in the feed, is read and added as changed then."""
+    have = {c.provider_id for c in changes if c.entity_type == "invoice"}
+    for change in list(changes):
+        invoice_id = getattr(change.snapshot, "invoice_provider_id", None)
+        if change.entity_type != "payment" or not invoice_id or invoice_id in have:
+            continue
+        have.add(invoice_id)
+        try:
+            row = read(invoice_id)
+        except ProviderError:
+            continue
+        added = _inbound("Invoice", row)
+        changes.append(InboundChange("invoice", invoice_id, added.operation, change.changed_at,
+                                     row, added.snapshot))
+    return changes

@@ -28,11 +28,17 @@ from providers.errors import (
 from providers.http import ProviderHttp
 from providers.oauth import ClientCredentials, OAuthEndpoints, OAuthFlow, TokenSet
 from providers.port import ProviderRecord, WriteIntent
-from providers.quickbooks.adapter import QuickBooksAdapter, classify_quickbooks_error
+from providers.quickbooks.adapter import (
+    QuickBooksAdapter,
+    QuickBooksTaxMismatch,
+    classify_quickbooks_error,
+)
 from providers.ratelimit import RateLimiter, RateLimits
+from providers.taxes import ProviderTaxRate
 from providers.testing import MemoryTokenStore
 from providers.tokens import ConnectionTokens, TokenStore
 from sandbox.scenario import build_invoice
+from schemas.error_codes import ErrorCode
 from schemas.records import Customer, Invoice, InvoiceLine, Item, Payment
 from state.connections import ConnectionStore
 from state.crypto import TokenCipher, generate_key
@@ -552,3 +558,221 @@ def test_total_mismatch_shows_currency_precision(co: Company, currency: str,
     with pytest.raises(TotalMismatch) as err:
         co.adapter.upsert_invoice(inv, cust, items, None, W())
     assert shown in str(err.value)
+
+
+# ---- sales tax by region (sandbox/quickbooks/README.md, rules T1-T10) ------------------------
+# Hand-worked figures: QuickBooks outside the US taxes each line's exclusive amount, each
+# rate rounded half-up on the line; BlueClerk rounds each line's tax (sandbox/scenario.py).
+
+def seed_region(co: Company, region: str) -> None:
+    r = co.sim.post(f"/_sandbox/seed/{co.realm}", json={"Region": region})
+    assert r.status_code == 200, r.text
+
+
+def tax_invoice(number: str, currency: str, mode: str,
+                lines: list[tuple[str, str, str, str | None, str | None]]) -> Invoice:
+    """`lines`: (qty, unit price, tax percent, BlueClerk tax rate id, its name)."""
+    base = build_invoice(f"inv-{number}", f"c-{currency}", number, currency, mode,  # type: ignore[arg-type]
+                         [(f"i{n % 2 + 1}", q, p, "0", r)
+                          for n, (q, p, r, _, _) in enumerate(lines)])
+    return replace(base, lines=tuple(
+        replace(line, tax_rate_id=rid, tax_rate_name=name)
+        for line, (_, _, _, rid, name) in zip(base.lines, lines, strict=True)))
+
+
+def code(co: Company, name: str) -> ProviderTaxRate:
+    return next(c for c in co.adapter.list_tax_rates() if c.name == name)
+
+
+def line_codes(row: dict[str, Any]) -> list[str]:
+    return [ln["SalesItemLineDetail"]["TaxCodeRef"]["value"] for ln in row["Line"]
+            if ln["DetailType"] == "SalesItemLineDetail"]
+
+
+def test_list_tax_rates_per_region(co: Company) -> None:
+    """US: automated sales tax (TAX) and NON for 0% rates; UK/CA/AU: the company's codes
+    with their rates from TaxRate, a code of several rates at their sum."""
+    assert [(c.code, c.rate, c.kind) for c in co.adapter.list_tax_rates()] == [
+        ("TAX", None, "automated"), ("NON", Decimal(0), "rate")]
+    ca = Company(co.base)
+    seed_region(ca, "CA")
+    got = {c.name: (c.rate, c.compound) for c in ca.adapter.list_tax_rates()}
+    assert got["GST/PST BC"] == (Decimal(12), False)
+    assert got["GST/QST QC"] == (Decimal("14.975"), False)
+    assert got["HST ON"] == (Decimal(13), False) and got["Zero-rated"] == (Decimal(0), False)
+    # A rate on the amount plus the earlier tax is compound: 5 + 9.5 x 1.05 = 14.975.
+    ca.sim.post(f"/_sandbox/seed/{ca.realm}", json={
+        "TaxRate": [{"Id": "70", "Name": "QST 2012", "RateValue": 9.5}],
+        "TaxCode": [{"Id": "70", "Name": "GST/QST 2012", "SalesTaxRateList": {"TaxRateDetail": [
+            {"TaxRateRef": {"value": "1"}}, {"TaxRateRef": {"value": "70"}, "TaxOrder": 1,
+                                             "TaxTypeApplicable": "TaxOnAmountPlusTax"}]}}]})
+    qst = code(ca, "GST/QST 2012")
+    assert (qst.code, qst.rate, qst.compound) == ("70", Decimal("14.975"), True)
+
+
+def test_us_invoice_sends_tax_non_and_the_explicit_total_tax(co: Company) -> None:
+    """US automated sales tax: TaxCodeRef TAX on taxed lines (the mapped code), NON on the
+    rest, BlueClerk's tax sent as TxnTaxDetail.TotalTax. 2 x 45.50 = 91.00 at 8.25% = 7.5075
+    -> 7.51; 19.99 untaxed; total 118.50."""
+    cust, items = sale(co)
+    inv = tax_invoice("US-1", "USD", "exclusive", [("2", "45.50", "8.25", "st", "State"),
+                                                   ("1", "19.99", "0", None, None)])
+    rec = co.adapter.upsert_invoice(inv, cust, items, None, W(),
+                                    taxes={"st": code(co, "Automated sales tax")})
+    (row,) = co.books()["Invoice"]
+    assert line_codes(row) == ["TAX", "NON"]
+    assert row["TxnTaxDetail"]["TotalTax"] == 7.51 and rec.total == Decimal("118.50")
+
+
+@pytest.mark.parametrize(("region", "currency", "untaxed"), [
+    ("UK", "GBP", "0.0% Z"), ("CA", "CAD", "Zero-rated"), ("AU", "AUD", "GST free")])
+def test_untaxed_lines_use_the_company_zero_rated_code(co: Company, region: str,
+                                                      currency: str, untaxed: str) -> None:
+    """Every line needs a TaxCode outside the US (T4); BlueClerk's untaxed lines take the
+    company's zero-rated code (README, "Untaxed lines")."""
+    seed_region(co, region)
+    cust, items = sale(co, currency)
+    inv = tax_invoice(f"Z-{region}", currency, "exclusive", [("1", "40.00", "0", None, None)])
+    rec = co.adapter.upsert_invoice(inv, cust, items, None, W(), taxes={})
+    (row,) = co.books()["Invoice"]
+    assert line_codes(row) == [code(co, untaxed).code] and rec.total == Decimal("40.00")
+
+
+def test_uk_invoice_lands_on_the_mapped_vat_codes(co: Company) -> None:
+    """Hand-worked (UK, exclusive): 3 x 45.50 = 136.50 at 20.0% S = 27.30; 19.99 at 5.0% R =
+    0.9995 -> 1.00; 2 x 12.50 = 25.00 untaxed (0.0% Z); subtotal 181.49, VAT 28.30, total
+    209.79 -- QuickBooks' figures equal BlueClerk's to the penny."""
+    seed_region(co, "UK")
+    cust, items = sale(co, "GBP")
+    inv = tax_invoice("UK-1", "GBP", "exclusive", [("3", "45.50", "20", "vat-std", "VAT"),
+                                                   ("1", "19.99", "5", "vat-red", "Reduced"),
+                                                   ("2", "12.50", "0", None, None)])
+    assert (inv.tax_total, inv.total) == (Decimal("28.30"), Decimal("209.79"))
+    taxes = {"vat-std": code(co, "20.0% S"), "vat-red": code(co, "5.0% R")}
+    rec = co.adapter.upsert_invoice(inv, cust, items, None, W(), taxes=taxes)
+    (row,) = co.books()["Invoice"]
+    assert line_codes(row) == ["3", "5", "7"]
+    assert row["TxnTaxDetail"]["TotalTax"] == 28.30 and row["TotalAmt"] == 209.79
+    assert rec.total == Decimal("209.79")
+
+
+def test_ca_two_rates_on_one_invoice_land_to_the_cent(co: Company) -> None:
+    """Hand-worked (CA): 2 x 50.00 = 100.00 at GST/PST BC 12% -> GST 5.00 + PST 7.00 =
+    12.00 (BlueClerk 12.00); 9.99 at HST ON 13% = 1.2987 -> 1.30; total 123.29."""
+    seed_region(co, "CA")
+    cust, items = sale(co, "CAD")
+    inv = tax_invoice("CA-1", "CAD", "exclusive", [("2", "50.00", "12", "bc", "GST/PST BC"),
+                                                   ("1", "9.99", "13", "on", "HST ON")])
+    taxes = {"bc": code(co, "GST/PST BC"), "on": code(co, "HST ON")}
+    rec = co.adapter.upsert_invoice(inv, cust, items, None, W(), taxes=taxes)
+    (row,) = co.books()["Invoice"]
+    assert row["TxnTaxDetail"]["TotalTax"] == 13.30 and rec.total == Decimal("123.29")
+
+
+def test_a_combined_code_that_rounds_otherwise_is_refused_before_writing(co: Company) -> None:
+    """Hand-worked (CA): 17.49 at 12%: BlueClerk 2.0988 -> 2.10; QuickBooks GST 0.8745 ->
+    0.87 + PST 1.2243 -> 1.22 = 2.09 (T7). Refused before writing, naming the line and both
+    figures."""
+    seed_region(co, "CA")
+    cust, items = sale(co, "CAD")
+    inv = tax_invoice("CA-2", "CAD", "exclusive", [("1", "17.49", "12", "bc", "GST/PST BC")])
+    with pytest.raises(QuickBooksTaxMismatch) as err:
+        co.adapter.upsert_invoice(inv, cust, items, None, W(),
+                                  taxes={"bc": code(co, "GST/PST BC")})
+    text = str(err.value)
+    assert "line 1 (1 x i1) at GST/PST BC: BlueClerk tax 2.10 CAD, QuickBooks would compute " \
+           "2.09 CAD" in text
+    assert "BlueClerk total 19.59 CAD, QuickBooks total 19.58 CAD" in text
+    assert "nothing was written" in text and err.value.code == ErrorCode.TOTAL_MISMATCH
+    assert co.books()["Invoice"] == []
+
+
+def test_au_inclusive_prices_land_or_are_refused_naming_the_line(co: Company) -> None:
+    """Hand-worked (AU, GST-inclusive): 110.00 incl. 10% -> BlueClerk tax 10.00, exclusive
+    100.00, QuickBooks 100.00 x 10% = 10.00 (lands; line TaxInclusiveAmt 110.00); 30.00
+    untaxed on GST free. 5.00 incl. -> BlueClerk 5 x 10/110 = 0.4545 -> 0.45, exclusive 4.55,
+    QuickBooks 0.455 -> 0.46 and 5.01 (T9): refused."""
+    seed_region(co, "AU")
+    cust, items = sale(co, "AUD")
+    gst = {"gst": code(co, "GST")}
+    ok = tax_invoice("AU-1", "AUD", "inclusive", [("1", "110.00", "10", "gst", "GST"),
+                                                  ("1", "30.00", "0", None, None)])
+    rec = co.adapter.upsert_invoice(ok, cust, items, None, W(), taxes=gst)
+    (row,) = co.books()["Invoice"]
+    assert row["GlobalTaxCalculation"] == "TaxInclusive" and line_codes(row) == ["4", "5"]
+    assert row["Line"][0]["Amount"] == 100 and row["Line"][0]["SalesItemLineDetail"][
+        "TaxInclusiveAmt"] == 110
+    assert row["TxnTaxDetail"]["TotalTax"] == 10 and rec.total == Decimal("140.00")
+    bad = tax_invoice("AU-2", "AUD", "inclusive", [("1", "5.00", "10", "gst", "GST")])
+    with pytest.raises(QuickBooksTaxMismatch) as err:
+        co.adapter.upsert_invoice(bad, cust, items, None, W(), taxes=gst)
+    assert "line 1 (1 x i1) at GST: BlueClerk tax 0.45 AUD, QuickBooks would compute " \
+           "0.46 AUD" in str(err.value)
+    assert "QuickBooks total 5.01 AUD" in str(err.value)
+    assert len(co.books()["Invoice"]) == 1
+
+
+def test_a_rate_changed_under_the_same_id_is_not_sent_on_the_old_code(co: Company) -> None:
+    """BlueClerk's rate `hst` moved from 13% to 15% under the same id; its saved mapping
+    still names HST ON (13%). The adapter refuses before writing (unmapped_tax_rate), naming
+    the line, both percents and both figures: 100.00 x 15% = 15.00 vs 13.00."""
+    seed_region(co, "CA")
+    cust, items = sale(co, "CAD")
+    inv = tax_invoice("CA-3", "CAD", "exclusive", [("1", "100.00", "15", "hst", "HST")])
+    with pytest.raises(QuickBooksTaxMismatch) as err:
+        co.adapter.upsert_invoice(inv, cust, items, None, W(),
+                                  taxes={"hst": code(co, "HST ON")})
+    assert err.value.code == ErrorCode.UNMAPPED_TAX_RATE
+    assert "line 1 (1 x i1): BlueClerk charges HST 15% (hst) but it is mapped to QuickBooks " \
+           "tax code HST ON (Id 6) at 13%: BlueClerk tax 15.00 CAD, QuickBooks would compute " \
+           "13.00 CAD" in str(err.value)
+    assert co.books()["Invoice"] == []
+
+
+def test_a_mapping_to_a_code_the_company_lost_is_refused(co: Company) -> None:
+    seed_region(co, "UK")
+    cust, items = sale(co, "GBP")
+    inv = tax_invoice("UK-2", "GBP", "exclusive", [("1", "10", "20", "vat", "VAT")])
+    with pytest.raises(PermanentProviderError) as err:
+        co.adapter.upsert_invoice(inv, cust, items, None, W(),
+                                  taxes={"vat": ProviderTaxRate("99", "Gone", Decimal(20))})
+    assert err.value.code == ErrorCode.UNMAPPED_TAX_RATE
+    assert "line 1 (1 x i1): VAT (vat) is mapped to QuickBooks tax code Gone (Id 99)" in str(
+        err.value)
+
+
+def test_quickbooks_computing_otherwise_after_the_write_leaves_nothing_wrong(
+        co: Company, monkeypatch: pytest.MonkeyPatch) -> None:
+    """If QuickBooks' figures differ from the prediction (here the adapter is made to read
+    GST/PST BC as one 12% rate, so it predicts 2.10 where QuickBooks computes 2.09), the
+    saved invoice is deleted (a create) or voided (an update) and the error says so."""
+    seed_region(co, "CA")
+    cust, items = sale(co, "CAD")
+    bc = {"bc": code(co, "GST/PST BC")}
+    first = co.adapter.upsert_invoice(
+        tax_invoice("CA-4", "CAD", "exclusive", [("2", "50.00", "12", "bc", "BC")]), cust,
+        items, None, W(), taxes=bc)
+    real = co.adapter._tax_codes
+
+    def one_rate() -> dict[str, Any]:
+        codes = real()
+        c = codes["7"]
+        return {**codes, "7": replace(c, parts=(replace(c.parts[0], percent=Decimal(12)),))}
+
+    monkeypatch.setattr(co.adapter, "_tax_codes", one_rate)
+    wrong = tax_invoice("CA-5", "CAD", "exclusive", [("1", "17.49", "12", "bc", "BC")])
+    with pytest.raises(QuickBooksTaxMismatch) as err:
+        co.adapter.upsert_invoice(wrong, cust, items, None, W(), taxes=bc)
+    text = str(err.value)
+    assert "QuickBooks computed tax 2.09 CAD (GST 0.87 CAD on 17.49 CAD; PST BC 1.22 CAD on " \
+           "17.49 CAD) where BlueClerk's is 2.10 CAD (by line: line 1 2.10 CAD)" in text
+    assert "was deleted, so nothing wrong is left in the books" in text
+    books = co.books()
+    assert [r["DocNumber"] for r in books["Invoice"]] == ["CA-4"]
+    assert len(books["Deleted"]["Invoice"]) == 1
+    edited = replace(wrong, id="inv-CA-4", number="CA-4")
+    with pytest.raises(QuickBooksTaxMismatch) as err:
+        co.adapter.upsert_invoice(edited, cust, items, first, W(), taxes=bc)
+    assert "was voided" in str(err.value)
+    (row,) = co.books()["Invoice"]
+    assert row["TotalAmt"] == 0 and row["PrivateNote"].startswith("Voided")
