@@ -39,7 +39,7 @@ from schemas.records import ChangeEvent
 from schemas.status import FINAL_STATUSES, SyncStatus, SyncStatusEvent
 from service.config import Topics
 
-__all__ = ["ChaosConfig", "ChaosResult", "run_chaos"]
+__all__ = ["ChaosConfig", "ChaosResult", "check_statuses", "map_items", "run_chaos"]
 
 PROVIDERS = ("quickbooks", "xero", "freshbooks")
 # A `skipped` final status is right only for these: the record was already written from
@@ -64,6 +64,7 @@ class ChaosConfig:
     timeout_rate: float = 0.05  # the write applied, the answer comes after the timeout
     burst_every_s: float = 1.5  # a 429 burst on a random tenant this often
     settle_timeout_s: float = 900.0
+    stall_s: float = 120.0  # no new final status for this long: stop waiting, report
     seed: int = 11
 
 
@@ -79,6 +80,7 @@ class ChaosResult:
     lost: int = 0
     field_mismatches: int = 0
     finished: bool = False
+    unfinished: int = 0
     wall_s: float = 0.0
     outcomes: Counter[str] = field(default_factory=Counter)
     retrying: int = 0
@@ -90,7 +92,8 @@ class ChaosResult:
     def summary(self) -> str:
         return (f"{self.events} events, {self.tenants} tenants, {self.kills} SIGKILLs, "
                 f"{self.broker_restarts} broker restart(s), worker joined {self.joined} / "
-                f"left {self.left}; finished {self.finished} in {self.wall_s:.0f} s; "
+                f"left {self.left}; all finished {self.finished} ({self.unfinished} unfinished) "
+                f"in {self.wall_s:.0f} s; "
                 f"final statuses {dict(self.outcomes)}; parked then re-driven {self.waited}; "
                 f"retrying statuses {self.retrying}; records checked {self.records_checked}; "
                 f"duplicates {self.duplicates}, lost {self.lost}, field mismatches "
@@ -103,7 +106,7 @@ def _tenant_week(account: str, rng: random.Random, currency: str, c: ChaosConfig
                               customer_edits=c.customer_edits, price_edits=c.price_edits)
 
 
-def _map_items(db_url: str, key: str, sandbox_url: str, account: str, week: Week) -> None:
+def map_items(db_url: str, key: str, sandbox_url: str, account: str, week: Week) -> None:
     """Step 3 of the wizard, done directly: every item to the first income account."""
     from service.bootstrap import build_services
     from service.config import Settings
@@ -164,6 +167,21 @@ def _at_least(target: int, statuses: list[SyncStatusEvent]) -> bool:
     return final_count(statuses) >= target
 
 
+def _settle(reader: StatusReader, total: int, config: ChaosConfig) -> bool:
+    """Wait until every event has a final status; give up early when none has arrived
+    for `stall_s` (an event that can never finish, e.g. one waiting on a failed record)."""
+    deadline = time.monotonic() + config.settle_timeout_s
+    done, progress_at = final_count(reader.statuses), time.monotonic()
+    while done < total and time.monotonic() < deadline:
+        if time.monotonic() - progress_at > config.stall_s:
+            return False
+        reader.wait_for(partial(_at_least, done + 1), timeout=5)
+        now_done = final_count(reader.statuses)
+        if now_done > done:
+            done, progress_at = now_done, time.monotonic()
+    return done >= total
+
+
 def run_chaos(config: ChaosConfig, broker: KafkaBroker, sandbox_url: str, db_url: str,
               workdir: Path, log: Callable[[str], None] = print) -> ChaosResult:
     """One chaos run against `broker` (restarted in the middle) and the simulators at
@@ -190,7 +208,7 @@ def run_chaos(config: ChaosConfig, broker: KafkaBroker, sandbox_url: str, db_url
         account, tenant = f"acct-{run}-{n:03d}", f"T{run}{n:03d}"
         connect_sandbox_account(db_url, key, sandbox_url, provider, account, tenant)
         week = _tenant_week(account, rng, "NZD" if provider == "xero" else "USD", config)
-        _map_items(db_url, key, sandbox_url, account, week)
+        map_items(db_url, key, sandbox_url, account, week)
         tenants[account] = (provider, tenant, week)
     faults = {"error_rate": config.error_rate,
               "error_after_apply_rate": config.error_after_apply_rate,
@@ -258,8 +276,7 @@ def run_chaos(config: ChaosConfig, broker: KafkaBroker, sandbox_url: str, db_url
             workers[victim] = WorkerProcess(env, worker_log).start()
             log(f"chaos: kill {result.kills}, {final_count(reader.statuses)} of "
                 f"{len(distinct)} final")
-        result.finished = reader.wait_for(lambda s: final_count(s) >= len(distinct),
-                                          timeout=config.settle_timeout_s)
+        result.finished = _settle(reader, len(distinct), config)
         result.wall_s = time.monotonic() - started
     finally:
         stop_bursts.set()
@@ -272,6 +289,7 @@ def run_chaos(config: ChaosConfig, broker: KafkaBroker, sandbox_url: str, db_url
     statuses = reader.statuses
     result.status_problems = check_statuses(statuses, distinct)
     finals = {s.source_event_id: s for s in statuses if s.status in FINAL_STATUSES}
+    result.unfinished = len(distinct - set(finals))
     result.outcomes = Counter(s.status.value for s in finals.values())
     result.retrying = sum(1 for s in statuses if s.status is SyncStatus.RETRYING)
     result.waited = len({s.source_event_id for s in statuses
