@@ -581,11 +581,17 @@ def _threshold_sweep(records: Sequence[LabelledRecord]) -> None:  # development 
     print()
 
 
-def _timing(n: int, naive_subset: int) -> None:
+def _timing(n: int, naive_subset: int, baseline: Engine | None = None) -> None:
     print(f"\nSpeed: {n} import rows x {n} existing customers (synthetic, seed 7)")
+    load = "/".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"  machine: {platform.platform()}; {platform.processor() or platform.machine()}; "
-          f"{os.cpu_count()} CPUs; Python {platform.python_version()}")  # fmt: skip
+          f"{os.cpu_count()} CPUs; Python {platform.python_version()}; load avg {load}")
     cands, existing, truth = synthetic_population(n)
+    if baseline is not None:
+        t0 = time.perf_counter()
+        old = baseline.find(cands, existing)
+        print(f"  {baseline.name} find_duplicates: {time.perf_counter() - t0:.2f} s, "
+              f"{sum(m.tier == 'likely' for m in old)} likely matches")
     t0 = time.perf_counter()
     matches = find_duplicates(cands, existing)
     blocked = time.perf_counter() - t0
@@ -641,7 +647,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     _print_duplicates(evaluate_duplicates(records))
     _threshold_sweep(records)
     if not args.no_timing:
-        _timing(args.n, args.naive_subset)
+        _timing(args.n, args.naive_subset, baseline)
 
 
 if __name__ == "__main__":

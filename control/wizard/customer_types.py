@@ -1,13 +1,19 @@
 """Suggest a BlueClerk customer type (Homeowner, Business, Builder) for an imported record.
 
-The suggestion is a transparent, rule-based score: every signal found in the
-record adds a weight to one or more of the three types, and every signal is
-recorded as a human sentence.  The type with the highest score wins; the
-confidence is a softmax over the three scores, so it is always in [0, 1] and
+The suggestion is a transparent score: every signal found in the record adds a
+weight to one or more of the three types, and every signal is recorded as a human
+sentence.  One signal comes from a trained model: ``probablepeople``, a conditional
+random field trained to tag a name as a person, a household or a corporation, runs
+offline on the name ("name tagged as a household by the name model").  Legal forms
+come from ``cleanco``'s terms for many countries (Ltd, Pty Ltd, GmbH, Inc...), titles
+from ``nameparser``'s list; trade and business words from the lists below.  The type
+with the highest score wins; the confidence is a softmax over the three scores, so it is
+always in [0, 1] and
 is low when the evidence is thin or contradictory.
 
-Nothing here is learned from data; the weights were set by hand and checked
-against ``tests/data/labelled_customers.csv`` (see ``bench/wizard_quality.py``).
+The weights were set by hand and checked against the development set
+(``tests/data/labelled_customers.csv`` and ``labelled_customers_intl_dev.csv``); the
+held-out set is only measured (see ``bench/wizard_quality.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from control.wizard import normalise as norm
 from schemas.records import Address, Customer
 
 __all__ = [
@@ -79,6 +86,13 @@ FREE_MAIL_DOMAINS = frozenset(
         "optonline.net", "frontier.com", "windstream.net", "shaw.ca", "rogers.com",
         "sympatico.ca", "btinternet.com", "docomo.ne.jp", "ezweb.ne.jp", "fastmail.com",
         "hey.com", "qq.com", "163.com", "naver.com",
+        # the main consumer ISPs' mailboxes in the UK, Australia, New Zealand and Canada
+        "sky.com", "virginmedia.com", "talktalk.net", "ntlworld.com", "blueyonder.co.uk",
+        "aol.co.uk", "live.co.uk", "outlook.co.uk", "bigpond.com", "bigpond.net.au",
+        "optusnet.com.au", "iinet.net.au", "tpg.com.au", "internode.on.net", "westnet.com.au",
+        "dodo.com.au", "xtra.co.nz", "clear.net.nz", "slingshot.co.nz", "orcon.net.nz",
+        "vodafone.co.nz", "outlook.co.nz", "videotron.ca", "eastlink.ca", "telus.net",
+        "bell.net", "cogeco.ca", "sasktel.net",
     }
 )  # fmt: skip
 
@@ -102,7 +116,9 @@ BUILDER_TERMS: dict[str, float] = {
     "design build": 3.2, "design-build": 3.2, "build": 1.8, "building": 1.6,
     "restoration": 1.4, "structures": 1.8, "sitework": 2.6, "paving": 2.0,
     "developer": 2.0, "new construction": 2.5, "spec homes": 2.5, "spec home": 2.5,
-    "subdivision": 2.0, "tract": 1.2,
+    "subdivision": 2.0, "tract": 1.2, "constructions": 3.0, "groundworks": 3.0,
+    "loft conversions": 3.2, "conversions": 1.6, "scaffolding": 2.6, "joinery": 2.4,
+    "tiling": 2.0, "concreting": 2.4, "kensetsu": 3.0, "komuten": 3.0, "koumuten": 3.0,
     "plumbing": 1.8, "electric": 1.8, "electrical": 1.9, "hvac": 1.8, "mechanical": 1.8,
     "heating": 1.4, "insulation": 2.0, "siding": 2.0, "flooring": 1.8, "tile": 1.2,
     "painting": 1.2, "cabinets": 1.6, "cabinetry": 1.6, "glazing": 2.0, "welding": 1.6,
@@ -139,6 +155,9 @@ BUSINESS_TERMS: dict[str, float] = {
     "investments": 2.0, "capital": 1.8, "trust": 0.8, "estate": 0.6,
     "病院": 3.0, "歯科": 3.0, "医院": 3.0, "レストラン": 3.0,
     "食堂": 2.6, "不動産": 2.8, "ホテル": 2.8,
+    "owners corporation": 3.5, "strata": 3.0, "strata plan": 3.5, "body corporate": 3.5,
+    "lettings": 2.8, "letting agent": 3.0, "housing association": 3.5, "surgery": 2.2,
+    "depanneur": 3.0, "copropriete": 3.0, "syndicat": 2.2, "pub": 2.2,
 }  # fmt: skip
 
 # Role mailboxes are used by organisations, rarely by households.
@@ -172,6 +191,11 @@ RESIDENTIAL_ADDRESS_TERMS = (
 # Honorifics mark a person.
 HONORIFICS = frozenset({"mr", "mrs", "ms", "miss", "dr", "mx", "sr", "jr", "ii", "iii", "san"})
 
+# Weights of the name model's (probablepeople) tag.
+MODEL_PERSON = 1.2
+MODEL_HOUSEHOLD = 2.0
+MODEL_CORPORATION = 1.0
+
 PRIOR: dict[CustomerType, float] = {"Homeowner": 0.6, "Business": 0.0, "Builder": -0.3}
 SOFTMAX_TEMPERATURE = 1.6
 
@@ -191,13 +215,27 @@ def _tokens(text: str) -> list[str]:
     return [t.strip("-") for t in text.replace(".", "").split() if t.strip("-")]
 
 
+def _stems(word: str) -> list[str]:
+    """The word and its plain forms: 'roofs' -> 'roof', 'tiling' -> 'tile', 'tiler'."""
+    out = [word]
+    if len(word) > 4 and word.endswith("s") and not word.endswith("ss"):
+        out.append(word[:-1])
+    for ending in ("ing", "ers", "er"):
+        if len(word) > len(ending) + 3 and word.endswith(ending):
+            stem = word[: -len(ending)]
+            out += [stem, stem + "e", stem + "ing"]
+    return out
+
+
 def _phrase_hits(text: str, vocabulary: dict[str, float]) -> list[tuple[str, float]]:
-    """Vocabulary entries present in ``text`` as whole words (or as substrings for CJK)."""
+    """Vocabulary entries present in ``text`` as whole words (or as substrings for CJK);
+    a single word also matches through its plain form ('Tilers' finds 'tiling')."""
     hits: list[tuple[str, float]] = []
     padded = f" {text} "
+    variants = {v for w in text.split() for v in _stems(w)}
     for term, weight in vocabulary.items():
         if term.isascii():
-            if f" {term} " in padded:
+            if f" {term} " in padded or (" " not in term and term in variants):
                 hits.append((term, weight))
         elif term in text:
             hits.append((term, weight))
@@ -244,8 +282,12 @@ def _score_names(c: ImportCandidate, s: _Scorer) -> None:
     words = _tokens(folded)
 
     suffixes = [w for w in words if w in COMPANY_SUFFIXES]
-    # "Co" alone is a weak suffix ("Smith & Co"), others are strong.
-    if suffixes:
+    legal = next((f for f in (norm.legal_suffix(company), norm.legal_suffix(display)) if f),
+                 None)
+    if legal:
+        s.add(_ORG, 2.5, f"company legal form '{legal}'")
+        suffixes = suffixes or [legal]
+    elif suffixes:
         raw = next(
             (t for t in re.split(r"[\s,]+", org_text) if _fold(t).replace(".", "") in suffixes),
             suffixes[0],
@@ -272,15 +314,31 @@ def _score_names(c: ImportCandidate, s: _Scorer) -> None:
     elif (given or family) and not company and keyword_free:
         s.add(("Homeowner",), 0.9, "personal name field filled and no company")
 
+    tag = norm.tag_name(display) if display else None
+    if tag is not None:
+        kind = {"Person": "a person", "Household": "a household",
+                "Corporation": "a company"}[tag.kind]
+        reason = f"name tagged as {kind} by the name model"
+        if tag.kind == "Household":
+            s.add(("Homeowner",), MODEL_HOUSEHOLD, reason)
+        elif tag.kind == "Person" and keyword_free and not company:
+            s.add(("Homeowner",), MODEL_PERSON, reason)
+        elif tag.kind == "Corporation":
+            s.add(_ORG, MODEL_CORPORATION, reason)
     if keyword_free and not company and display:
         shape = _person_shape(display)
         if shape:
             s.add(("Homeowner",), 1.2, shape)
     couple = re.search(r"\b(mr|mrs|ms|dr)\.?\s*(and|&)", display, re.IGNORECASE)
-    if (words and words[0] in HONORIFICS) or couple:
-        s.add(("Homeowner",), 1.5, "honorific in the name")
-    if re.search(r"\b(family|household|residence)\b", folded):
+    first = display.split()[0] if display.split() else ""
+    if (words and words[0] in HONORIFICS) or norm.is_title(first) or couple:
+        s.add(("Homeowner",), 1.5, "title in the name")
+    if re.search(r"\b(family|household|residence|whanau)\b", folded):
         s.add(("Homeowner",), 1.5, "name refers to a family or residence")
+    if re.search(r"\b(family|whanau) trust\b|\batf\b", folded):
+        s.add(("Homeowner",), 2.0, "name is a family trust (a household holding its home)")
+    if re.match(r"(the )?estate of\b", folded):
+        s.add(("Homeowner",), 2.0, "name is a deceased person's estate")
 
 
 def _person_shape(display: str) -> str | None:
@@ -309,7 +367,7 @@ def _score_email(c: ImportCandidate, s: _Scorer) -> None:
     if "@" not in email:
         return
     local, _, domain = email.rpartition("@")
-    if domain in FREE_MAIL_DOMAINS:
+    if domain in FREE_MAIL_DOMAINS or any(domain.endswith("." + d) for d in FREE_MAIL_DOMAINS):
         s.add(("Homeowner",), 1.4, f"free e-mail domain {domain}")
     elif domain.endswith((".edu", ".gov", ".org", ".church")) or ".gov." in domain:
         s.add(("Business",), 1.6, f"institutional e-mail domain {domain}")

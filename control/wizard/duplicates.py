@@ -1,8 +1,13 @@
 """Find customers in an import file that probably already exist in BlueClerk.
 
 Each (candidate, existing) pair gets evidence from four sources: the name
-(fuzzy, initials, nicknames, "Family, Given" order), the e-mail, the phone and
-the address.  Every piece of evidence carries a log-odds weight; the weights are
+(fuzzy, initials, nicknames, "Family, Given" order, titles and legal forms), the e-mail,
+the phone and the address.  Phones are compared in E.164 (``phonenumbers``, read with
+the company's country as the default region), postcodes whole in their country's form,
+US street lines through ``usaddress`` when they are not of the plain "number street
+[type]" shape, company legal forms through ``cleanco``'s terms and titles and generational
+suffixes through ``nameparser``'s (see ``control.wizard.normalise``).  Every piece of
+evidence carries a log-odds weight; the weights are
 added to a prior and squashed with a logistic function into a score in (0, 1).
 A pair whose score reaches ``threshold`` is a *likely* duplicate.  Every report lists
 the evidence as sentences so the wizard can show *why* two records look alike.
@@ -36,6 +41,7 @@ from typing import Literal, Protocol
 from rapidfuzz import fuzz, process
 from rapidfuzz.distance import Indel
 
+from control.wizard import normalise as norm
 from control.wizard.customer_types import (
     BUILDER_TERMS,
     BUSINESS_TERMS,
@@ -157,7 +163,7 @@ NAME_PREFILTER_CUTOFF = 80.0
 
 _NAME_DROP = COMPANY_SUFFIXES | {"the", "mr", "mrs", "ms", "miss", "mx", "dr", "jr", "sr", "ii",
                                  "iii", "iv", "san", "sama", "esq", "family", "household",
-                                 "residence"}
+                                 "residence", "jnr", "snr"}
 _EXPANSIONS: dict[str, tuple[str, ...]] = {
     "hoa": ("homeowners", "association"), "mgmt": ("management",), "assn": ("association",),
     "assoc": ("associates",), "bros": ("brothers",), "intl": ("international",),
@@ -165,7 +171,6 @@ _EXPANSIONS: dict[str, tuple[str, ...]] = {
     "dept": ("department",), "st": ("saint",), "mt": ("mount",), "ft": ("fort",),
     "apts": ("apartments",), "gc": ("general", "contractors"),
 }  # fmt: skip
-_GENERATION = re.compile(r"\b(jr|sr|ii|iii|iv)\b\.?\s*$")
 _JP_FORMS = ("株式会社", "有限会社", "合同会社", "(株)")
 _ORG_WORDS = frozenset(
     w for w in list(BUILDER_TERMS) + list(BUSINESS_TERMS) if " " not in w and w.isascii()
@@ -212,7 +217,8 @@ _STREET_TYPES = frozenset(
      "trl", "way", "loop", "expy", "cres", "pt", "run", "row", "aly", "walk", "path"}
 )  # fmt: skip
 _DIRECTIONS = frozenset({"n", "s", "e", "w", "ne", "nw", "se", "sw"})
-_UNIT_WORDS = frozenset({"apt", "ste", "unit", "no", "rm", "room", "fl", "floor", "bldg", "lot"})
+_UNIT_WORDS = frozenset({"apt", "ste", "unit", "no", "rm", "room", "fl", "floor", "bldg", "lot",
+                         "flat", "shop"})
 
 
 def _fold(text: str) -> str:
@@ -236,20 +242,35 @@ def _reorder_comma_name(text: str) -> str:
 def normalise_name(text: str) -> tuple[str, ...]:
     """Name tokens: accents and case folded, '&' -> 'and', punctuation and legal suffixes gone.
 
-    Initials such as 'J.' become 'j'.  'Smith, John' is read as 'John Smith'.
+    Initials such as 'J.' become 'j'.  'Smith, John' is read as 'John Smith'.  A legal form
+    at the end ("Pty. Ltd.", "Ltée", "GmbH": cleanco's terms) and leading titles ("Dr",
+    "Rev": nameparser's) are dropped.
     """
     text = _reorder_comma_name(unicodedata.normalize("NFKC", text).strip())
     for form in _JP_FORMS:
         text = text.replace(form, " ")
+    suffix = norm.legal_suffix(text)
+    if suffix and text.rstrip(",) ").endswith(suffix):
+        text = text.rstrip(",) ")[: -len(suffix)].rstrip(" ,")
+    words = text.split()
+    while len(words) > 2 and norm.is_title(words[0]):
+        words = words[1:]
+    text = " ".join(words)
     folded = _fold(text).replace("&", " and ").replace("+", " and ")
     folded = re.sub("['\u2019`]", "", folded)
     folded = re.sub(r"\b([a-z])\.(?=[a-z]\.)", r"\1", folded)  # "l.l.c." -> "llc."
     tokens = re.sub(r"[^\w]+", " ", folded).replace("_", " ").split()
     kept = tuple(
-        x for t in tokens if t not in _NAME_DROP for x in _EXPANSIONS.get(t, (t,))
+        _NAME_ABBREVIATIONS.get(x, x)
+        for t in tokens if t not in _NAME_DROP for x in _EXPANSIONS.get(t, (t,))
     )
     return kept or tuple(tokens)
 
+
+# Place words in names are compared in the standard abbreviated form ("Road" = "Rd",
+# "Mountain" = "Mtn"); one-letter forms (N, S, E, W) would read as initials.
+_NAME_ABBREVIATIONS = {k: v for k, v in STREET_ABBREVIATIONS.items()
+                       if len(v) >= 2 and k not in ("saint", "number", "apartment", "suite")}
 
 _GMAIL = frozenset({"gmail.com", "googlemail.com"})
 
@@ -271,15 +292,10 @@ def normalise_email(email: str | None) -> str | None:
     return f"{local}@{domain}"
 
 
-def normalise_phone(phone: str | None) -> str | None:
-    """Digits only, extension dropped, last ten digits kept; None if fewer than seven."""
-    if not phone:
-        return None
-    main = re.split(r"(?i)\s*(?:ext\.?|x|#)\s*\d+\s*$", phone.strip())[0]
-    digits = re.sub(r"\D", "", main)
-    if len(digits) < 7:
-        return None
-    return digits[-10:]
+def normalise_phone(phone: str | None, region: str = norm.DEFAULT_REGION) -> str | None:
+    """E.164 ("+15125550101"), read with ``region`` as the default country; extension
+    dropped; None if it is not a possible number (``phonenumbers``)."""
+    return norm.normalise_phone(phone, region)
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,19 +309,18 @@ class _Addr:
     text: str  # for reasons
 
 
-def _normalise_address(address: Address | None) -> _Addr | None:
-    if address is None or not (address.line1 or "").strip():
-        return None
-    raw = " ".join(x for x in (address.line1, address.line2) if x and x.strip())
-    folded = _fold(raw).replace("#", " # ")
+_UNIT_SLASH = re.compile(r"^(?:(?:unit|flat|apt|suite|ste|shop)\s*)?(\d+[a-z]?)\s*[/-]\s*"
+                         r"(\d+[a-z]?)\b\s*(.*)$")
+_PLAIN_US_STREET = re.compile(r"^\d+[a-z]? [a-z][a-z ]*$")
+
+
+def _tokenise_street(folded: str) -> tuple[str | None, list[str], str | None]:
+    """(house number, street tokens, unit) from a folded street line."""
     tokens = [STREET_ABBREVIATIONS.get(t, t) for t in re.sub(r"[^\w#]+", " ", folded).split()]
     number: str | None = None
     unit: str | None = None
     street: list[str] = []
     i = 0
-    if tokens and re.fullmatch(r"\d+[a-z]?", tokens[0]):
-        number = tokens[0]
-        i = 1
     while i < len(tokens):
         tok = tokens[i]
         if (tok in _UNIT_WORDS or tok == "#") and i + 1 < len(tokens):
@@ -315,10 +330,35 @@ def _normalise_address(address: Address | None) -> _Addr | None:
         if tok == "#":
             i += 1
             continue
-        street.append(tok)
+        if number is None and not street and re.fullmatch(r"\d+[a-z]?", tok):
+            number = tok
+        else:
+            street.append(tok)
         i += 1
+    return number, street, unit
+
+
+def _normalise_address(address: Address | None,
+                       region: str | None = None) -> _Addr | None:
+    if address is None or not (address.line1 or "").strip():
+        return None
+    raw = " ".join(x for x in (address.line1, address.line2) if x and x.strip())
+    folded = " ".join(_fold(raw).replace("#", " # ").replace(",", " ").split())
+    unit_first: str | None = None
+    if region != "US" and (m := _UNIT_SLASH.match(folded)):
+        # "3/27 Wattle Road" (AU, NZ), "1204-33 Bay St" (CA): unit, then house number.
+        unit_first, folded = m.group(1), f"{m.group(2)} {m.group(3)}"
+    number, street, unit = _tokenise_street(folded)
+    unit = unit or (unit_first.lstrip("0") or "0" if unit_first else None)
     core = tuple(t for t in street if t not in _STREET_TYPES and t not in _DIRECTIONS)
-    postal = re.sub(r"\s", "", (address.postal_code or "").lower())[:5] or None
+    if region in (None, "US") and not _PLAIN_US_STREET.match(re.sub(r"[^\w ]", "", folded)):
+        parsed = norm.parse_street(raw)
+        if parsed is not None and parsed.number:
+            number, unit = parsed.number, parsed.unit or unit
+            core = tuple(STREET_ABBREVIATIONS.get(t, t) for t in parsed.street
+                         if t not in _DIRECTIONS) or core
+    postal_code = norm.normalise_postcode(address.postal_code, region)
+    postal = postal_code.code if postal_code else None
     city = " ".join(re.sub(r"[^\w]+", " ", _fold(address.city or "")).split()) or None
     return _Addr(number, tuple(street), core or tuple(street), unit, postal, city, raw.strip())
 
@@ -346,6 +386,7 @@ class _Features:
     org_domain: str | None = None
     phone: str | None = None
     phone_raw: str | None = None
+    phone_national: str | None = None  # digits as written, if written without a country
     address: _Addr | None = None
     org: bool = False
 
@@ -354,9 +395,9 @@ def _variant(raw: str, given: str | None = None, family: str | None = None) -> _
     tokens = normalise_name(raw)
     if not tokens:
         return None
-    org = any(t in _ORG_WORDS for t in tokens) or any(
+    org = (any(t in _ORG_WORDS for t in tokens) or any(
         t in COMPANY_SUFFIXES for t in re.sub(r"[^\w]+", " ", _fold(raw)).split()
-    )
+    ) or norm.legal_suffix(raw) is not None)
     g: tuple[str, ...] | None = None
     f: str | None = None
     if given is not None or family is not None:
@@ -369,7 +410,7 @@ def _variant(raw: str, given: str | None = None, family: str | None = None) -> _
     return _NameVariant(raw, tokens, " ".join(tokens), " ".join(sorted(tokens)), g, f, org)
 
 
-def _features(rec: CustomerLike) -> _Features:
+def _features(rec: CustomerLike, default_region: str | None = None) -> _Features:
     feats = _Features()
     seen: set[str] = set()
 
@@ -387,17 +428,22 @@ def _features(rec: CustomerLike) -> _Features:
     if given or family:
         add(_variant(f"{given} {family}".strip(), given or None, family or None))
     feats.org = any(v.org for v in feats.names) or bool(rec.company_name)
-    gen = _GENERATION.search(_fold(rec.display_name or ""))
-    feats.generation = gen.group(1) if gen else None
+    feats.generation = norm.generation_suffix(rec.display_name or "")
     feats.email = normalise_email(rec.email)
     feats.email_raw = (rec.email or "").strip() or None
     if feats.email:
         domain = feats.email.split("@")[1]
         if domain not in FREE_MAIL_DOMAINS:
             feats.org_domain = domain
-    feats.phone = normalise_phone(rec.phone)
+    addr = rec.address
+    region = norm.region_for(addr.country if addr else None,
+                             addr.postal_code if addr else None, default_region)
+    feats.phone = norm.normalise_phone(rec.phone, region)
     feats.phone_raw = (rec.phone or "").strip() or None
-    feats.address = _normalise_address(rec.address)
+    if feats.phone and feats.phone_raw and not re.match(r"^\s*(\+|00|011)", feats.phone_raw):
+        feats.phone_national = re.sub(r"\D", "", re.split(
+            r"(?i)\s*(?:ext\.?|extn\.?|x|#)\s*\d+\s*$", feats.phone_raw)[0])
+    feats.address = _normalise_address(addr, region)
     return feats
 
 
@@ -414,6 +460,17 @@ def _is_initials(tokens: tuple[str, ...]) -> bool:
 
 def _ratio(a: str, b: str) -> float:
     return float(Indel.normalized_similarity(a, b) * 100.0)
+
+
+def _diminutive_of(a: str, b: str) -> bool:
+    """'Lachie' for 'Lachlan', 'Katie' for 'Katherine': the shorter ends in a diminutive
+    ending and what precedes it (3+ letters) starts the longer."""
+    short, long_ = sorted((a, b), key=len)
+    for ending in ("ie", "y", "ee"):
+        stem = short.removesuffix(ending)
+        if stem != short and len(stem) >= 3 and long_.startswith(stem) and long_ != short:
+            return True
+    return False
 
 
 def _given_evidence(
@@ -438,7 +495,7 @@ def _given_evidence(
     first_sim = _ratio(fa, fb)
     if sim >= 84 or first_sim >= 84:
         return W_NAME_TYPO, f"name {qa} is close to {qb} (similarity {max(sim, first_sim):.0f})"
-    if fa.startswith(fb) or fb.startswith(fa):
+    if fa.startswith(fb) or fb.startswith(fa) or _diminutive_of(fa, fb):
         return W_NAME_NICKNAME, f"given name {qa} looks like a short form of {qb}"
     return W_NAME_GIVEN_CONFLICT, f"different given names ({qa} vs {qb})"
 
@@ -500,7 +557,14 @@ def _org_evidence(a: _NameVariant, b: _NameVariant) -> tuple[float, str]:
     return 0.0, f"names only loosely alike ({qa} vs {qb})"
 
 
+def _script(text: str) -> str:
+    """'latin' or 'other': names in different scripts cannot be compared letter by letter."""
+    return "other" if any(ch.isalpha() and ord(ch) > 0x24F for ch in text) else "latin"
+
+
 def _pair_name_evidence(a: _NameVariant, b: _NameVariant) -> tuple[float, str]:
+    if _script(a.joined) != _script(b.joined):
+        return 0.0, f"names in different scripts, not compared ('{a.raw}', '{b.raw}')"
     if a.sorted_key == b.sorted_key or a.joined.replace(" ", "") == b.joined.replace(" ", ""):
         if a.raw.strip() == b.raw.strip():
             return W_NAME_EXACT, f"same name '{a.raw.strip()}'"
@@ -524,10 +588,8 @@ def _name_evidence(fa: _Features, fb: _Features) -> tuple[float, str] | None:
 # --------------------------------------------------------------------------- pair scoring
 
 
-def _format_phone(digits: str) -> str:
-    if len(digits) == 10:
-        return f"({digits[:3]}) {digits[3:6]}-{digits[6:]}"
-    return digits
+def _format_phone(e164: str) -> str:
+    return norm.format_phone(e164)
 
 
 @dataclass(frozen=True, slots=True)
@@ -565,6 +627,10 @@ def _score_parts(fa: _Features, fb: _Features) -> _Scored:
     if fa.phone and fb.phone:
         if fa.phone == fb.phone:
             note(W_PHONE_SAME, f"same phone {_format_phone(fa.phone)}")
+        elif fa.phone_national and fa.phone_national == fb.phone_national:
+            # The same digits written the national way, read in two regions (one record's
+            # address says where it is, the other has none): one number in one company's book.
+            note(W_PHONE_SAME, f"same phone {fa.phone_raw}")
         else:
             note(W_PHONE_DIFFERENT, "different phone numbers")
     aa, ab = fa.address, fb.address
@@ -648,9 +714,13 @@ def _ranked(found: list[DuplicateMatch], limit: int | None) -> list[DuplicateMat
     return found if limit is None else found[:limit]
 
 
-def score_pair(a: CustomerLike, b: CustomerLike) -> tuple[float, tuple[str, ...]]:
-    """Probability-like score in (0, 1) that ``a`` and ``b`` are the same customer, and why."""
-    return _score(_features(a), _features(b))
+def score_pair(a: CustomerLike, b: CustomerLike, *,
+               default_region: str | None = None) -> tuple[float, tuple[str, ...]]:
+    """Probability-like score in (0, 1) that ``a`` and ``b`` are the same customer, and why.
+
+    ``default_region`` is the company's country (ISO alpha-2) for phone numbers and
+    postcodes written without one; a record's own address country wins."""
+    return _score(_features(a, default_region), _features(b, default_region))
 
 
 # --------------------------------------------------------------------------- blocking
@@ -669,6 +739,8 @@ def _strong_keys(f: _Features) -> set[str]:
         keys.add("e:" + f.email)
     if f.phone:
         keys.add("p:" + f.phone)
+    if f.phone_national:
+        keys.add("n:" + f.phone_national)
     if f.address and f.address.number and f.address.core:
         keys.add(f"a:{f.address.number} {f.address.core[0]}")
     for v in f.names:
@@ -721,14 +793,18 @@ def find_duplicates(
     *,
     threshold: float = DEFAULT_THRESHOLD,
     max_per_candidate: int | None = 5,
+    default_region: str | None = None,
 ) -> list[DuplicateMatch]:
     """Likely matches of import rows against existing customers (score >= ``threshold``),
     then possible ones (name only, see the module docstring), each with its ``tier``.
 
     Sorted by candidate index, then likely before possible, then by descending score.  At
     most ``max_per_candidate`` matches are kept per candidate (None for all).
+    ``default_region`` is the company's country (ISO alpha-2, e.g. "GB"): phone numbers and
+    postcodes written without a country are read in it (a record's own address country,
+    or a postcode whose shape names its country, wins); None reads them as US.
     """
-    ex_feats = [_features(e) for e in existing]
+    ex_feats = [_features(e, default_region) for e in existing]
     strong: dict[str, list[int]] = defaultdict(list)
     by_name: dict[str, list[int]] = defaultdict(list)
     by_person: dict[str, list[int]] = defaultdict(list)
@@ -743,7 +819,7 @@ def find_duplicates(
 
     matches: list[DuplicateMatch] = []
     for i, cand in enumerate(candidates):
-        cf = _features(cand)
+        cf = _features(cand, default_region)
         pool: set[int] = set()
         for k in _strong_keys(cf):
             pool.update(strong.get(k, ()))
@@ -778,12 +854,13 @@ def find_duplicates_all_pairs(
     *,
     threshold: float = DEFAULT_THRESHOLD,
     max_per_candidate: int | None = 5,
+    default_region: str | None = None,
 ) -> list[DuplicateMatch]:
     """Reference implementation without blocking: scores every pair (slow; for tests/bench)."""
-    ex_feats = [_features(e) for e in existing]
+    ex_feats = [_features(e, default_region) for e in existing]
     matches: list[DuplicateMatch] = []
     for i, cand in enumerate(candidates):
-        cf = _features(cand)
+        cf = _features(cand, default_region)
         found = [m for j, ef in enumerate(ex_feats)
                  if (m := _match(i, existing[j].id, cf, ef, threshold)) is not None]
         matches.extend(_ranked(found, max_per_candidate))

@@ -53,7 +53,7 @@ def test_private_person_with_gmail_and_residential_street_is_homeowner() -> None
 def test_restaurant_llc_is_business_and_names_the_suffix() -> None:
     s = suggest("Blue Door Restaurant LLC", email="info@bluedoor.com")
     assert s.customer_type == "Business"
-    assert "company suffix 'LLC'" in s.reasons
+    assert "company legal form 'LLC'" in s.reasons
     assert "business word 'restaurant' in the name" in s.reasons
     assert "role mailbox 'info@'" in s.reasons
 

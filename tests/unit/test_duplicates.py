@@ -74,10 +74,10 @@ def test_normalise_email_ignores_gmail_dots_and_plus_tags() -> None:
     assert normalise_email("not an email") is None
 
 
-def test_normalise_phone_keeps_last_ten_digits_and_drops_extensions() -> None:
-    assert normalise_phone("+1 (512) 555-0101") == "5125550101"
-    assert normalise_phone("512.555.0101 ext. 23") == "5125550101"
-    assert normalise_phone("757-555-0128 x2") == "7575550128"
+def test_normalise_phone_gives_e164_and_drops_extensions() -> None:
+    assert normalise_phone("+1 (512) 555-0101") == "+15125550101"
+    assert normalise_phone("512.555.0101 ext. 23") == "+15125550101"
+    assert normalise_phone("757-555-0128 x2") == "+17575550128"
     assert normalise_phone("12345") is None
 
 
@@ -89,7 +89,7 @@ def test_initial_plus_same_phone_is_a_duplicate_and_says_why() -> None:
                                 ex("1", "John Smith", phone="(512) 555 0101"))
     assert score >= DEFAULT_THRESHOLD
     assert "name 'J. Smith' matches 'John Smith' by initial" in reasons
-    assert "same phone (512) 555-0101" in reasons
+    assert "same phone +1 512-555-0101" in reasons
 
 
 def test_family_comma_given_matches() -> None:
