@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from consumers.handlers import Applied, Parked, SyncContext, apply_event, idempotency_key
+from consumers.inbound import written_state
 from providers.errors import ProviderError, ReconnectRequired, Throttled
 from providers.port import AccountingProvider, ProviderRecord, WriteIntent
 from providers.taxes import BlueClerkTaxRate, ProviderTaxRate, match_tax_rate
@@ -510,8 +511,11 @@ class SyncEngine:
                      applied: Applied) -> None:
         if applied.record is None:
             return
-        repo.save_link(s, info, event.entity_type.value, event.entity_id, applied.record.id,
-                       applied.record.version, event.entity_version, applied.payload_hash)
+        link = repo.save_link(s, info, event.entity_type.value, event.entity_id,
+                              applied.record.id, applied.record.version, event.entity_version,
+                              applied.payload_hash)
+        # What this write left in the books, for the inbound poller's echo suppression.
+        link.written_state, link.written_hash = written_state(info.provider, event)
         if not applied.unchanged:
             key = idempotency_key(event.account_id, event.entity_type.value, event.entity_id,
                                   event.entity_version, applied.operation)

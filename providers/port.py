@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from providers.taxes import ProviderTaxRate
+from schemas.inbound import BooksRecord
 from schemas.records import Address, Customer, Invoice, Item, Payment
 
 __all__ = [
@@ -80,13 +81,20 @@ class IncomeAccount:
 
 @dataclass(frozen=True, slots=True)
 class InboundChange:
-    """A change made in the accounting system, to be published back to BlueClerk."""
+    """A change made in the accounting system, to be published back to BlueClerk.
+
+    `snapshot` is the record's current state in canonical form (parsed by the provider's
+    `canonical` module); None when the provider reports a deletion without data. The
+    `operation` is only what the row itself says: deleted or voided, otherwise
+    "updated"; the poller decides created vs updated by whether BlueClerk knew the record.
+    """
 
     entity_type: str  # customer | item | invoice | payment
     provider_id: str
-    operation: str  # created | updated | deleted | voided
+    operation: str  # updated | deleted | voided
     changed_at: dt.datetime
     data: Mapping[str, Any] = field(default_factory=dict)
+    snapshot: BooksRecord | None = None
 
 
 class AccountingProvider(Protocol):

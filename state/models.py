@@ -146,6 +146,11 @@ class EntityLink(Base):
     last_applied_version: Mapped[int] = mapped_column(BigInteger, default=0)
     payload_hash: Mapped[str | None] = mapped_column(String(64))
     updated_at: Mapped[dt.datetime] = mapped_column(default=_utcnow, onupdate=_utcnow)
+    # What our last write put in the books, in canonical form (schemas/inbound.py): the
+    # fields it determines (`written_state`, JSON) and their echo hash. The inbound poller
+    # takes a change whose echo hash equals it for our own write, once, then clears it.
+    written_hash: Mapped[str | None] = mapped_column(String(64))
+    written_state: Mapped[str | None] = mapped_column(Text)
 
 
 class Snapshot(Base):
@@ -288,4 +293,21 @@ class InboundCursor(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(default=_utcnow, onupdate=_utcnow)
 
 
-__all__ += ["InboundCursor"]
+class InboundRecord(Base):
+    """The last state the inbound poller saw of one record in the books (linked or not),
+    in canonical form: how it tells created from updated, which fields changed, and
+    that a re-read or a repeated notification brings nothing new."""
+
+    __tablename__ = "inbound_records"
+    account_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(16), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    entity_type: Mapped[str] = mapped_column(String(16), primary_key=True)
+    provider_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    state_hash: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(Text)  # JSON
+    changed_at: Mapped[dt.datetime]
+    updated_at: Mapped[dt.datetime] = mapped_column(default=_utcnow, onupdate=_utcnow)
+
+
+__all__ += ["InboundCursor", "InboundRecord"]

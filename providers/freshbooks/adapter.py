@@ -537,30 +537,53 @@ class FreshBooksAdapter:
         for entity, path, plural in self._FEEDS:
             seen: set[str] = set()
             for search in ({"updated_min": day}, {"updated_min": day, "vis_state": "1"}):
-                for row in self._pages(path, plural, search):
+                for row in self._change_rows(path, plural, search):
                     rid = str(row["id"])
                     changed = translate.parse_stamp(row.get("updated"))
                     if rid in seen or changed is None or changed < floor:
                         continue
                     seen.add(rid)
-                    changes.append(InboundChange(entity, rid, _operation(entity, row, changed),
-                                                 changed, row))
+                    changes.append(_inbound(entity, rid, changed, row))
+        # A payment comes with its invoice's state after it: FreshBooks does not report
+        # the invoice as changed, so it is read and added as changed with the payment.
+        have = {c.provider_id for c in changes if c.entity_type == "invoice"}
+        for change in list(changes):
+            invoice_id = getattr(change.snapshot, "invoice_provider_id", None)
+            if change.entity_type != "payment" or not invoice_id or invoice_id in have:
+                continue
+            have.add(invoice_id)
+            try:
+                row = self._get(f"invoices/invoices/{invoice_id}",
+                                {"include[]": "lines"})["invoice"]
+            except ProviderError:
+                continue
+            changes.append(_inbound("invoice", invoice_id, change.changed_at, row))
         changes.sort(key=lambda c: c.changed_at)
         return changes
 
+    def _change_rows(self, path: str, plural: str, search: Mapping[str, str]
+                     ) -> Iterator[dict[str, Any]]:
+        """Like `_pages`, with invoice lines included (lists omit them otherwise)."""
+        params: dict[str, Any] = {f"search[{k}]": v for k, v in search.items()}
+        if plural == "invoices":
+            params["include[]"] = "lines"
+        page = 1
+        while True:
+            result = self._get(path, {**params, "page": page, "per_page": PER_PAGE})
+            yield from result.get(plural, [])
+            if page >= int(result.get("pages") or 0):
+                return
+            page += 1
 
-def _operation(entity: str, row: Mapping[str, Any], changed: dt.datetime) -> str:
-    if row.get("vis_state") == DELETED:
-        return "voided" if entity == "invoice" else "deleted"
-    if entity == "customer":
-        created = translate.parse_stamp(row.get("signup_date"), dt.UTC)
-    elif entity == "invoice":
-        created = translate.parse_stamp(row.get("created_at"))
-    else:
-        return "updated"  # items and payments carry no creation time
-    if created is not None and abs((changed - created).total_seconds()) < 2:
-        return "created"
-    return "updated"
+
+def _inbound(entity: str, rid: str, changed: dt.datetime, row: dict[str, Any]
+             ) -> InboundChange:
+    """vis_state 1 is a deletion for every entity (FreshBooks has no void); otherwise
+    "updated": the poller tells created from updated by whether BlueClerk knew it."""
+    from providers.freshbooks import canonical
+
+    return InboundChange(entity, rid, canonical.operation(entity, row) or "updated", changed,
+                         row, canonical.snapshot(entity, row))
 
 
 def _remote_customer(c: Mapping[str, Any]) -> RemoteCustomer:

@@ -653,18 +653,25 @@ class XeroAdapter:
                 changed = translate.parse_xero_date(row.get("UpdatedDateUTC"))
                 if changed is None or changed < floor:
                     continue
-                changes.append(InboundChange(entity, str(row[id_key]),
-                                             _operation(entity, row), changed, row))
+                changes.append(_inbound(entity, str(row[id_key]), changed, row))
+        have = {c.provider_id for c in changes if c.entity_type == "invoice"}
+        for change in list(changes):  # a payment comes with its invoice's state after it
+            invoice_id = getattr(change.snapshot, "invoice_provider_id", None)
+            if change.entity_type != "payment" or not invoice_id or invoice_id in have:
+                continue
+            have.add(invoice_id)
+            row = self._get_one("Invoices", invoice_id)
+            if row is not None:
+                changes.append(_inbound("invoice", invoice_id, change.changed_at, row))
         changes.sort(key=lambda c: c.changed_at)
         return changes
 
 
-def _operation(entity: str, row: Mapping[str, Any]) -> str:
-    """Xero keeps no creation time on these records, so a change is "updated" unless its
-    status says voided or deleted."""
-    status = row.get("Status")
-    if entity == "invoice" and status == "VOIDED":
-        return "voided"
-    if status == "DELETED" or row.get("ContactStatus") == "GDPRREQUEST":
-        return "deleted"
-    return "updated"
+def _inbound(entity: str, rid: str, changed: dt.datetime, row: dict[str, Any]
+             ) -> InboundChange:
+    """Xero keeps no creation time: a change is "updated" unless its status says voided
+    or deleted; the poller tells created from updated by whether BlueClerk knew it."""
+    from providers.xero import canonical
+
+    return InboundChange(entity, rid, canonical.operation(entity, row) or "updated", changed,
+                         row, canonical.snapshot(entity, row))
