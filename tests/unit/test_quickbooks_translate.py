@@ -175,3 +175,85 @@ def test_simulator_total_equals_blueclerk_total(lines: list[tuple[str, str, str,
     assert Decimal(str(stored["TotalAmt"])) == inv.total
     if mode != "none":
         assert Decimal(str(stored["TxnTaxDetail"]["TotalTax"])) == inv.tax_total
+
+
+# ---- non-US tax codes and QuickBooks' line-by-line arithmetic --------------------------------
+
+def _code(*parts: tuple[str, str, str]) -> translate.QboTaxCode:
+    return translate.QboTaxCode("9", "code", tuple(
+        translate.QboTaxPart(str(n), name, Decimal(pct), applicable)
+        for n, (name, pct, applicable) in enumerate(parts)))
+
+
+def test_tax_codes_read_sales_rates_and_skip_purchase_only_codes() -> None:
+    codes = translate.tax_codes(
+        [{"Id": "7", "Name": "GST/PST BC", "SalesTaxRateList": {"TaxRateDetail": [
+            {"TaxRateRef": {"value": "3"}, "TaxOrder": 1},
+            {"TaxRateRef": {"value": "1"}, "TaxOrder": 0}]}},
+         {"Id": "8", "Name": "Purchases only", "SalesTaxRateList": {"TaxRateDetail": []}},
+         {"Id": "2", "Name": "Zero-rated", "Active": False, "SalesTaxRateList": {
+             "TaxRateDetail": [{"TaxRateRef": {"value": "5"}}]}}],
+        [{"Id": "1", "Name": "GST", "RateValue": 5}, {"Id": "3", "Name": "PST BC",
+                                                      "RateValue": "7"},
+         {"Id": "5", "Name": "Zero", "RateValue": 0, "SpecialTaxType": "ZERO_RATE"}])
+    assert set(codes) == {"7", "2"}
+    assert [p.name for p in codes["7"].parts] == ["GST", "PST BC"]
+    assert codes["7"].percent == 12 and not codes["7"].compound
+    assert codes["2"].zero_kind == "ZERO_RATE" and not codes["2"].active
+
+
+def test_effective_percent_of_compound_codes() -> None:
+    assert _code(("GST", "5", "TaxOnAmount"),
+                 ("QST", "9.5", "TaxOnAmountPlusTax")).percent == Decimal("14.975")
+    assert _code(("A", "10", "TaxOnAmount"), ("B", "50", "TaxOnTax")).percent == 15
+
+
+def test_predict_line_tax_rounds_each_rate_on_the_line() -> None:
+    """17.49 at GST 5% + PST 7%: 0.8745 -> 0.87 and 1.2243 -> 1.22 = 2.09; at one 12% rate
+    2.0988 -> 2.10; QST on amount plus GST: 100 x 5% = 5.00, 105 x 9.5% = 9.975 -> 9.98."""
+    bc = _code(("GST", "5", "TaxOnAmount"), ("PST", "7", "TaxOnAmount"))
+    assert translate.predict_line_tax(bc, Decimal("17.49"), "CAD") == Decimal("2.09")
+    assert translate.predict_line_tax(_code(("HST", "12", "TaxOnAmount")), Decimal("17.49"),
+                                      "CAD") == Decimal("2.10")
+    qc = _code(("GST", "5", "TaxOnAmount"), ("QST", "9.5", "TaxOnAmountPlusTax"))
+    assert translate.predict_line_tax(qc, Decimal("100"), "CAD") == Decimal("14.98")
+    assert translate.predict_line_tax(_code(("GST", "10", "TaxOnAmount")), Decimal("1234"),
+                                      "JPY") == Decimal("123")
+
+
+def test_blueclerk_line_taxes_by_mode() -> None:
+    inc = build_invoice("i", "c", "N", "AUD", "inclusive", [("i1", "1", "5.00", "0", "10"),
+                                                            ("i2", "1", "110", "0", "10")])
+    assert translate.blueclerk_line_taxes(inc) == [Decimal("0.45"), Decimal("10.00")]
+    exc = build_invoice("i", "c", "N", "GBP", "exclusive", [("i1", "1", "19.99", "0", "5")])
+    assert translate.blueclerk_line_taxes(exc) == [Decimal("1.00")]
+    none = build_invoice("i", "c", "N", "GBP", "none", [("i1", "1", "19.99", "0", "0")])
+    assert translate.blueclerk_line_taxes(none) == [Decimal(0)]
+
+
+def test_global_invoice_body_names_each_code_and_leaves_the_tax_to_quickbooks() -> None:
+    inv = build_invoice("i", "c", "N", "GBP", "exclusive", [("i1", "3", "45.50", "0", "20"),
+                                                            ("i2", "2", "10", "10", "0")])
+    body = translate.global_invoice_body(inv, "5", {"i1": "11", "i2": "12"}, ["3", "7"],
+                                         [Decimal("136.50"), Decimal("18.00")])
+    first, second = body["Line"]
+    assert first["SalesItemLineDetail"] == {"ItemRef": {"value": "11"}, "Qty": "3",
+                                            "TaxCodeRef": {"value": "3"}, "UnitPrice": "45.50"}
+    assert first["Amount"] == "136.50"
+    # Discounted: the amount after discount, no UnitPrice (Qty x UnitPrice must equal it).
+    assert second["Amount"] == "18.00" and "UnitPrice" not in second["SalesItemLineDetail"]
+    assert "TxnTaxDetail" not in body and body["GlobalTaxCalculation"] == "TaxExcluded"
+    inc = build_invoice("i", "c", "N", "AUD", "inclusive", [("i1", "1", "110", "0", "10")])
+    body = translate.global_invoice_body(inc, "5", {"i1": "11"}, ["4"], [Decimal("100.00")])
+    assert body["GlobalTaxCalculation"] == "TaxInclusive"
+    assert body["Line"][0]["SalesItemLineDetail"]["TaxInclusiveAmt"] == "110.00"
+    assert body["Line"][0]["Amount"] == "100.00"
+
+
+def test_us_body_takes_the_mapped_code_per_line() -> None:
+    inv = build_invoice("i", "c", "N", "USD", "exclusive", [("i1", "1", "10", "0", "8.25"),
+                                                            ("i2", "1", "10", "0", "0")])
+    body = translate.invoice_body(inv, "5", {"i1": "1", "i2": "2"}, {"rate:8.25": "TAX"})
+    assert [ln["SalesItemLineDetail"]["TaxCodeRef"]["value"] for ln in body["Line"]] == [
+        "TAX", "NON"]
+    assert body["TxnTaxDetail"] == {"TotalTax": "0.83"}
