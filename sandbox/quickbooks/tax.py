@@ -1,7 +1,7 @@
 """Sales tax of a simulated QuickBooks company, by region.
 
 A realm is US (the default) or UK / CA / AU, chosen by ``POST /_sandbox/seed/{realm}`` with
-``{"Region": ...}``. Rules (sources in ``README.md``, rules T1-T9):
+``{"Region": ...}``. Rules (sources in ``README.md``: rules T1-T10, assumptions A6-A14):
 
 US -- automated sales tax (providers.md 1.8; Intuit "Manage sales tax for US locales"):
 ``Preferences.TaxPrefs.PartnerTaxEnabled`` is true, a line's ``TaxCodeRef`` is ``TAX`` or
