@@ -106,7 +106,6 @@ from schemas.inbound import (
     changed_fields,
     dec,
     echo_hash,
-    echo_view,
     echo_state,
     state_hash,
 )
@@ -349,7 +348,9 @@ def written_state(provider: str, event: ChangeEvent) -> tuple[str, str]:
     full = inbound_state(written_snapshot(provider, event))
     known = echo_state(entity_type, full)
     if entity_type == "invoice" and full.get("balance") is not None:
-        known["balance"] = full["balance"]
+        known["balance"] = full["balance"]  # a new invoice: unpaid, open
+    elif entity_type == "invoice" and full.get("status") == "open":
+        del known["status"]  # an update: paid or not is the books' to say
     return json.dumps(known, sort_keys=True), echo_hash(entity_type, full)
 
 
@@ -702,7 +703,13 @@ class InboundPoller:
         for key in keys:
             link = links.get(key)
             row = rows.get(key)
-            if row is not None:
+            if row is not None and link is not None and link.written_hash is not None \
+                    and link.written_state:
+                # We wrote the record after the poller last saw it: the last state we
+                # knew is what we saw, with what we wrote on top.
+                merged = {**json.loads(row.state), **json.loads(link.written_state)}
+                out[key] = _Known(merged, row.state_hash, False, row, link)
+            elif row is not None:
                 out[key] = _Known(json.loads(row.state), row.state_hash, False, row, link)
             elif link is not None and link.written_state:
                 out[key] = _Known(json.loads(link.written_state), None, True, None, link)

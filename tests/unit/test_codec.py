@@ -191,8 +191,10 @@ def test_accounting_change_event_round_trip() -> None:
         "operation": "imported", "changed_at": T0, "customer": None,
         "item": {"id": "i-1", "name": "Boiler", "sku": None, "description": None,
                  "unit_price": Decimal("100.5000"), "currency": "GBP", "taxable": True,
-                 "active": True},
+                 "active": True, "income_account_id": "200"},
         "details": {"income_account": "200"},
+        "invoice": None, "payment": None, "changed_fields": [], "previous": {},
+        "conflicting_fields": [],
     }
     decoded = codec.decode(codec.encode("AccountingChangeEvent", value))
     assert decoded.schema_name == "AccountingChangeEvent"
