@@ -557,6 +557,7 @@ def _org_evidence(a: _NameVariant, b: _NameVariant) -> tuple[float, str]:
     return 0.0, f"names only loosely alike ({qa} vs {qb})"
 
 
+@lru_cache(maxsize=65536)
 def _script(text: str) -> str:
     """'latin' or 'other': names in different scripts cannot be compared letter by letter."""
     return "other" if any(ch.isalpha() and ord(ch) > 0x24F for ch in text) else "latin"
