@@ -135,3 +135,28 @@ def test_cross_script_names_are_not_held_against_a_match() -> None:
     score, reasons = score_pair(a, b, default_region="AU")
     assert score >= DEFAULT_THRESHOLD
     assert any("different scripts" in r for r in reasons)
+
+
+def test_held_out_floors() -> None:
+    """Regression floors on the held-out set (measured, never tuned on; bench/README.md)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    name = "bench_wizard_quality"
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parents[2] / "bench" / "wizard_quality.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    bench = sys.modules[name]
+    records = bench.load_holdout()
+    assert len(records) >= 250
+    dup = bench.evaluate_duplicates(records)
+    # Measured: precision 0.988, recall 0.964 (likely tier).
+    assert dup.precision >= 0.97
+    assert dup.recall >= 0.95
+    # Measured: 0.895 -- below the 0.97 aimed for (builders with unlisted trades).
+    assert bench.evaluate_types(records).accuracy >= 0.88
