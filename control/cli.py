@@ -260,10 +260,17 @@ def _progress(command: str) -> Iterator[None]:
 def main(argv: Sequence[str] | None = None) -> int:
     _quiet()
     args = build_parser().parse_args(argv)
-    if args.command not in _SERVICES:
-        os.environ.setdefault("LOG_LEVEL", "warning")
-    with _progress(args.command):
-        result: int = args.func(args)
+    one_shot = args.command not in _SERVICES or (
+        args.command == "poll-changes" and not getattr(args, "loop", None))
+    quiet = one_shot and "LOG_LEVEL" not in os.environ
+    if quiet:
+        os.environ["LOG_LEVEL"] = "warning"
+    try:
+        with _progress(args.command):
+            result: int = args.func(args)
+    finally:
+        if quiet:
+            os.environ.pop("LOG_LEVEL", None)
     return result
 
 
