@@ -27,7 +27,7 @@ from producers.kafka import make_producer
 from producers.outbox import OutboxPublisher
 from providers.port import AccountingProvider, ProviderRecord, WriteIntent
 from sandbox.harness import connect_sandbox_account
-from sandbox.scenario import build_invoice
+from sandbox.scenario import EventFactory, build_invoice
 from schemas.codec import AvroCodec
 from schemas.records import (
     ChangeEvent,
@@ -43,7 +43,7 @@ from service.config import Settings, Topics
 from state import repository as repo
 from state.connections import connection_info
 from state.crypto import generate_key
-from state.models import InboundCursor, OutboxMessage
+from state.models import EntityLink, InboundCursor, OutboxMessage
 
 PROVIDERS = ["quickbooks", "xero", "freshbooks"]
 CURRENCY = {"quickbooks": "USD", "xero": "NZD", "freshbooks": "USD"}
@@ -127,6 +127,20 @@ class AccountingUi:
             self._xero("POST", f"/Contacts/{pid}", "Contacts", {"ContactID": pid, "Name": name})
         else:
             self._fb("PUT", f"/users/clients/{pid}", "client", {"organization": name})
+
+    def edit_contact(self, pid: str, email: str, phone: str) -> None:
+        if self.provider == "quickbooks":
+            current = self._qbo_read("Customer", pid)
+            self._qbo_write("Customer", {"Id": pid, "SyncToken": current["SyncToken"],
+                                         "sparse": True, "PrimaryEmailAddr": {"Address": email},
+                                         "PrimaryPhone": {"FreeFormNumber": phone}})
+        elif self.provider == "xero":
+            self._xero("POST", f"/Contacts/{pid}", "Contacts", {
+                "ContactID": pid, "EmailAddress": email,
+                "Phones": [{"PhoneType": "DEFAULT", "PhoneNumber": phone}]})
+        else:
+            self._fb("PUT", f"/users/clients/{pid}", "client",
+                     {"email": email, "bus_phone": phone})
 
     def pay(self, invoice_pid: str, customer_pid: str, amount: str) -> str:
         if self.provider == "quickbooks":
@@ -434,8 +448,9 @@ def test_an_edit_one_moment_after_our_write_comes_back(
         assert result.emitted == 1
         assert event["operation"] == "updated" and event["entity_id"] == "cus-m"
         assert event["customer"]["display_name"] == "Moment Plumbing & Heating"
-        assert event["changed_fields"] == ["display_name"]
-        assert event["previous"] == {"display_name": "Moment Plumbing"}
+        # (FreshBooks' organization is both its display and its company name)
+        assert set(event["changed_fields"]) - {"company_name"} == {"display_name"}
+        assert event["previous"]["display_name"] == "Moment Plumbing"
         assert w.poller().poll(w.account).emitted == 0
     finally:
         w.close()
@@ -515,5 +530,99 @@ def test_published_to_the_inbound_topic(services: Services, sandbox_url: str,
         [payment] = [e for _, e in received if e["operation"] == "payment_received"]
         assert payment["details"]["invoice_entity_id"] == "inv-k"
         assert payment["details"]["amount"] == "30.00"
+    finally:
+        w.close()
+
+
+class _NoDeadLetters:
+    def dead_letter(self, payload: bytes | None, key: str | None, origin: Any,
+                    error: BaseException, code: Any) -> None:
+        raise AssertionError(f"unexpected dead letter: {code}: {error}")
+
+
+def _example_consumer() -> Any:
+    """docs/accounting_changes_consumer.py, the example BlueClerk-side consumer."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[3] / "docs" / "accounting_changes_consumer.py"
+    spec = importlib.util.spec_from_file_location("accounting_changes_consumer", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_conflict_policy_per_field(services: Services, sandbox_url: str,
+                                   provider: str) -> None:
+    """README, "Conflicts between BlueClerk and the books": a field changed on both sides
+    between two syncs keeps BlueClerk's value (the event lists it in conflicting_fields,
+    the engine's write of BlueClerk's change is `synced` and overwrites it); a field
+    changed only in the books is reported, applied by BlueClerk and kept."""
+    from consumers.engine import SyncEngine
+    from schemas.events import event_to_avro
+    from schemas.status import SyncStatus
+
+    w = _world(services, sandbox_url, provider)
+    engine = SyncEngine(services.db, services.connections, services.providers.adapter,
+                        services.codec, _NoDeadLetters())
+    factory = EventFactory(w.account)
+
+    def write(event: ChangeEvent) -> None:
+        payload = services.codec.encode("CustomerChangeEvent", event_to_avro(event))
+        statuses = engine.process(event, payload).statuses
+        assert [s.status for s in statuses][-1] == SyncStatus.SYNCED, statuses
+
+    def books() -> Any:
+        [found] = [c for c in w.adapter.list_customers() if c.id == pid]
+        return found
+
+    try:
+        v1 = factory.customer("cus-x", "Harbor Cafe", email="owner@harbor.example",
+                              phone="555 0101", currency=CURRENCY[provider])
+        write(v1)
+        with services.db.transaction() as s:
+            link = s.get(EntityLink, (w.account, "customer", "cus-x"))
+            assert link is not None and link.written_hash is not None  # set by the engine
+            pid = link.provider_id
+        assert w.poller().poll(w.account).emitted == 0  # our write
+
+        # Between two syncs: BlueClerk changes the email (received, not yet written) ...
+        v2 = factory.customer("cus-x", "Harbor Cafe", email="billing@harbor.example",
+                              phone="555 0101", currency=CURRENCY[provider])
+        with services.db.transaction() as s:
+            repo.save_snapshot(s, w.account, "customer", "cus-x", 2, services.codec.encode(
+                "CustomerChangeEvent", event_to_avro(v2)), v2.record_created_at)
+        # ... and a person changes the email and the phone in the books.
+        w.ui.edit_contact(pid, "books@harbor.example", "555 0199")
+        assert w.poller().poll(w.account).emitted == 1
+        [event] = w.events()
+        assert event["operation"] == "updated" and event["entity_id"] == "cus-x"
+        assert {"email", "phone"} <= set(event["changed_fields"])
+        assert event["conflicting_fields"] == ["email"]
+        assert event["details"]["conflict"] == "blueclerk_wins"
+        assert event["previous"]["email"] == "owner@harbor.example"
+
+        # BlueClerk's change is written: synced, and the books hold BlueClerk's email.
+        write(v2)
+        assert books().email == "billing@harbor.example"
+        assert w.poller().poll(w.account).emitted == 0  # that write is ours
+
+        # BlueClerk applies the event (the example consumer's rules): the conflicting
+        # email is kept, the phone changed only in the books is taken, and sent back.
+        store = {"customers": {"cus-x": {"display_name": "Harbor Cafe",
+                                         "email": "billing@harbor.example",
+                                         "phone": "555 0101"}}}
+        done = _example_consumer().apply_change(store, event)
+        assert "kept email: changed in BlueClerk too" in done
+        assert "set phone=555 0199" in done
+        mine = store["customers"]["cus-x"]
+        write(factory.customer("cus-x", "Harbor Cafe", email=mine["email"],
+                               phone=mine["phone"], currency=CURRENCY[provider]))
+        assert w.poller().poll(w.account).emitted == 0
+        final = books()
+        assert (final.email, final.phone) == ("billing@harbor.example", "555 0199")
+        assert len(w.events()) == 1
     finally:
         w.close()
