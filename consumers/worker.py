@@ -332,11 +332,17 @@ class Worker:
         return DONE
 
     def _handle_redrive(self, work: Redrive) -> Outcome:
-        payload = self._engine.parked_payload(work.account_id, work.event_id)
-        if payload is None:
-            return DONE  # already re-driven by someone else
-        event = self._engine.decode(payload)
-        result = self._engine.process(event, payload, attempt=work.attempt, redrive=True)
+        try:
+            payload = self._engine.parked_payload(work.account_id, work.event_id)
+            if payload is None:
+                return DONE  # already re-driven by someone else
+            event = self._engine.decode(payload)
+            result = self._engine.process(event, payload, attempt=work.attempt, redrive=True)
+        except (OperationalError, InterfaceError) as exc:
+            # As for a delivery: a database blip must not drop the re-drive (the event
+            # would stay parked until the next assignment looked for ready ones).
+            log.warning("database_unavailable", error=str(exc).splitlines()[0])
+            return RetryLater(2.0, reason="database unavailable")
         if result.retry_after_s is not None:
             work.attempt += int(result.spend_attempt)
             return RetryLater(result.retry_after_s, reason="transient provider error")

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from confluent_kafka import TopicPartition
+from sqlalchemy.exc import OperationalError
 
 from consumers.engine import EngineResult, Origin
 from consumers.worker import Delivery, Redrive, Worker, WorkerOptions
@@ -161,3 +162,30 @@ def test_revoked_partitions_leave_the_overflow() -> None:
         worker._dispatcher.close(5)
 
 
+
+
+class DatabaseBlipEngine(GatedEngine):
+    """The database is unreachable the first time a parked event is read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def parked_payload(self, account_id: str, event_id: str) -> bytes | None:
+        self.reads += 1
+        if self.reads == 1:
+            raise OperationalError("SELECT payload FROM parked_events", {},
+                                   Exception("connection refused"))
+        return super().parked_payload(account_id, event_id)
+
+
+def test_a_redrive_survives_a_database_blip() -> None:
+    engine = DatabaseBlipEngine()
+    engine.gate.set()
+    worker = _worker(engine, FakeConsumer([0]))
+    try:
+        worker._enqueue("tenant", Redrive("tenant", "parked-1"))
+        assert _wait(lambda: engine.order.get("tenant") == ["redrive:parked-1"])
+        assert engine.reads == 2  # retried, not dropped
+    finally:
+        worker._dispatcher.close(5)
