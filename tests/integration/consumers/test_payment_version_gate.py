@@ -64,10 +64,12 @@ def test_a_payment_waits_for_the_invoice_version_it_was_taken_against(
     factory = EventFactory(account)
     customer = Customer("cust-1", f"Gate Customer {account}", email="gate@example.com")
     item = Item("item-1", "Service call", unit_price=Decimal("100.00"), currency="USD")
+    # Version 2 drops a line: 150 becomes 100, and the customer paid the 100 it owes. The
+    # payment fits under the stale total too, so only the version tells it must wait.
     v1 = build_invoice("inv-1", customer.id, f"G-{account[-4:]}", "USD", "none",
-                       [(item.id, "1", "100.00", "0", "0")])
-    v2 = build_invoice("inv-1", customer.id, v1.number, "USD", "none",
                        [(item.id, "1", "100.00", "0", "0"), (item.id, "1", "50.00", "0", "0")])
+    v2 = build_invoice("inv-1", customer.id, v1.number, "USD", "none",
+                       [(item.id, "1", "100.00", "0", "0")])
     payment = Payment("pay-1", v1.id, customer.id, v2.total, "USD", v1.issue_date, "card",
                       invoice_version=2)
     week = Week([], {customer.id: customer}, {item.id: item}, {v1.id: v2},
@@ -79,8 +81,8 @@ def test_a_payment_waits_for_the_invoice_version_it_was_taken_against(
         assert _only(_run(engine, factory.event(record))) == (SyncStatus.SYNCED, None)
     assert factory.version_of(EntityType.INVOICE, v1.id) == 1
     paid = factory.event(payment)
-    # Taken against version 2, which the books do not have yet (its total is 150, the
-    # books' 100): the payment waits rather than overpaying the stale invoice.
+    # Taken against version 2, which the books do not have yet: the payment waits rather
+    # than being applied to the stale invoice.
     assert _only(_run(engine, paid)) == (SyncStatus.WAITING_DEPENDENCY,
                                          ErrorCode.MISSING_DEPENDENCY)
     updated = _run(engine, factory.event(v2))
