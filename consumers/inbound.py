@@ -65,7 +65,10 @@ system). A change is ours when its record is linked and
     write is taken for ours.
   - the side effect of our own payment: an invoice whose only differences from the last
     state known are its balance and status, while this fetch holds a payment of ours
-    against it and none of someone else's.
+    against it and none of someone else's;
+  - the wizard's income-account mapping, which rewrites linked items outside the engine
+    (control/mappings.py): an item that reads exactly as BlueClerk's last applied
+    snapshot, with the income account of the account's mapping.
 No clock is involved. A suppressed change still updates the state last seen.
 
 Conflicts (the policy is in the README, "Conflicts between BlueClerk and the books").
@@ -115,7 +118,13 @@ from state import repository as repo
 from state.connections import ConnectionInfo, ConnectionStore
 from state.db import Database
 from state.locks import TenantLocks
-from state.models import Connection, EntityLink, InboundCursor, InboundRecord
+from state.models import (
+    Connection,
+    EntityLink,
+    InboundCursor,
+    InboundRecord,
+    IncomeAccountMapping,
+)
 
 __all__ = ["DEFAULT_LAG", "InboundPoller", "PollResult", "content_digest", "inbound_operation",
            "written_snapshot", "written_state"]
@@ -600,7 +609,7 @@ class InboundPoller:
             fresh = [c for c in changes if not _handled(_key(c), boundary)]
             links = self._links(s, info, fresh)
             known = self._known(s, info, fresh, links)
-            decisions = self._decide(info, fresh, known)
+            decisions = self._decide(s, info, fresh, known)
             emitted = suppressed = same = 0
             for decision in decisions:
                 entry = known[(decision.change.entity_type, decision.change.provider_id)]
@@ -724,7 +733,7 @@ class InboundPoller:
 
     # -- decisions -------------------------------------------------------------------
 
-    def _decide(self, info: ConnectionInfo, changes: Sequence[InboundChange],
+    def _decide(self, s: Session, info: ConnectionInfo, changes: Sequence[InboundChange],
                 known: dict[tuple[str, str], _Known]) -> list[_Decision]:
         # The invoices' states after this fetch, for the payments' balance and status.
         after: dict[str, BooksInvoice] = {}
@@ -756,16 +765,42 @@ class InboundPoller:
                 # someone else's payment moved it: never only ours
                 decision = _Decision(change, decision.snapshot, decision.state, False,
                                      decision.repeated)
-            elif (change.entity_type == "invoice" and not decision.echo
-                    and not decision.repeated and change.provider_id in ours_paid
-                    and change.provider_id not in theirs_paid
-                    and entry.state is not None
-                    and set(changed_fields(entry.state, decision.state,
-                                           entry.state if entry.partial else None))
-                    <= _PAYMENT_MOVES):
+            elif not decision.echo and not decision.repeated and (
+                    # moved only by a payment of ours
+                    (change.entity_type == "invoice" and change.provider_id in ours_paid
+                     and entry.state is not None
+                     and set(changed_fields(entry.state, decision.state,
+                                            entry.state if entry.partial else None))
+                     <= _PAYMENT_MOVES)
+                    # rewritten by the wizard's mapping step
+                    or (change.entity_type == "item" and entry.link is not None
+                        and self._item_as_blueclerk_has_it(s, info, entry.link,
+                                                           decision.state))):
                 decision = _Decision(change, decision.snapshot, decision.state, True, False)
             decisions.append(decision)
         return decisions
+
+    def _item_as_blueclerk_has_it(self, s: Session, info: ConnectionInfo, link: EntityLink,
+                                  current: Mapping[str, Any]) -> bool:
+        """A linked item that reads exactly as BlueClerk's last applied snapshot with the
+        account's income-account mapping was written by us: the setup wizard's mapping
+        step rewrites linked items outside the engine (control/mappings.py)."""
+        mapping = s.get(IncomeAccountMapping, (info.account_id, link.entity_id))
+        if mapping is not None and current.get("income_account_id") not in (
+                None, mapping.provider_account_id):
+            return False
+        if mapping is None and current.get("income_account_id") is not None:
+            return False
+        snapshot = repo.get_snapshot(s, info.account_id, "item", link.entity_id)
+        if snapshot is None or snapshot.entity_version != link.last_applied_version:
+            return False
+        try:
+            decoded = self._codec.decode(snapshot.payload)
+            event = event_from_avro(decoded.schema_name, decoded.value)
+            full = inbound_state(written_snapshot(info.provider, event))
+        except Exception:  # an unreadable snapshot: not ours to claim
+            return False
+        return echo_hash("item", full) == echo_hash("item", current)
 
     @staticmethod
     def _snapshot(change: InboundChange, entry: _Known) -> BooksRecord | None:

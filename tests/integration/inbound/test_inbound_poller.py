@@ -626,3 +626,63 @@ def test_conflict_policy_per_field(services: Services, sandbox_url: str,
         assert len(w.events()) == 1
     finally:
         w.close()
+
+
+@pytest.mark.parametrize("provider", ["quickbooks", "xero"])
+def test_the_wizards_income_account_rewrite_is_ours_a_persons_is_not(
+        services: Services, sandbox_url: str, provider: str) -> None:
+    """control/mappings.py gives linked items a newly mapped income account outside the
+    engine: the item then reads as BlueClerk has it, so nothing comes back; a person
+    moving it to another income account in the books does come back."""
+    from consumers.engine import SyncEngine
+    from schemas.events import event_to_avro
+    from state.models import IncomeAccountMapping
+
+    w = _world(services, sandbox_url, provider)
+    engine = SyncEngine(services.db, services.connections, services.providers.adapter,
+                        services.codec, _NoDeadLetters())
+    try:
+        first, second, third = w.adapter.list_income_accounts()[:3]
+        with services.db.transaction() as s:
+            s.add(IncomeAccountMapping(account_id=w.account, item_id="itm-w",
+                                       provider_account_id=first.id))
+        item = Item("itm-w", "Water Heater Flush", sku="WHF-1", unit_price=Decimal("89.00"),
+                    currency=CURRENCY[provider])
+        event = EventFactory(w.account).event(item)
+        engine.process(event, services.codec.encode("ItemChangeEvent", event_to_avro(event)))
+        assert w.poller().poll(w.account).emitted == 0
+        with services.db.transaction() as s:
+            link = s.get(EntityLink, (w.account, "item", "itm-w"))
+            assert link is not None
+            pid, version, applied = link.provider_id, link.provider_version, \
+                link.last_applied_version
+        # What control/mappings.py does: write the item with the new account, save the
+        # link (no written state), save the mapping.
+        rec = w.adapter.upsert_item(item, second.id, ProviderRecord(pid, version),
+                                    WriteIntent(uuid.uuid4().hex))
+        with services.db.transaction() as s:
+            company = connection_info(s, w.account)
+            assert company is not None
+            repo.save_link(s, company, "item", "itm-w", rec.id, rec.version, applied, None)
+            mapping = s.get(IncomeAccountMapping, (w.account, "itm-w"))
+            assert mapping is not None
+            mapping.provider_account_id = second.id
+        assert w.poller().poll(w.account).emitted == 0
+
+        # A person moves it to a third account in the books.
+        if provider == "quickbooks":
+            current = w.ui._qbo_read("Item", pid)
+            w.ui._qbo_write("Item", {"Id": pid, "SyncToken": current["SyncToken"],
+                                     "sparse": True, "IncomeAccountRef": {"value": third.id}})
+        else:
+            row = w.ui._ok(w.ui.http.get(f"/Items/{pid}"))["Items"][0]
+            w.ui._xero("POST", f"/Items/{pid}", "Items", {
+                "Code": row["Code"], "SalesDetails": {**row["SalesDetails"],
+                                                      "AccountCode": third.id}})
+        assert w.poller().poll(w.account).emitted == 1
+        [moved] = w.events()
+        assert moved["changed_fields"] == ["income_account_id"]
+        assert moved["item"]["income_account_id"] == third.id
+        assert moved["previous"] == {"income_account_id": second.id}
+    finally:
+        w.close()
