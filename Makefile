@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: demo test test-fast lint bench chaos tools venv clean
+.PHONY: demo test test-fast lint bench chaos tools venv clean openapi local-stack
 
 $(STAMP): pyproject.toml
 	@scripts/ensure-tools.sh
@@ -38,3 +38,11 @@ chaos: venv
 
 clean:
 	rm -rf $(VENV) .cache var .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# Regenerate docs/openapi.json after changing the control API on purpose (a test compares).
+openapi: venv
+	BLUECLERK_MODE=local $(PY) -m tests.integration.ops.test_openapi_document
+
+# Kafka, the simulators, the control API on :8700 and a worker; Ctrl-C stops everything.
+local-stack: venv
+	BLUECLERK_MODE=local $(PY) -m control.cli local-stack

@@ -115,6 +115,143 @@ class ReplayRequest(BaseModel):
     record_id: int | None = None
 
 
+# --------------------------------------------------------------------------- responses
+# Typed replies, so the OpenAPI document describes every answer and a client can be
+# generated. The fields listed are the ones clients key on; replies may carry more
+# (extra="allow": nothing the service functions return is dropped).
+
+
+class _Reply(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Health(BaseModel):
+    status: str = Field(description="ok")
+
+
+class AuthorizationStarted(_Reply):
+    """Send the user to `authorization_url`; the browser comes back to /oauth/callback."""
+
+    account_id: str
+    provider: str
+    authorization_url: str
+    state: str
+    binding: str = Field(description="one-time browser binding; also the bc_oauth_binding "
+                         "cookie on /oauth")
+    expires_at: str
+
+
+class Connected(_Reply):
+    account_id: str
+    provider: str
+    tenant_id: str
+    tenant_name: str | None = None
+    status: str
+    connected_at: str
+    connection: str = Field(description="new, reconnect or new_company")
+    reconnected: bool
+    tax_rates: dict[str, Any] = Field(default_factory=dict,
+                                      description="tax rates matched automatically")
+    redriven: dict[str, int] = Field(default_factory=dict,
+                                     description="statuses of the changes re-driven")
+    abandoned: dict[str, int] = Field(default_factory=dict)
+
+
+class AccountStatus(_Reply):
+    account_id: str
+    health: str
+    what_to_do: str | None = None
+    connection: dict[str, Any] | None = None
+    settings: dict[str, Any] | None = None
+    last_sync_at: str | None = None
+    counts_by_status: dict[str, int] = Field(default_factory=dict)
+    parked: dict[str, int] = Field(default_factory=dict)
+    dead_letters_pending_replay: int = 0
+    recent_errors: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class Disconnected(_Reply):
+    account_id: str
+    provider: str
+    status: str
+    tokens_revoked: bool
+    revoke_error: str | None = None
+    tokens_deleted: bool
+    links_kept: int
+
+
+class SyncNowResult(_Reply):
+    account_id: str
+    auto_sync: bool
+    results: dict[str, int] = Field(description="final statuses of the changes sent, by status")
+    processed: int
+    still_waiting: int
+
+
+class ReplayedDeadLetter(_Reply):
+    id: int
+    event_id: str | None = None
+    outcome: str
+    error_code: str | None = None
+    message: str | None = None
+
+
+class ReplayResult(_Reply):
+    replayed: int
+    results: list[ReplayedDeadLetter]
+
+
+class WizardProgress(_Reply):
+    account_id: str
+    steps: dict[str, Any]
+    next_step: str | None = None
+    complete: bool
+
+
+class WizardStarted(WizardProgress):
+    tax_rates: dict[str, Any] = Field(default_factory=dict)
+
+
+class WizardStep(_Reply):
+    """A wizard step's view or the result of one of its actions."""
+
+    account_id: str
+    provider: str | None = None
+    progress: dict[str, Any] | None = None
+
+
+class CustomersStep(WizardStep):
+    customers: list[dict[str, Any]]
+
+
+class ItemsStep(WizardStep):
+    items: list[dict[str, Any]]
+
+
+class TaxRatesStep(WizardStep):
+    tax_codes: list[dict[str, Any]]
+    tax_rates: list[dict[str, Any]]
+    unmapped: list[Any] = Field(description="BlueClerk tax rate keys with no tax code yet")
+
+
+class SyncSettings(_Reply):
+    account_id: str
+    sync_customers: bool | None = None
+    sync_items: bool | None = None
+    sync_invoices: bool | None = None
+    sync_payments: bool | None = None
+    auto_sync: bool | None = None
+
+
+class WizardSummary(WizardStep):
+    tenant_id: str
+    customers: dict[str, Any]
+    items: dict[str, Any]
+    mappings: list[dict[str, Any]]
+    unmapped: list[dict[str, Any]]
+    settings: dict[str, Any]
+
+
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 401, 404, 409, 422, 502, 503)}
 
@@ -257,14 +394,18 @@ def create_control_app(services: Services,
         return _error("internal", "the control plane failed unexpectedly; try again, and "
                       "report it if it persists", 500)
 
-    @app.get("/healthz", tags=["ops"])
+    @app.get("/healthz",
+             response_model=Health, response_model_exclude_unset=True,
+             tags=["ops"])
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     auth = [Depends(authorized)]
 
     # -- connect -----------------------------------------------------------------------
-    @app.post("/v1/accounts/{account_id}/connection", tags=["connection"], dependencies=auth,
+    @app.post("/v1/accounts/{account_id}/connection",
+              response_model=AuthorizationStarted, response_model_exclude_unset=True,
+             tags=["connection"], dependencies=auth,
               summary="Start connecting an accounting system (returns the consent URL)")
     def connect(account_id: Account, body: ConnectRequest, response: Response
                 ) -> dict[str, Any]:
@@ -276,7 +417,9 @@ def create_control_app(services: Services,
                             samesite="lax", path="/oauth", max_age=600)
         return start.to_json()
 
-    @app.get("/oauth/callback", tags=["connection"],
+    @app.get("/oauth/callback",
+             response_model=Connected, response_model_exclude_unset=True,
+             tags=["connection"],
              summary="The OAuth redirect target (single-use state + the starter's binding)")
     def oauth_redirect(request: Request, state: str | None = None, code: str | None = None,
                        error: str | None = None, error_description: str | None = None,
@@ -288,7 +431,9 @@ def create_control_app(services: Services,
             services, oauth_flow.CallbackParams(state, code, error, error_description,
                                                 realmId, tenant, binding)))
 
-    @app.post("/v1/oauth/callback", tags=["connection"], dependencies=auth,
+    @app.post("/v1/oauth/callback",
+              response_model=Connected, response_model_exclude_unset=True,
+             tags=["connection"], dependencies=auth,
               summary="Complete a connection with the redirect's parameters")
     def oauth_callback(body: CallbackRequest) -> dict[str, Any]:
         return after_connect(ctx, oauth_flow.complete_authorization(
@@ -296,7 +441,9 @@ def create_control_app(services: Services,
                                                 body.error_description, body.realmId,
                                                 body.tenant, body.binding)))
 
-    @app.post("/v1/accounts/{account_id}/connection/organisation", tags=["connection"],
+    @app.post("/v1/accounts/{account_id}/connection/organisation",
+              response_model=Connected, response_model_exclude_unset=True,
+             tags=["connection"],
               dependencies=auth,
               summary="Choose the organisation when one consent authorised several")
     def choose_organisation(account_id: Account, body: OrganisationChoice) -> dict[str, Any]:
@@ -307,121 +454,163 @@ def create_control_app(services: Services,
                                "account; start the connection again", 400)
         return after_connect(ctx, connected)
 
-    @app.get("/v1/accounts/{account_id}/status", tags=["connection"], dependencies=auth,
+    @app.get("/v1/accounts/{account_id}/status",
+             response_model=AccountStatus, response_model_exclude_unset=True,
+             tags=["connection"], dependencies=auth,
              summary="Connection health, last sync, counts by status, recent errors")
     def status(account_id: Account,
                recent: Annotated[int, Query(ge=1, le=200)] = 20) -> dict[str, Any]:
         return svc.status(ctx, account_id, recent)
 
-    @app.post("/v1/accounts/{account_id}/disconnect", tags=["connection"], dependencies=auth,
+    @app.post("/v1/accounts/{account_id}/disconnect",
+              response_model=Disconnected, response_model_exclude_unset=True,
+             tags=["connection"], dependencies=auth,
               summary="Revoke the tokens and stop syncing (links are kept)")
     def disconnect(account_id: Account) -> dict[str, Any]:
         return svc.disconnect(ctx, account_id)
 
-    @app.post("/v1/accounts/{account_id}/sync-now", tags=["sync"], dependencies=auth,
+    @app.post("/v1/accounts/{account_id}/sync-now",
+              response_model=SyncNowResult, response_model_exclude_unset=True,
+             tags=["sync"], dependencies=auth,
               summary="Send the changes that waited for Sync Now (auto-sync off)")
     def sync_now(account_id: Account) -> dict[str, Any]:
         return svc.sync_now(ctx, account_id)
 
-    @app.post("/v1/accounts/{account_id}/dead-letters/replay", tags=["sync"],
+    @app.post("/v1/accounts/{account_id}/dead-letters/replay",
+              response_model=ReplayResult, response_model_exclude_unset=True,
+             tags=["sync"],
               dependencies=auth, summary="Replay dead-lettered events after the cause is fixed")
     def replay(account_id: Account, body: ReplayRequest | None = None) -> dict[str, Any]:
         return svc.replay_dead_letters(ctx, account_id=account_id,
                                        record_id=body.record_id if body else None)
 
     # -- wizard ------------------------------------------------------------------------
-    @app.get("/v1/accounts/{account_id}/wizard", tags=["wizard"], dependencies=auth,
+    @app.get("/v1/accounts/{account_id}/wizard",
+             response_model=WizardProgress, response_model_exclude_unset=True,
+             tags=["wizard"], dependencies=auth,
              summary="Wizard progress: steps done, skipped or pending")
     def progress(account_id: Account) -> dict[str, Any]:
         return svc.wizard_progress(ctx, account_id)
 
-    @app.post("/v1/accounts/{account_id}/wizard/start", tags=["wizard"], dependencies=auth,
+    @app.post("/v1/accounts/{account_id}/wizard/start",
+              response_model=WizardStarted, response_model_exclude_unset=True,
+             tags=["wizard"], dependencies=auth,
               summary="Open or re-run the wizard (progress is kept)")
     def start(account_id: Account) -> dict[str, Any]:
         progress = svc.start_wizard(ctx, account_id)
         # A re-run matches tax rates seen since the last run (step 3 shows the rest).
         return {**progress, "tax_rates": svc.auto_match_tax_rates(ctx, account_id)}
 
-    @app.post("/v1/accounts/{account_id}/wizard/close", tags=["wizard"], dependencies=auth)
+    @app.post("/v1/accounts/{account_id}/wizard/close",
+              response_model=WizardProgress, response_model_exclude_unset=True,
+             tags=["wizard"], dependencies=auth)
     def close(account_id: Account) -> dict[str, Any]:
         return svc.close_wizard(ctx, account_id)
 
-    @app.post("/v1/accounts/{account_id}/wizard/steps/{step}/skip", tags=["wizard"],
+    @app.post("/v1/accounts/{account_id}/wizard/steps/{step}/skip",
+              response_model=WizardProgress, response_model_exclude_unset=True,
+             tags=["wizard"],
               dependencies=auth)
     def skip(account_id: Account,
              step: Literal["customers", "items", "accounts", "settings", "summary"]
              ) -> dict[str, Any]:
         return svc.skip_step(ctx, account_id, step)
 
-    @app.get("/v1/accounts/{account_id}/wizard/customers", tags=["wizard"], dependencies=auth,
+    @app.get("/v1/accounts/{account_id}/wizard/customers",
+             response_model=CustomersStep, response_model_exclude_unset=True,
+             tags=["wizard"], dependencies=auth,
              summary="Step 1: customers with suggested type and duplicate flags")
     def customers(account_id: Account) -> dict[str, Any]:
         return svc.list_customers(ctx, account_id)
 
-    @app.post("/v1/accounts/{account_id}/wizard/customers/import", tags=["wizard"],
+    @app.post("/v1/accounts/{account_id}/wizard/customers/import",
+              response_model=WizardStep, response_model_exclude_unset=True,
+             tags=["wizard"],
               dependencies=auth, summary="Step 1: import or link the selected customers")
     def import_customers(account_id: Account, body: ImportRequest) -> dict[str, Any]:
         return svc.import_customers(ctx, account_id,
                                     [s.model_dump() for s in body.selections])
 
-    @app.get("/v1/accounts/{account_id}/wizard/items", tags=["wizard"], dependencies=auth,
+    @app.get("/v1/accounts/{account_id}/wizard/items",
+             response_model=ItemsStep, response_model_exclude_unset=True,
+             tags=["wizard"], dependencies=auth,
              summary="Step 2: services and items with matching BlueClerk items")
     def items(account_id: Account) -> dict[str, Any]:
         return svc.list_items(ctx, account_id)
 
-    @app.post("/v1/accounts/{account_id}/wizard/items/import", tags=["wizard"],
+    @app.post("/v1/accounts/{account_id}/wizard/items/import",
+              response_model=WizardStep, response_model_exclude_unset=True,
+             tags=["wizard"],
               dependencies=auth, summary="Step 2: import or link the selected items")
     def import_items(account_id: Account, body: ImportRequest) -> dict[str, Any]:
         return svc.import_items(ctx, account_id,
                                 [s.model_dump(exclude={"customer_type"})
                                  for s in body.selections])
 
-    @app.get("/v1/accounts/{account_id}/wizard/income-accounts", tags=["wizard"],
+    @app.get("/v1/accounts/{account_id}/wizard/income-accounts",
+             response_model=WizardStep, response_model_exclude_unset=True,
+             tags=["wizard"],
              dependencies=auth, summary="Step 3: income accounts, mappings, unmapped items")
     def accounts(account_id: Account) -> dict[str, Any]:
         return svc.income_accounts(ctx, account_id)
 
-    @app.put("/v1/accounts/{account_id}/mappings/{item_id}", tags=["wizard"],
+    @app.put("/v1/accounts/{account_id}/mappings/{item_id}",
+             response_model=WizardStep, response_model_exclude_unset=True,
+             tags=["wizard"],
              dependencies=auth, summary="Step 3: map one item (or change its mapping)")
     def map_item(account_id: Account, item_id: Annotated[str, Path(min_length=1,
                                                                    max_length=128)],
                  body: MappingRequest) -> dict[str, Any]:
         return svc.map_item(ctx, account_id, item_id, body.income_account_id)
 
-    @app.post("/v1/accounts/{account_id}/mappings/apply-to-unmapped", tags=["wizard"],
+    @app.post("/v1/accounts/{account_id}/mappings/apply-to-unmapped",
+              response_model=WizardStep, response_model_exclude_unset=True,
+             tags=["wizard"],
               dependencies=auth, summary="Step 3: map every unmapped item to one account")
     def map_all(account_id: Account, body: MappingRequest) -> dict[str, Any]:
         return svc.map_all_unmapped(ctx, account_id, body.income_account_id)
 
-    @app.get("/v1/accounts/{account_id}/wizard/tax-rates", tags=["wizard"],
+    @app.get("/v1/accounts/{account_id}/wizard/tax-rates",
+             response_model=TaxRatesStep, response_model_exclude_unset=True,
+             tags=["wizard"],
              dependencies=auth, summary="Step 3 (taxes): tax codes, mappings with their "
              "reasons, rates to map with candidates")
     def taxes(account_id: Account) -> dict[str, Any]:
         return svc.tax_rates(ctx, account_id)
 
-    @app.put("/v1/accounts/{account_id}/tax-mappings/{tax_key}", tags=["wizard"],
+    @app.put("/v1/accounts/{account_id}/tax-mappings/{tax_key}",
+             response_model=WizardStep, response_model_exclude_unset=True,
+             tags=["wizard"],
              dependencies=auth, summary="Step 3 (taxes): map one BlueClerk tax rate")
     def map_tax(account_id: Account, tax_key: Annotated[str, Path(min_length=1,
                                                                   max_length=128)],
                 body: TaxMappingRequest) -> dict[str, Any]:
         return svc.map_tax_rate(ctx, account_id, tax_key, body.tax_code)
 
-    @app.post("/v1/accounts/{account_id}/tax-mappings/apply-to-unmapped", tags=["wizard"],
+    @app.post("/v1/accounts/{account_id}/tax-mappings/apply-to-unmapped",
+              response_model=WizardStep, response_model_exclude_unset=True,
+             tags=["wizard"],
               dependencies=auth, summary="Step 3 (taxes): map every unmapped rate to one code")
     def map_all_taxes(account_id: Account, body: TaxMappingRequest) -> dict[str, Any]:
         return svc.map_all_unmapped_tax_rates(ctx, account_id, body.tax_code)
 
-    @app.get("/v1/accounts/{account_id}/settings", tags=["wizard"], dependencies=auth,
+    @app.get("/v1/accounts/{account_id}/settings",
+             response_model=SyncSettings, response_model_exclude_unset=True,
+             tags=["wizard"], dependencies=auth,
              summary="Step 4: sync settings")
     def get_settings(account_id: Account) -> dict[str, Any]:
         return svc.get_settings(ctx, account_id)
 
-    @app.put("/v1/accounts/{account_id}/settings", tags=["wizard"], dependencies=auth,
+    @app.put("/v1/accounts/{account_id}/settings",
+             response_model=SyncSettings, response_model_exclude_unset=True,
+             tags=["wizard"], dependencies=auth,
              summary="Step 4: change sync settings (any time)")
     def put_settings(account_id: Account, body: SettingsRequest) -> dict[str, Any]:
         return svc.update_settings(ctx, account_id, body.model_dump(exclude_none=True))
 
-    @app.get("/v1/accounts/{account_id}/wizard/summary", tags=["wizard"], dependencies=auth,
+    @app.get("/v1/accounts/{account_id}/wizard/summary",
+             response_model=WizardSummary, response_model_exclude_unset=True,
+             tags=["wizard"], dependencies=auth,
              summary="Step 5: what was imported, linked and mapped; what is unmapped")
     def summary(account_id: Account) -> dict[str, Any]:
         return svc.summary(ctx, account_id)
