@@ -12,6 +12,9 @@ when it prints an invoice: line amounts and per-line tax, to the currency's mino
     customer = events.customer("cust-1", "Rivera Family", email="rivera@example.com")
     with ChangeEventPublisher("localhost:9092") as publisher:
         publisher.publish([customer])
+
+Importing it silences authlib's deprecation notice about its httpx fallback (pulled in
+through the service's configuration), so a producer's terminal stays clean.
 """
 
 from __future__ import annotations
