@@ -32,6 +32,8 @@ item without one (e.g. imported from the books that way) refuses the invoice wit
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -265,9 +267,16 @@ class XeroAdapter:
         params = {"summarizeErrors": "false"}
         if unitdp:
             params["unitdp"] = "4"
+        # Xero refuses a key reused with another method, URL or body (X-idem), and one
+        # intent may send several different requests (create, adopt, authorise, withdraw;
+        # an adopted draft may be updated again after it was approved): the key is the
+        # intent's plus a digest of this exact request, so only a true repeat is replayed.
+        digest = hashlib.sha256(json.dumps([method, path, element], sort_keys=True,
+                                           default=str).encode()).hexdigest()[:16]
         response = self._http.request(method, f"{self._base}/{path}",
                                       json={collection: [element]}, params=params,
-                                      headers={"Idempotency-Key": key}, write=True)
+                                      headers={"Idempotency-Key": f"{key}:{digest}"},
+                                      write=True)
         rows = _json(response).get(collection) or []
         if not rows or not isinstance(rows[0], dict):
             raise TransientProviderError(f"Xero answered {method} {path} without a record",

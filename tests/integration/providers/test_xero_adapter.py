@@ -746,3 +746,29 @@ def test_create_answered_5xx_after_apply_then_retried_leaves_one(conn: Conn,
     conn.faults()
     a.record_payment(pay, rec, cust, None, W("pay-5xx", unknown=unknown))
     assert len(conn.books()["Payments"]) == 1
+
+
+def test_one_intent_never_reuses_a_key_for_another_request(conn: Conn) -> None:
+    """A retry after an unknown outcome may adopt a draft the first attempt created and,
+    on a later retry, adopt it again once it was approved: two different bodies under one
+    intent. Xero refuses a key reused with another body (X-idem, the simulator's rule), so
+    each distinct request carries its own key; an exact repeat still replays (found by
+    the chaos run: the adopting retry was refused, then "Invoice # must be unique")."""
+    a = conn.adapter
+    cust = a.upsert_customer(customer(), None, W("c"))
+    items = setup_items(conn)
+    inv = _invoice("ADOPT-2", "exclusive", [("itm_labor", "2", "100", "0", "15")])
+    draft = {"Type": "ACCREC", "Contact": {"ContactID": cust.id}, "InvoiceNumber": "ADOPT-2",
+             "Status": "DRAFT", "Date": "2026-11-02", "DueDate": "2026-12-02",
+             "LineItems": [{"Description": "earlier attempt", "Quantity": 1,
+                            "UnitAmount": 1, "AccountCode": "200", "TaxType": "NONE"}]}
+    assert conn.sim.put("/api.xro/2.0/Invoices", json={"Invoices": [draft]},
+                        headers={"xero-tenant-id": conn.tenant,
+                                 "Authorization": f"Bearer {conn.store.current('').access_token}"}
+                        ).status_code == 200
+    first = a.upsert_invoice(inv, cust, items, None, W("adopt-2", unknown=True))
+    again = a.upsert_invoice(inv, cust, items, None, W("adopt-2", unknown=True))
+    assert again.id == first.id
+    invoices = [i for i in conn.books()["Invoices"] if i["InvoiceNumber"] == "ADOPT-2"]
+    assert len(invoices) == 1 and invoices[0]["Status"] == "AUTHORISED"
+    assert D(invoices[0]["Total"]) == inv.total
