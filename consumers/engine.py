@@ -161,6 +161,15 @@ class _Context(SyncContext):
             row = repo.get_link(s, self._info, entity_type, entity_id)
             return row.last_applied_version if row else 0
 
+    def failed_version(self, entity_type: str, entity_id: str) -> int:
+        with self._engine.db.transaction() as s:
+            snapshot = repo.get_snapshot(s, self._info.account_id, entity_type, entity_id)
+            if snapshot is None:
+                return 0
+            newest = self._engine.decode(snapshot.payload)
+            status = repo.processed_status(s, self._info.account_id, newest.event_id)
+        return newest.entity_version if status in ("failed", "dead_lettered") else 0
+
     def latest(self, entity_type: str, entity_id: str) -> Record | None:
         with self._engine.db.transaction() as s:
             snapshot = repo.get_snapshot(s, self._info.account_id, entity_type, entity_id)

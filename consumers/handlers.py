@@ -13,6 +13,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from providers.errors import PermanentProviderError
 from providers.port import AccountingProvider, ProviderRecord, WriteIntent
 from providers.taxes import ProviderTaxRate
 from schemas.error_codes import ErrorCode
@@ -98,6 +99,11 @@ class SyncContext:
 
     def applied_version(self, entity_type: str, entity_id: str) -> int:
         """The entity_version last applied to the books for a record (0: none)."""
+        raise NotImplementedError
+
+    def failed_version(self, entity_type: str, entity_id: str) -> int:
+        """The version of the record's newest change if that change ended failed or
+        dead-lettered (it will not reach the books until fixed and replayed); else 0."""
         raise NotImplementedError
 
     def write_intent(self, operation: str) -> WriteIntent:
@@ -225,6 +231,14 @@ def _payment(ctx: SyncContext, payment: Payment, event: ChangeEvent) -> Applied:
     invoice = ctx.ensure_dependency("invoice", payment.invoice_id)
     if payment.invoice_version is not None and \
             ctx.applied_version("invoice", payment.invoice_id) < payment.invoice_version:
+        failed = ctx.failed_version("invoice", payment.invoice_id)
+        if failed >= payment.invoice_version:
+            # Waiting would be for ever: the invoice version it was taken against failed.
+            raise PermanentProviderError(
+                f"payment was taken against invoice version {payment.invoice_version}, "
+                f"whose sync failed (version {failed}); fix the invoice and replay its dead "
+                "letter, then replay this one (`blueclerk-sync replay-dead-letters --account "
+                f"{event.account_id}`)", code=ErrorCode.MISSING_DEPENDENCY)
         raise Parked(ErrorCode.MISSING_DEPENDENCY, f"invoice:{payment.invoice_id}",
                      f"payment was taken against invoice version {payment.invoice_version}, "
                      "which is not in the books yet")

@@ -21,6 +21,7 @@ from providers.errors import (
     DuplicateName,
     ReconnectRequired,
     Throttled,
+    TotalMismatch,
     TransientProviderError,
 )
 from providers.oauth import TokenSet
@@ -669,3 +670,28 @@ def test_a_producer_without_tax_rate_ids_maps_by_percent(world: World) -> None:
     assert only(world.process(event)).status is SyncStatus.SYNCED
     sent = world.provider(acct).taxes_sent[-1]
     assert list(sent) == ["rate:8.25"] and sent["rate:8.25"].code == "TAX"
+
+
+def test_a_payment_waiting_for_an_invoice_version_that_failed_ends_failed(
+        world: World) -> None:
+    """A payment taken against invoice version 2 waits while v2 is not in the books; when
+    v2 fails for good, the payment ends with a final status instead of waiting for ever."""
+    acct, f = world.account()
+    v1 = _invoice_events(world, acct, f)
+    assert only(world.process(f.customer("c1", "Ada"))).status is SyncStatus.SYNCED
+    assert only(world.process(v1)).status is SyncStatus.SYNCED
+    v2 = f.event(dataclasses.replace(v1.record, memo="second version"))
+    payment = f.event(Payment("p1", "inv1", "c1", Decimal("5"), "USD", dt.date(2026, 11, 3),
+                              invoice_version=v2.entity_version))
+    waiting = only(world.process(payment))
+    assert (waiting.status, waiting.error_code) == (SyncStatus.WAITING_DEPENDENCY,
+                                                    ErrorCode.MISSING_DEPENDENCY)
+    world.provider(acct).failures = [TotalMismatch(Decimal("21"), Decimal("22"), "USD", "")]
+    failed = world.process(v2)
+    assert only(failed).status is SyncStatus.FAILED
+    assert payment.event_id in failed.redrive
+    final = only(world.redrive(payment.event_id))
+    assert (final.status, final.error_code) == (SyncStatus.FAILED,
+                                                ErrorCode.MISSING_DEPENDENCY)
+    assert final.message is not None and "version 2" in final.message
+    assert world.parked(payment.event_id) is None
