@@ -58,7 +58,7 @@ import httpx  # noqa: E402
 from confluent_kafka import Consumer, KafkaException, Message  # noqa: E402
 from confluent_kafka import libversion as librdkafka_version  # noqa: E402
 from confluent_kafka.admin import AdminClient  # noqa: E402
-from sqlalchemy import create_engine, text  # noqa: E402
+from sqlalchemy import Engine, create_engine, event, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from consumers.engine import Origin  # noqa: E402
@@ -114,9 +114,38 @@ class _Clock:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return usage.ru_utime + usage.ru_stime
 
+    def cpu_s(self) -> float:
+        return self._process_cpu() - self._cpu
+
     def cpu_pct(self) -> float:
         wall = time.monotonic() - self._wall
         return (self._process_cpu() - self._cpu) / wall * 100 if wall > 0 else float("nan")
+
+
+class _DbCounter:
+    """Counts the SQL statements (before_cursor_execute) and the transactions (commit and
+    rollback) of one SQLAlchemy engine: the service's, not the benchmark's own."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self.statements = self.transactions = 0
+        event.listen(engine, "before_cursor_execute", self._statement)
+        event.listen(engine, "commit", self._transaction)
+        event.listen(engine, "rollback", self._transaction)
+
+    def _statement(self, *_: object) -> None:
+        self.statements += 1
+
+    def _transaction(self, *_: object) -> None:
+        self.transactions += 1
+
+    def reset(self) -> None:
+        self.statements = self.transactions = 0
+
+    def close(self) -> None:
+        event.remove(self._engine, "before_cursor_execute", self._statement)
+        event.remove(self._engine, "commit", self._transaction)
+        event.remove(self._engine, "rollback", self._transaction)
 
 
 def _load() -> str:
@@ -140,6 +169,9 @@ class Result:
     rss_mb: float = float("nan")
     cpu_pct: float = float("nan")  # process CPU (all threads) over publish..done, % of 1 core
     heap_peak_mb: float | None = None
+    cpu_s: float = float("nan")  # process CPU seconds over publish..done
+    statements: int = 0  # SQL statements the service's engine executed over publish..done
+    transactions: int = 0  # its commits + rollbacks over publish..done
     load_before: str = ""
     load_after: str = ""
     outcomes: Counter[str] = field(default_factory=Counter)
@@ -410,6 +442,7 @@ def run_naive(env: Env, args: argparse.Namespace) -> Result:
     producer = make_producer(env.bootstrap)
     engine = build_engine(services, KafkaDeadLetterSink(producer, topics.dead_letter))
     outbox = OutboxPublisher(services.db, producer, topics)
+    db_counter = _DbCounter(services.db.engine)
     consumer = Consumer({"bootstrap.servers": env.bootstrap, "group.id": group,
                          "enable.auto.commit": False, "auto.offset.reset": "earliest"})
     consumer.subscribe(topics.changes)
@@ -455,9 +488,12 @@ def run_naive(env: Env, args: argparse.Namespace) -> Result:
     thread.start()
     _wait_assigned(env.bootstrap, group, len(topics.changes) * 3)
     clock = _Clock()
+    db_counter.reset()
     started, _ = _publish(env, topics, accounts, args.events_per_tenant)
     result.done = counter.wait(result.events, args.timeout, thread.is_alive)
-    result.cpu_pct = clock.cpu_pct()
+    result.cpu_pct, result.cpu_s = clock.cpu_pct(), clock.cpu_s()
+    result.statements, result.transactions = db_counter.statements, db_counter.transactions
+    db_counter.close()
     result.rss_mb, result.load_after = _rss_peak_mb(), _load()
     stop.set()
     thread.join(timeout=60)
@@ -483,6 +519,7 @@ def run_worker(env: Env, args: argparse.Namespace) -> Result:
     settings = _settings(env, topics, db_url, group, args.max_in_flight, args.log_level)
     services = build_services(settings, run_migrations=False)
     worker = build_worker(services)
+    db_counter = _DbCounter(services.db.engine)
     result = Result("worker", args.tenants * args.events_per_tenant)
     errors: list[BaseException] = []
 
@@ -502,9 +539,12 @@ def run_worker(env: Env, args: argparse.Namespace) -> Result:
     thread.start()
     _wait_assigned(env.bootstrap, group, len(topics.changes) * 3)
     clock = _Clock()
+    db_counter.reset()
     started, _ = _publish(env, topics, accounts, args.events_per_tenant)
     result.done = counter.wait(result.events, args.timeout, thread.is_alive)
-    result.cpu_pct = clock.cpu_pct()
+    result.cpu_pct, result.cpu_s = clock.cpu_pct(), clock.cpu_s()
+    result.statements, result.transactions = db_counter.statements, db_counter.transactions
+    db_counter.close()
     result.rss_mb, result.load_after = _rss_peak_mb(), _load()
     if args.tracemalloc:
         result.heap_peak_mb = tracemalloc.get_traced_memory()[1] / 1024 / 1024
@@ -547,6 +587,11 @@ def _report(results: list[Result], args: argparse.Namespace, env: Env) -> None:
             if r.heap_peak_mb is not None else ""
         print(f"  {MODES[r.mode]}: {outcomes or 'no final statuses'}{extra}"
               + (f"; {r.note}" if r.note else ""))
+    for r in results:
+        if r.mode != "raw" and r.done:
+            print(f"  per event, {MODES[r.mode]}: {r.statements / r.done:.1f} SQL statements, "
+                  f"{r.transactions / r.done:.2f} transactions, process CPU "
+                  f"{r.cpu_s / r.done * 1000:.1f} ms (sandbox and Kafka client included)")
     by_mode = {r.mode: r for r in results}
     if "naive" in by_mode and "worker" in by_mode:
         naive, worker = by_mode["naive"], by_mode["worker"]
