@@ -40,7 +40,13 @@ class RateLimiter:
         self._max_wait = max_wait_s
         self._lock = threading.Condition()
         self._minute: deque[float] = deque()
+        # Admission times of the last 24 h, kept only where a daily limit exists: a busy
+        # connection without one would otherwise hold ~a million floats for nothing.
         self._day: deque[float] = deque()
+        # Without a daily limit, the day's use is still reported (usage()), from counts
+        # per minute: at most 1,441 small entries whatever the traffic.
+        self._day_buckets: deque[list[int]] = deque()  # [minute number, requests]
+        self._day_count = 0
         self._in_flight = 0
         self.throttled_total = 0
 
@@ -49,6 +55,8 @@ class RateLimiter:
             self._minute.popleft()
         while self._day and self._day[0] <= now - 86400:
             self._day.popleft()
+        while self._day_buckets and (self._day_buckets[0][0] + 1) * 60 <= now - 86400:
+            self._day_count -= self._day_buckets.popleft()[1]
 
     def acquire(self) -> None:
         """Take one request slot, waiting at most `max_wait_s`; else raise Throttled."""
@@ -67,7 +75,10 @@ class RateLimiter:
                     wait, scope = 0.05, "concurrent"
                 if not scope:
                     self._minute.append(now)
-                    self._day.append(now)
+                    if self.limits.per_day is not None:
+                        self._day.append(now)
+                    else:
+                        self._count_for_the_day(now)
                     self._in_flight += 1
                     self._warn_if_near(now)
                     return
@@ -77,6 +88,17 @@ class RateLimiter:
                                     scope=scope, status=None)
                 self._lock.wait(timeout=wait)
 
+    def _count_for_the_day(self, now: float) -> None:
+        minute = int(now // 60)
+        if self._day_buckets and self._day_buckets[-1][0] == minute:
+            self._day_buckets[-1][1] += 1
+        else:
+            self._day_buckets.append([minute, 1])
+        self._day_count += 1
+
+    def _day_used(self) -> int:
+        return len(self._day) if self.limits.per_day is not None else self._day_count
+
     def _warn_if_near(self, now: float) -> None:
         """Log quota use once a minute when a window is over 80% used."""
         day = self.limits.per_day
@@ -85,7 +107,7 @@ class RateLimiter:
         if near and now - self._last_warning >= 60:
             self._last_warning = now
             log.warning("rate_limit_quota_high", name=self.name, minute_used=len(self._minute),
-                        minute_limit=self.limits.per_minute, day_used=len(self._day),
+                        minute_limit=self.limits.per_minute, day_used=self._day_used(),
                         day_limit=day)
 
     def release(self) -> None:
@@ -96,7 +118,7 @@ class RateLimiter:
     def usage(self) -> dict[str, int]:
         with self._lock:
             self._prune(self._clock())
-            return {"minute": len(self._minute), "day": len(self._day),
+            return {"minute": len(self._minute), "day": self._day_used(),
                     "in_flight": self._in_flight, "throttled": self.throttled_total}
 
 

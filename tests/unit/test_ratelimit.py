@@ -194,3 +194,34 @@ def test_limiter_chain_takes_all_limits_or_none() -> None:
     # The tenant's slot taken before the refusal was given back.
     assert tenant.usage()["in_flight"] == 0
     assert app.usage()["in_flight"] == 0
+
+
+def test_no_daily_limit_keeps_no_timestamp_per_request_for_a_day() -> None:
+    """Issue 12: without a daily limit, a busy connection must not hold every request's
+    time for 24 h; the day's use is still reported, from counts per minute."""
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimits(per_minute=1000, concurrent=1000), clock)
+    for _ in range(120):  # two hours at 500 requests a minute
+        for _ in range(500):
+            limiter.acquire()
+            limiter.release()
+        clock.advance(60)
+    assert len(limiter._day) == 0
+    assert len(limiter._day_buckets) <= 1441
+    assert len(limiter._minute) <= 1000
+    assert limiter.usage()["day"] == 60_000
+    clock.advance(86400 - 60 * 60)  # the first hour's requests leave the day window
+    assert limiter.usage()["day"] == 30_000
+    clock.advance(3600)
+    assert limiter.usage() == {"minute": 0, "day": 0, "in_flight": 0, "throttled": 0}
+
+
+def test_a_daily_limit_still_counts_each_request_for_24_hours() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimits(per_minute=1000, concurrent=10, per_day=3000), clock)
+    for _ in range(3):
+        _take(limiter, 1000)
+        clock.advance(60)
+    with pytest.raises(Throttled) as info:
+        limiter.acquire()
+    assert info.value.scope == "day" and limiter.usage()["day"] == 3000
