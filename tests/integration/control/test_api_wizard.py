@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -21,19 +20,17 @@ from confluent_kafka import Consumer
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from control.api import create_control_app
 from control.oauth_flow import sandbox_consent
 from sandbox.scenario import EventFactory
 from schemas.codec import AvroCodec
 from schemas.events import SCHEMA_BY_ENTITY, event_to_avro
 from schemas.records import ChangeEvent, Customer, Item
-from service.bootstrap import Services, build_services
-from service.config import Settings, Topics
+from service.bootstrap import Services
+from service.config import Topics
 from state import repository as repo
-from state.crypto import generate_key
 from state.models import EntityLink, IncomeAccountMapping, OutboxMessage, ParkedEvent
 
-TOKEN = "wizard-token"
+TOKEN = "control-tests-token"  # tests/integration/control/conftest.py
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 # (display name, given, family, company, email, phone)
@@ -196,22 +193,13 @@ def _consume(bootstrap: str, topic: str, want: int, timeout: float = 30.0) -> li
 
 
 @pytest.fixture
-def services(monkeypatch: pytest.MonkeyPatch, sandbox_url: str, database_url: str,
-             kafka_bootstrap: str, topics: Topics) -> Iterator[Services]:
-    for name, value in {"SANDBOX_URL": sandbox_url, "DATABASE_URL": database_url,
-                        "TOKEN_ENCRYPTION_KEY": generate_key(), "CONTROL_API_TOKEN": TOKEN,
-                        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-                        "TOPIC_PREFIX": topics.prefix}.items():
-        monkeypatch.setenv(name, value)
-    built = build_services(Settings.from_env())
-    yield built
-    built.close()
+def services(control_services: Services) -> Services:
+    return control_services
 
 
 @pytest.fixture
-def api(services: Services) -> Iterator[TestClient]:
-    with TestClient(create_control_app(services)) as client:
-        yield client
+def api(control_api: TestClient) -> TestClient:
+    return control_api
 
 
 @pytest.mark.parametrize("provider", ["quickbooks", "xero", "freshbooks"])

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -21,7 +20,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from control.api import create_control_app
 from control.oauth_flow import sandbox_consent
 from sandbox.scenario import EventFactory, build_invoice
 from schemas.codec import AvroCodec
@@ -29,12 +27,10 @@ from schemas.error_codes import ErrorCode
 from schemas.events import SCHEMA_BY_ENTITY, event_to_avro
 from schemas.records import ChangeEvent
 from schemas.status import SyncStatus, SyncStatusEvent
-from service.bootstrap import Services, build_services
-from service.config import Settings, Topics
-from state.crypto import generate_key
+from service.bootstrap import Services
 from state.models import IncomeAccountMapping, ParkedEvent
 
-TOKEN = "mappings-token"
+TOKEN = "control-tests-token"  # tests/integration/control/conftest.py
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -107,22 +103,13 @@ class Account:
 
 
 @pytest.fixture
-def services(monkeypatch: pytest.MonkeyPatch, sandbox_url: str, database_url: str,
-             kafka_bootstrap: str, topics: Topics) -> Iterator[Services]:
-    for name, value in {"SANDBOX_URL": sandbox_url, "DATABASE_URL": database_url,
-                        "TOKEN_ENCRYPTION_KEY": generate_key(), "CONTROL_API_TOKEN": TOKEN,
-                        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-                        "TOPIC_PREFIX": topics.prefix}.items():
-        monkeypatch.setenv(name, value)
-    built = build_services(Settings.from_env())
-    yield built
-    built.close()
+def services(control_services: Services) -> Services:
+    return control_services
 
 
 @pytest.fixture
-def api(services: Services) -> Iterator[TestClient]:
-    with TestClient(create_control_app(services)) as client:
-        yield client
+def api(control_api: TestClient) -> TestClient:
+    return control_api
 
 
 def _xero_item(books: dict[str, Any], item_id: str) -> dict[str, Any]:
