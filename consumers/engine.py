@@ -293,6 +293,11 @@ class SyncEngine:
             if prior is not None and not (
                     redrive and repo.is_parked(s, event.account_id, event.event_id)):
                 return EngineResult()  # a redelivery: its status was already recorded
+            # What this transaction learnt, so the later ones need not read it again.
+            # Only the engine parks or records an event, and only under the tenant lock
+            # held until this event is done, so both stay true until then.
+            new = prior is None  # no processed_events row yet: the outcome is an INSERT
+            any_parked = repo.has_parked(s, event.account_id)
             repo.save_snapshot(s, event.account_id, event.entity_type.value, event.entity_id,
                                event.entity_version, payload, event.record_created_at)
             # Only a link into the connected company counts: history made in another
@@ -301,19 +306,21 @@ class SyncEngine:
                 if info is not None else None
             if link is not None and link.last_applied_version >= event.entity_version:
                 return self._finish(s, event, info, SyncStatus.SKIPPED, started, attempt,
+                                    new=new,
                                     code=ErrorCode.STALE_VERSION, record_id=link.provider_id,
                                     message=f"version {event.entity_version} is not newer than "
                                     f"the applied version {link.last_applied_version}")
             own_link = (ProviderRecord(link.provider_id, link.provider_version),
                         link.payload_hash) if link is not None else None
             gate = self._gate(s, event, info, payload, started, attempt,
-                              linked=link is not None, redrive=redrive)
+                              linked=link is not None, redrive=redrive, new=new)
             if gate is not None:
                 return gate
             # Only a re-driven event is in the parked table itself (a redelivery of a
             # parked event returned above), so only then is its own place looked up.
-            if repo.parked_before(s, event.account_id, event.entity_type.value,
-                                  event.entity_id, event.event_id if redrive else ""):
+            if any_parked and repo.parked_before(
+                    s, event.account_id, event.entity_type.value, event.entity_id,
+                    event.event_id if redrive else ""):
                 # An earlier change of this record is waiting; applying this one first
                 # would reorder the record's history (a void overtaken by its create).
                 own = f"{event.entity_type.value}:{event.entity_id}"
@@ -322,7 +329,7 @@ class SyncEngine:
                           reason=ErrorCode.MISSING_DEPENDENCY.value, waits_for=own,
                           payload=payload)
                 return self._finish(s, event, info, SyncStatus.WAITING_DEPENDENCY, started,
-                                    attempt, code=ErrorCode.MISSING_DEPENDENCY,
+                                    attempt, new=new, code=ErrorCode.MISSING_DEPENDENCY,
                                     message="queued behind an earlier change of this record "
                                     "that is waiting")
         assert info is not None
@@ -336,7 +343,7 @@ class SyncEngine:
                           reason=parked.code.value, waits_for=parked.waits_for,
                           payload=payload)
                 return self._finish(s, event, info, SyncStatus.WAITING_DEPENDENCY, started,
-                                    attempt, code=parked.code, message=str(parked))
+                                    attempt, new=new, code=parked.code, message=str(parked))
         except ReconnectRequired as exc:
             with self.db.transaction() as s:
                 # Kept, not lost: re-driven when the account reconnects.
@@ -345,18 +352,22 @@ class SyncEngine:
                           reason="reconnect_required", waits_for="connection",
                           payload=payload)
                 return self._finish(s, event, info, SyncStatus.FAILED, started, attempt,
-                                    code=ErrorCode.RECONNECT_REQUIRED, message=str(exc))
+                                    new=new, code=ErrorCode.RECONNECT_REQUIRED,
+                                    message=str(exc))
         except ProviderError as exc:
-            return self._failed(event, info, payload, exc, started, attempt, origin)
+            return self._failed(event, info, payload, exc, started, attempt, origin,
+                                parked=redrive, new=new, any_parked=any_parked)
         with self.db.transaction() as s:
             self.save_outcome(s, info, event, applied)
-            repo.unpark(s, event.account_id, event.event_id)
+            if redrive:  # only a re-driven event can be in the parked table
+                repo.unpark(s, event.account_id, event.event_id)
             status = SyncStatus.SKIPPED if applied.unchanged else SyncStatus.SYNCED
             code = ErrorCode.UNCHANGED if applied.unchanged else None
-            result = self._finish(s, event, info, status, started, attempt, code=code,
+            result = self._finish(s, event, info, status, started, attempt, new=new,
+                                  code=code,
                                   record_id=applied.record.id if applied.record else None,
                                   operation=applied.operation)
-            waiting = self._waiting_on(s, event)
+            waiting = self._waiting_on(s, event) if any_parked else ()
             mark_synced(s, event.account_id)
         return EngineResult(result.statuses, None, waiting)
 
@@ -369,26 +380,26 @@ class SyncEngine:
 
     def _gate(self, s: Session, event: ChangeEvent, info: ConnectionInfo | None,
               payload: bytes, started: float, attempt: int, *, linked: bool,
-              redrive: bool) -> EngineResult | None:
+              redrive: bool, new: bool = False) -> EngineResult | None:
         if info is None or info.status == "disconnected":
-            return self._finish(s, event, info, SyncStatus.SKIPPED, started, attempt,
+            return self._finish(s, event, info, SyncStatus.SKIPPED, started, attempt, new=new,
                                 code=ErrorCode.NOT_CONNECTED)
         settings = repo.get_settings(s, event.account_id) or SyncSettings(
             sync_customers=True, sync_items=True, sync_invoices=True, sync_payments=True,
             auto_sync=True)
         if not getattr(settings, _SETTING_BY_ENTITY[event.entity_type]):
-            return self._finish(s, event, info, SyncStatus.SKIPPED, started, attempt,
+            return self._finish(s, event, info, SyncStatus.SKIPPED, started, attempt, new=new,
                                 code=ErrorCode.SYNC_DISABLED,
                                 message=f"syncing {event.entity_type.value}s is turned off")
         if event.record_created_at < info.connected_at and not linked:
             # No retroactive sync; a record the wizard imported or linked stays in sync.
-            return self._finish(s, event, info, SyncStatus.SKIPPED, started, attempt,
+            return self._finish(s, event, info, SyncStatus.SKIPPED, started, attempt, new=new,
                                 code=ErrorCode.PRE_CONNECTION)
         if info.status == "reconnect_required":
             repo.park(s, event_id=event.event_id, account_id=event.account_id,
                       entity_type=event.entity_type.value, entity_id=event.entity_id,
                       reason="reconnect_required", waits_for="connection", payload=payload)
-            return self._finish(s, event, info, SyncStatus.FAILED, started, attempt,
+            return self._finish(s, event, info, SyncStatus.FAILED, started, attempt, new=new,
                                 code=ErrorCode.RECONNECT_REQUIRED,
                                 message=info.status_reason)
         if not settings.auto_sync and not redrive:  # Sync Now re-drives these
@@ -396,12 +407,13 @@ class SyncEngine:
                       entity_type=event.entity_type.value, entity_id=event.entity_id,
                       reason="pending_manual", waits_for=None, payload=payload)
             return self._finish(s, event, info, SyncStatus.PENDING_MANUAL, started, attempt,
-                                message="auto-sync is off; this change waits for Sync Now")
+                                new=new, message="auto-sync is off; this change waits for Sync Now")
         return None
 
     def _failed(self, event: ChangeEvent, info: ConnectionInfo, payload: bytes,
                 error: ProviderError, started: float, attempt: int,
-                origin: Origin | None) -> EngineResult:
+                origin: Origin | None, *, parked: bool = True, new: bool = False,
+                any_parked: bool = True) -> EngineResult:
         log.warning("provider_error", error_code=error.code.value, transient=error.transient,
                     attempt=attempt, error=str(error))
         if isinstance(error, Throttled) and error.status is None:
@@ -431,11 +443,13 @@ class SyncEngine:
                 partition=origin.partition if origin else -1,
                 offset=origin.offset if origin else -1, error_code=code.value,
                 reason=message, payload=payload)
-            repo.unpark(s, event.account_id, event.event_id)
-            result = self._finish(s, event, info, final, started, attempt, code=code,
-                                  message=message)
+            if parked:
+                repo.unpark(s, event.account_id, event.event_id)
+            result = self._finish(s, event, info, final, started, attempt, new=new,
+                                  code=code, message=message)
             # Later changes of this record were queued behind it; they may still apply.
-            return EngineResult(result.statuses, None, self._waiting_on(s, event))
+            return EngineResult(result.statuses, None,
+                                self._waiting_on(s, event) if any_parked else ())
 
     # -- parked events -----------------------------------------------------------------
 
@@ -544,13 +558,14 @@ class SyncEngine:
         )
 
     def _finish(self, s: Session, event: ChangeEvent, info: ConnectionInfo | None,
-                status: SyncStatus, started: float, attempt: int, *,
+                status: SyncStatus, started: float, attempt: int, *, new: bool = False,
                 code: ErrorCode | None = None, message: str | None = None,
                 record_id: str | None = None, operation: str = "none") -> EngineResult:
-        """Record the event's outcome and its status in the caller's transaction."""
+        """Record the event's outcome and its status in the caller's transaction; `new`:
+        the event has no processed_events row yet (known from the first transaction)."""
         result = self._status(event, info, status, started, attempt, code=code,
                               message=message, record_id=record_id, operation=operation)
-        repo.mark_processed(s, event.event_id, event.account_id, status.value)
+        repo.mark_processed(s, event.event_id, event.account_id, status.value, new=new)
         self._add_status(s, result)
         EVENTS.labels(event.entity_type.value, status.value, result.provider or "none").inc()
         SYNC_SECONDS.labels(event.entity_type.value).observe(time.monotonic() - started)

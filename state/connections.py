@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, event, select, update
 from sqlalchemy.orm import Session
 
 from providers.errors import ReconnectRequired
@@ -70,11 +72,31 @@ def connection_info(s: Session, account_id: str) -> ConnectionInfo | None:
     return _info(row) if row else None
 
 
-def mark_synced(s: Session, account_id: str) -> None:
-    """Record the last successful sync inside the caller's transaction."""
-    row = s.get(Connection, account_id)
-    if row is not None:
-        row.last_sync_at = dt.datetime.now(dt.UTC)
+# last_sync_at is shown to people ("last synced 2 minutes ago"); writing it on every event
+# cost a read and an UPDATE of the connection row per event (issue 12). Each process
+# writes it at most once per interval per account; the first sync is recorded at once.
+SYNC_MARK_INTERVAL_S = 30.0
+_sync_marks: dict[str, float] = {}  # account -> monotonic time of its last committed write
+_sync_marks_lock = threading.Lock()
+
+
+def mark_synced(s: Session, account_id: str, *,
+                clock: Callable[[], float] = time.monotonic) -> None:
+    """Record the last successful sync inside the caller's transaction, unless this
+    process recorded one for the account less than SYNC_MARK_INTERVAL_S ago."""
+    now = clock()
+    with _sync_marks_lock:
+        last = _sync_marks.get(account_id)
+    if last is not None and now - last < SYNC_MARK_INTERVAL_S:
+        return
+    s.execute(update(Connection).where(Connection.account_id == account_id)
+              .values(last_sync_at=dt.datetime.now(dt.UTC)))
+
+    def committed(_session: Session) -> None:  # a rolled-back write does not count
+        with _sync_marks_lock:
+            _sync_marks[account_id] = now
+
+    event.listen(s, "after_commit", committed, once=True)
 
 
 @dataclass(frozen=True, slots=True)

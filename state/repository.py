@@ -39,6 +39,7 @@ __all__ = [
     "get_settings",
     "get_snapshot",
     "get_tax_mapping",
+    "has_parked",
     "is_parked",
     "mark_processed",
     "mark_published",
@@ -60,8 +61,11 @@ def processed_status(s: Session, account_id: str, event_id: str) -> str | None:
     return row.status if row else None
 
 
-def mark_processed(s: Session, event_id: str, account_id: str, status: str) -> None:
-    row = s.get(ProcessedEvent, (account_id, event_id))
+def mark_processed(s: Session, event_id: str, account_id: str, status: str, *,
+                   new: bool = False) -> None:
+    """Record the event's status; `new`: the caller knows there is no row yet (it read
+    none earlier under the tenant lock), so it is inserted without being looked up."""
+    row = None if new else s.get(ProcessedEvent, (account_id, event_id))
     if row is None:
         s.add(ProcessedEvent(event_id=event_id, account_id=account_id, status=status))
     else:
@@ -182,6 +186,12 @@ def get_parked(s: Session, account_id: str, event_id: str) -> ParkedEvent | None
                      ).scalar_one_or_none()
 
 
+def has_parked(s: Session, account_id: str) -> bool:
+    """Whether any event of the account is parked (one indexed probe)."""
+    return s.execute(select(ParkedEvent.id).where(ParkedEvent.account_id == account_id)
+                     .limit(1)).first() is not None
+
+
 def is_parked(s: Session, account_id: str, event_id: str) -> bool:
     return s.execute(select(ParkedEvent.id).where(ParkedEvent.account_id == account_id,
                                                   ParkedEvent.event_id == event_id)
@@ -255,7 +265,6 @@ def begin_intent(s: Session, *, key: str, account_id: str, entity_type: str, ent
 
 
 def complete_intent(s: Session, key: str, provider_id: str | None) -> None:
-    intent = s.get(Intent, key)
-    if intent is not None:
-        intent.state = "done"
-        intent.provider_id = provider_id
+    # One UPDATE (no row: nothing to complete), not a read then a write.
+    s.execute(update(Intent).where(Intent.idempotency_key == key)
+              .values(state="done", provider_id=provider_id))

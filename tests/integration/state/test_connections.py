@@ -334,3 +334,57 @@ def test_key_rotation_reencrypts_every_token(database_url: str) -> None:
     # Only the new key is needed now.
     assert ConnectionStore(db, TokenCipher(new)).refresh_token("a-1") == "refresh-token-1-BBBB"
     db.dispose()
+
+
+def test_last_sync_at_is_written_at_most_once_per_interval_per_account(
+        database_url: str) -> None:
+    """Issue 12: mark_synced updated the connection row on every event; now the first sync
+    is recorded at once and later ones at most every SYNC_MARK_INTERVAL_S, per account;
+    a write whose transaction rolled back does not count."""
+    from sqlalchemy import event
+
+    from state.connections import SYNC_MARK_INTERVAL_S, mark_synced
+    from state.models import Connection
+
+    s_ = store(database_url)
+    db = s_._db
+    suffix = str(time.monotonic_ns())
+    a, b = f"acct-sync-a-{suffix}", f"acct-sync-b-{suffix}"
+    s_.connect(a, "quickbooks", f"realm-a-{suffix}", tokens(1))
+    s_.connect(b, "quickbooks", f"realm-b-{suffix}", tokens(1))
+    clock = [5000.0]
+    statements: list[str] = []
+    event.listen(db.engine, "before_cursor_execute",
+                 lambda _c, _cur, sql, *_: statements.append(sql))
+
+    def synced_at(account: str) -> dt.datetime | None:
+        with db.transaction() as s:
+            row = s.get(Connection, account)
+            assert row is not None
+            return row.last_sync_at
+
+    def mark(account: str) -> int:
+        statements.clear()
+        with db.transaction() as s:
+            mark_synced(s, account, clock=lambda: clock[0])
+        return sum("connections" in sql for sql in statements)
+
+    assert synced_at(a) is None
+    assert mark(a) == 1  # the first sync is recorded at once
+    first = synced_at(a)
+    assert first is not None
+    clock[0] += SYNC_MARK_INTERVAL_S / 2
+    assert mark(a) == 0 and synced_at(a) == first  # within the interval: no statement
+    assert mark(b) == 1 and synced_at(b) is not None  # per account
+    clock[0] += SYNC_MARK_INTERVAL_S / 2
+    assert mark(a) == 1
+    second = synced_at(a)
+    assert second is not None and second > first
+    # A rolled-back write does not count: the next event writes again.
+    clock[0] += SYNC_MARK_INTERVAL_S
+    with pytest.raises(RuntimeError), db.transaction() as s:
+        mark_synced(s, a, clock=lambda: clock[0])
+        raise RuntimeError("the event's transaction failed")
+    assert synced_at(a) == second
+    clock[0] += 1
+    assert mark(a) == 1 and synced_at(a) != second
