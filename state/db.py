@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, exc, text
 from sqlalchemy.orm import Session, sessionmaker
 
 __all__ = ["Database", "migrate"]
@@ -27,6 +30,35 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+# PostgreSQL: a pooled connection is pinged before use only if it sat idle in the pool
+# for longer than this (a server restart, an idle timeout of a proxy); one in steady use
+# is not (pool_pre_ping cost a round trip on every checkout, several per event). A
+# connection that breaks in use anyway raises, SQLAlchemy invalidates the pool, and the
+# worker retries the event (consumers/worker.py treats OperationalError as transient).
+IDLE_PING_AFTER_S = 30.0
+POOL_RECYCLE_S = 1800
+
+
+def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+    record.info["checked_in_at"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    idle_since = record.info.get("checked_in_at")
+    if idle_since is None or time.monotonic() - idle_since < IDLE_PING_AFTER_S:
+        return
+    try:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SELECT 1")
+        finally:
+            cursor.close()
+        dbapi_connection.rollback()  # leave no transaction open after the ping
+    except Exception as error:
+        # The pool discards this connection and checks out (or opens) another.
+        raise exc.DisconnectionError(f"idle connection failed its ping: {error}") from error
+
+
 def _normalise(url: str) -> str:
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         return "postgresql+psycopg://" + url.split("://", 1)[1]
@@ -43,8 +75,12 @@ class Database:
         if self.url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
         else:
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size,
+                          pool_recycle=POOL_RECYCLE_S)
         self.engine: Engine = create_engine(self.url, **kwargs)
+        if not self.url.startswith("sqlite"):
+            event.listen(self.engine, "checkin", _on_checkin)
+            event.listen(self.engine, "checkout", _ping_if_idle)
         if self.url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
             # Take SQLite's write lock when a transaction begins (SQLAlchemy's documented
@@ -69,6 +105,37 @@ class Database:
         if not self.is_sqlite:
             s.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:n, 0))"),
                       {"n": name})
+
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """A lock on `name` across threads and processes, held without a transaction
+        open (the outbox publisher holds it while it waits for Kafka). PostgreSQL: a
+        session advisory lock on a connection of its own; SQLite: a file lock beside the
+        database (an in-memory database lives in one process: nothing to lock)."""
+        if not self.is_sqlite:
+            with self.engine.connect() as conn:
+                key = {"n": name}
+                conn.execute(text("SELECT pg_advisory_lock(hashtextextended(:n, 0))"), key)
+                conn.commit()
+                try:
+                    yield
+                finally:
+                    conn.execute(text("SELECT pg_advisory_unlock(hashtextextended(:n, 0))"),
+                                 key)
+                    conn.commit()
+            return
+        path = self.url.split("///", 1)[-1] if "///" in self.url else ""
+        if not path or path == ":memory:":
+            yield
+            return
+        fd = os.open(Path(path).parent / f".{Path(path).name}.{name}.lock",
+                     os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
     def session(self) -> Session:
         return self._sessions()
