@@ -128,8 +128,9 @@ class _DbCounter:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self.statements = self.transactions = 0
+        self.statements = self.transactions = self.checkouts = 0
         event.listen(engine, "before_cursor_execute", self._statement)
+        event.listen(engine, "checkout", self._checkout)
         event.listen(engine, "commit", self._transaction)
         event.listen(engine, "rollback", self._transaction)
 
@@ -139,11 +140,15 @@ class _DbCounter:
     def _transaction(self, *_: object) -> None:
         self.transactions += 1
 
+    def _checkout(self, *_: object) -> None:
+        self.checkouts += 1
+
     def reset(self) -> None:
-        self.statements = self.transactions = 0
+        self.statements = self.transactions = self.checkouts = 0
 
     def close(self) -> None:
         event.remove(self._engine, "before_cursor_execute", self._statement)
+        event.remove(self._engine, "checkout", self._checkout)
         event.remove(self._engine, "commit", self._transaction)
         event.remove(self._engine, "rollback", self._transaction)
 
@@ -172,6 +177,7 @@ class Result:
     cpu_s: float = float("nan")  # process CPU seconds over publish..done
     statements: int = 0  # SQL statements the service's engine executed over publish..done
     transactions: int = 0  # its commits + rollbacks over publish..done
+    checkouts: int = 0  # its pool checkouts over publish..done
     load_before: str = ""
     load_after: str = ""
     outcomes: Counter[str] = field(default_factory=Counter)
@@ -493,6 +499,7 @@ def run_naive(env: Env, args: argparse.Namespace) -> Result:
     result.done = counter.wait(result.events, args.timeout, thread.is_alive)
     result.cpu_pct, result.cpu_s = clock.cpu_pct(), clock.cpu_s()
     result.statements, result.transactions = db_counter.statements, db_counter.transactions
+    result.checkouts = db_counter.checkouts
     db_counter.close()
     result.rss_mb, result.load_after = _rss_peak_mb(), _load()
     stop.set()
@@ -544,6 +551,7 @@ def run_worker(env: Env, args: argparse.Namespace) -> Result:
     result.done = counter.wait(result.events, args.timeout, thread.is_alive)
     result.cpu_pct, result.cpu_s = clock.cpu_pct(), clock.cpu_s()
     result.statements, result.transactions = db_counter.statements, db_counter.transactions
+    result.checkouts = db_counter.checkouts
     db_counter.close()
     result.rss_mb, result.load_after = _rss_peak_mb(), _load()
     if args.tracemalloc:
@@ -590,7 +598,8 @@ def _report(results: list[Result], args: argparse.Namespace, env: Env) -> None:
     for r in results:
         if r.mode != "raw" and r.done:
             print(f"  per event, {MODES[r.mode]}: {r.statements / r.done:.1f} SQL statements, "
-                  f"{r.transactions / r.done:.2f} transactions, process CPU "
+                  f"{r.transactions / r.done:.2f} transactions, "
+                  f"{r.checkouts / r.done:.2f} pool checkouts, process CPU "
                   f"{r.cpu_s / r.done * 1000:.1f} ms (sandbox and Kafka client included)")
     by_mode = {r.mode: r for r in results}
     if "naive" in by_mode and "worker" in by_mode:
