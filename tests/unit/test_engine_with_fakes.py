@@ -695,3 +695,35 @@ def test_a_payment_waiting_for_an_invoice_version_that_failed_ends_failed(
                                                 ErrorCode.MISSING_DEPENDENCY)
     assert final.message is not None and "version 2" in final.message
     assert world.parked(payment.event_id) is None
+
+
+# ---- database work per event (issue 12) ------------------------------------------------------
+
+def test_an_event_does_no_repeated_or_needless_database_work(world: World) -> None:
+    """A customer create then update of an account with nothing parked: no DELETE of a
+    parked row that was never there, no second read of the processed event or intent,
+    no parked-event queries, and last_sync_at written for the first event only."""
+    from sqlalchemy import event
+
+    _acct, f = world.account()
+    statements: list[str] = []
+    event.listen(world.db.engine, "before_cursor_execute",
+                 lambda _c, _cur, sql, *_: statements.append(" ".join(sql.split())))
+    per_event: list[list[str]] = []
+    for e in (f.customer("c1", "Ada"), f.customer("c1", "Ada Lovelace")):
+        statements.clear()
+        assert only(world.process(e)).status == SyncStatus.SYNCED
+        per_event.append([s for s in statements if not s.startswith("BEGIN")])
+    first, second = per_event
+
+    def count(sql: list[str], prefix: str) -> int:
+        return sum(s.startswith(prefix) for s in sql)
+
+    for sql in per_event:
+        assert count(sql, "DELETE FROM parked_events") == 0, sql
+        assert count(sql, "SELECT processed_events") == 1, sql  # the dedupe read only
+        assert count(sql, "SELECT intents") == 1, sql  # begin_intent's read only
+        assert sum("FROM parked_events" in s for s in sql) == 1, sql  # one probe
+    assert count(first, "UPDATE connections") == 1
+    assert count(second, "UPDATE connections") + count(second, "SELECT connections") == 1
+    assert len(first) <= 15 and len(second) <= 14, (first, second)
