@@ -7,9 +7,9 @@ delivers them to Kafka and marks them published. A crash between the two republi
 No database transaction is open while Kafka acknowledges (issue 12: holding one kept
 SQLite's write lock for the ~100 ms of a flush, stalling every worker thread). One batch:
 
-1. take the publisher lock (`Database.exclusive`: a PostgreSQL session advisory lock or
-   a file lock beside the SQLite database; no transaction), so publishers in several
-   threads or processes never send the same rows concurrently;
+1. take the publisher lock (`Database.exclusive`: a PostgreSQL session advisory lock on
+   an autocommit connection, or a file lock beside the SQLite database; no transaction),
+   so publishers in several threads or processes never send the same rows concurrently;
 2. read the oldest unpublished rows in a short transaction and commit;
 3. produce them and wait for the acknowledgements (no transaction open);
 4. mark them published in a second short transaction; release the lock.
@@ -45,20 +45,27 @@ class OutboxPublisher:
     def publish_pending(self) -> int:
         """Publish one batch of unpublished messages; returns how many."""
         with self._lock, self._db.exclusive(PUBLISHER_LOCK):
-            with self._db.transaction() as s:
-                records = [(r.id, {"topic": self._topics.status if r.topic_kind == "status"
-                                   else self._topics.inbound,
-                                   "key": r.key.encode(), "value": bytes(r.value)})
-                           for r in repo.unpublished(s, self._batch)]
-            if not records:
-                return 0
-            produce_and_wait(self._producer, [record for _, record in records])
-            with self._db.transaction() as s:
-                repo.mark_published(s, [row_id for row_id, _ in records])
-            return len(records)
+            return self._publish_batch()
 
     def publish_all(self) -> int:
+        """Publish every message unpublished when called (one lock, batch after batch)."""
         total = 0
-        while (n := self.publish_pending()) > 0:
-            total += n
+        with self._lock, self._db.exclusive(PUBLISHER_LOCK):
+            while (n := self._publish_batch()) > 0:
+                total += n
+                if n < self._batch:  # that was the last of them: no need to ask again
+                    break
         return total
+
+    def _publish_batch(self) -> int:
+        with self._db.transaction() as s:
+            records = [(r.id, {"topic": self._topics.status if r.topic_kind == "status"
+                               else self._topics.inbound,
+                               "key": r.key.encode(), "value": bytes(r.value)})
+                       for r in repo.unpublished(s, self._batch)]
+        if not records:
+            return 0
+        produce_and_wait(self._producer, [record for _, record in records])
+        with self._db.transaction() as s:
+            repo.mark_published(s, [row_id for row_id, _ in records])
+        return len(records)

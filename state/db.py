@@ -113,16 +113,16 @@ class Database:
         session advisory lock on a connection of its own; SQLite: a file lock beside the
         database (an in-memory database lives in one process: nothing to lock)."""
         if not self.is_sqlite:
+            # Autocommit: the lock is a session's, so no transaction (nor BEGIN/COMMIT).
             with self.engine.connect() as conn:
+                conn.execution_options(isolation_level="AUTOCOMMIT")
                 key = {"n": name}
                 conn.execute(text("SELECT pg_advisory_lock(hashtextextended(:n, 0))"), key)
-                conn.commit()
                 try:
                     yield
                 finally:
                     conn.execute(text("SELECT pg_advisory_unlock(hashtextextended(:n, 0))"),
                                  key)
-                    conn.commit()
             return
         path = self.url.split("///", 1)[-1] if "///" in self.url else ""
         if not path or path == ":memory:":

@@ -46,7 +46,7 @@ class FakeProducer:
 
 
 class OpenTransactions:
-    """Transactions begun and not yet ended on an engine, as its events report them."""
+    """Database transactions begun and not yet ended on an engine, from its events."""
 
     def __init__(self, db: Database) -> None:
         self.open = 0
@@ -54,11 +54,16 @@ class OpenTransactions:
         event.listen(db.engine, "commit", self._end)
         event.listen(db.engine, "rollback", self._end)
 
-    def _begin(self, _conn: Any) -> None:
-        self.open += 1
+    def _begin(self, conn: Any) -> None:
+        self.open += self._counts(conn)
 
-    def _end(self, _conn: Any) -> None:
-        self.open = max(0, self.open - 1)
+    def _end(self, conn: Any) -> None:
+        self.open = max(0, self.open - self._counts(conn))
+
+    @staticmethod
+    def _counts(conn: Any) -> int:
+        # An autocommit connection (the publisher lock's) opens no database transaction.
+        return int(conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT")
 
 
 @pytest.fixture
