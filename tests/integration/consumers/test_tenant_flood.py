@@ -4,70 +4,27 @@ dispatcher wait in its own overflow instead of filling the buffer every tenant s
 
 One tenant has 5,000 events queued behind a 60-a-minute limit, on the same partition as
 nine other tenants whose events come after all of them. The worker runs in-process on
-the real broker with an engine that honours the limit the way the real one does (a
-local limiter wait defers the event without spending an attempt)."""
+the real broker with the benchmark's engine (bench/tenant_flood.py), which honours the
+limit the way the real one does (a local limiter wait defers the event without spending
+an attempt); this is the bounded version of that benchmark."""
 
 from __future__ import annotations
 
 import threading
 import time
 import uuid
-from collections import Counter
-from typing import Any
 
 from confluent_kafka import Producer
 
-from consumers.engine import EngineResult, Origin
+from bench.tenant_flood import FLOOD, NoOutbox, ThrottledEngine
 from consumers.worker import Worker, WorkerOptions
 from producers.kafka import ensure_topics
 from sandbox.scenario import EventFactory
 from schemas.codec import AvroCodec
-from schemas.events import event_from_avro, event_to_avro
-from schemas.records import ChangeEvent
+from schemas.events import event_to_avro
 
-FLOOD, FLOODED = "tenant-flood", 5000
+FLOODED = 5000
 OTHERS, EACH = [f"tenant-{n}" for n in range(1, 10)], 20
-
-
-class ThrottledEngine:
-    """Instant for every tenant but FLOOD, which may do 60 events a minute."""
-
-    def __init__(self) -> None:
-        self.codec = AvroCodec()
-        self.done: Counter[str] = Counter()
-        self.latency_s: list[float] = []
-        self._next_slot = 0.0
-        self._lock = threading.Lock()
-
-    def decode(self, payload: bytes) -> ChangeEvent:
-        decoded = self.codec.decode(payload)
-        return event_from_avro(decoded.schema_name, decoded.value)
-
-    def reject(self, *args: Any) -> None:
-        raise AssertionError(f"unexpected reject {args}")
-
-    def process(self, event: ChangeEvent, payload: bytes, *, attempt: int = 1,
-                origin: Origin | None = None, redrive: bool = False) -> EngineResult:
-        now = time.monotonic()
-        with self._lock:
-            if event.account_id == FLOOD:
-                if now < self._next_slot:
-                    return EngineResult(retry_after_s=self._next_slot - now,
-                                        spend_attempt=False)
-                self._next_slot = now + 1.0
-            else:
-                self.latency_s.append(
-                    time.time() - event.occurred_at.timestamp())
-            self.done[event.account_id] += 1
-        return EngineResult()
-
-    def ready_parked(self) -> list[tuple[str, str]]:
-        return []
-
-
-class NoOutbox:
-    def publish_all(self) -> int:
-        return 0
 
 
 def test_a_flooded_throttled_tenant_does_not_stall_the_others(kafka_bootstrap: str) -> None:
@@ -94,7 +51,7 @@ def test_a_flooded_throttled_tenant_does_not_stall_the_others(kafka_bootstrap: s
         produce(tenant, EACH)
     producer.flush(30)
 
-    engine = ThrottledEngine()
+    engine = ThrottledEngine(per_minute=60)
     # The shared buffer is far smaller than the flood: before per-tenant shares, the
     # flood alone filled it, every partition paused, and the others were never fetched.
     worker = Worker(engine, NoOutbox(), WorkerOptions(  # type: ignore[arg-type]
