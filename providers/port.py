@@ -9,17 +9,19 @@ provider where it is honoured and look the record up first where it is not.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
+from providers.errors import ProviderError
 from providers.taxes import ProviderTaxRate
 from schemas.inbound import BooksRecord
 from schemas.records import Address, Customer, Invoice, Item, Payment
 
 __all__ = [
     "AccountingProvider",
+    "BatchWrite",
     "InboundChange",
     "IncomeAccount",
     "ProviderRecord",
@@ -46,6 +48,20 @@ class ProviderRecord:
     id: str
     version: str | None = None
     total: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchWrite:
+    """One create or update of a customer or an item, sent with others in one request.
+
+    The writes of one batch are independent: none needs another's result, and no two
+    are for the same BlueClerk record (the engine guarantees both).
+    """
+
+    record: Customer | Item
+    link: ProviderRecord | None
+    write: WriteIntent
+    income_account_id: str | None = None  # items only: the mapped income account
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +115,16 @@ class InboundChange:
 
 class AccountingProvider(Protocol):
     name: str
+    # The most writes `write_batch` sends in one request (QuickBooks `batch`: 30; Xero's
+    # multi-element PUT/POST: 50); 1 where the provider has no batch endpoint.
+    batch_size: int
+
+    def write_batch(self, writes: Sequence[BatchWrite]
+                    ) -> list[ProviderRecord | ProviderError]:
+        """Each write's outcome, in the order given: the record in the books, or the
+        error that refused that one record. Raises a ProviderError (throttled, expired,
+        unavailable, timed out) when the request as a whole has no per-record outcome."""
+        ...
 
     def upsert_customer(self, customer: Customer, link: ProviderRecord | None,
                         write: WriteIntent) -> ProviderRecord: ...
