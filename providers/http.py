@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -28,12 +29,23 @@ from providers.ratelimit import Limiter
 from providers.tokens import ConnectionTokens
 from schemas.error_codes import ErrorCode
 
-__all__ = ["PROVIDER_REQUESTS", "ProviderHttp", "retry_after_seconds"]
+__all__ = ["PROVIDER_REQUESTS", "ProviderHttp", "retry_after_seconds", "writes_sent"]
 
 PROVIDER_REQUESTS = Counter("bc_provider_requests_total", "HTTP calls to providers",
                             ["provider", "outcome"])
 
 Classifier = Callable[[httpx.Response], ProviderError | None]
+
+_sent = threading.local()
+
+
+def writes_sent() -> int:
+    """Write requests this thread has handed to the network so far (monotonic).
+
+    The engine compares it before and after a write that our own limiter deferred: when
+    it did not move, nothing reached the provider and the write intent is not uncertain.
+    """
+    return getattr(_sent, "count", 0)
 
 
 def retry_after_seconds(response: httpx.Response, default: float = 60.0) -> float:
@@ -83,6 +95,8 @@ class ProviderHttp:
               headers: Mapping[str, str] | None, kwargs: dict[str, Any]) -> httpx.Response:
         merged = {**self._headers, **(headers or {}), "Authorization": f"Bearer {token}"}
         self._limiter.acquire()
+        if write:
+            _sent.count = writes_sent() + 1
         try:
             return self._client.request(method, url, headers=merged, **kwargs)
         except httpx.TimeoutException as exc:

@@ -261,7 +261,19 @@ def begin_intent(s: Session, *, key: str, account_id: str, entity_type: str, ent
                      entity_id=entity_id, operation=operation, attempts=1, state="pending"))
         return False
     intent.attempts += 1
-    return intent.state == "pending"
+    # "pending": an attempt may have reached the provider; "unsent" (release_intent):
+    # every attempt so far was stopped before sending. This attempt may send.
+    uncertain = intent.state == "pending"
+    if intent.state == "unsent":
+        intent.state = "pending"
+    return uncertain
+
+
+def release_intent(s: Session, key: str) -> None:
+    """The attempt just begun sent nothing (our own limiter deferred it): the next
+    attempt need not look the record up first."""
+    s.execute(update(Intent).where(Intent.idempotency_key == key, Intent.state == "pending")
+              .values(state="unsent"))
 
 
 def complete_intent(s: Session, key: str, provider_id: str | None) -> None:

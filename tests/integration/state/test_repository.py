@@ -110,6 +110,23 @@ def test_intents_report_an_uncertain_earlier_attempt(db: Database) -> None:
         repo.complete_intent(s, "missing", None)  # no row: nothing happens
 
 
+def test_an_intent_released_unsent_is_not_uncertain(db: Database) -> None:
+    kw = {"key": "k2", "account_id": "a", "entity_type": "customer", "entity_id": "c2",
+          "operation": "create"}
+    with db.transaction() as s:
+        assert repo.begin_intent(s, **kw) is False
+        repo.release_intent(s, "k2")  # our own limiter stopped it before sending
+    with db.transaction() as s:
+        assert repo.begin_intent(s, **kw) is False  # nothing can have landed
+    with db.transaction() as s:
+        assert repo.begin_intent(s, **kw) is True  # the second attempt may have
+        repo.complete_intent(s, "k2", "7")
+        repo.release_intent(s, "k2")  # a done intent stays done
+    with db.transaction() as s:
+        intent = s.get(Intent, "k2")
+        assert intent is not None and intent.state == "done"
+
+
 def test_parking_in_arrival_order(db: Database) -> None:
     with db.transaction() as s:
         for n, (entity_id, reason, waits) in enumerate([
