@@ -25,7 +25,7 @@ from providers.errors import (
     TransientProviderError,
     UnknownOutcome,
 )
-from providers.ratelimit import Limiter
+from providers.ratelimit import Limiter, give_back
 from providers.tokens import ConnectionTokens
 from schemas.error_codes import ErrorCode
 
@@ -97,18 +97,27 @@ class ProviderHttp:
         self._limiter.acquire()
         if write:
             _sent.count = writes_sent() + 1
+        # The limiter holds the slot from here until the answer, then one window on
+        # (providers/ratelimit.py): the provider counted the call at some moment between.
+        # A call that never got a connection reached no provider and is given back.
+        reached = True
         try:
             return self._client.request(method, url, headers=merged, **kwargs)
         except httpx.TimeoutException as exc:
+            reached = not isinstance(exc, httpx.ConnectTimeout)
             if write:
                 raise UnknownOutcome(f"{method} {url} timed out; the write may have been "
                                      "applied") from exc
             raise TransientProviderError(f"{method} {url} timed out",
                                          code=ErrorCode.TIMEOUT) from exc
         except httpx.TransportError as exc:
+            reached = not isinstance(exc, httpx.ConnectError)
             raise TransientProviderError(f"{method} {url}: {type(exc).__name__}") from exc
         finally:
-            self._limiter.release()
+            if reached:
+                self._limiter.release()
+            else:
+                give_back(self._limiter)
 
     def _error(self, response: httpx.Response) -> ProviderError:
         specific = self._classify(response)
