@@ -123,7 +123,15 @@ class AccountingProvider(Protocol):
                     ) -> list[ProviderRecord | ProviderError]:
         """Each write's outcome, in the order given: the record in the books, or the
         error that refused that one record. Raises a ProviderError (throttled, expired,
-        unavailable, timed out) when the request as a whole has no per-record outcome."""
+        unavailable, timed out) when the request as a whole has no per-record outcome.
+
+        Writes beyond `batch_size`, or of several kinds (Xero: /Contacts and /Items),
+        take several requests. When one of them fails as a whole after another already
+        gave outcomes, nothing is raised: the failed request's writes carry its error
+        (UnknownOutcome after a timeout: they may have been applied) and writes never
+        sent carry Throttled / AuthExpired / ReconnectRequired, or a plain
+        TransientProviderError saying they were not sent. A per-record error can thus be
+        transient; treat it as the single-record call's error for that record."""
         ...
 
     def upsert_customer(self, customer: Customer, link: ProviderRecord | None,

@@ -16,7 +16,12 @@ from schemas.error_codes import ErrorCode
 from service.config import Settings
 from state.connections import ConnectionInfo, ConnectionStore
 
-__all__ = ["ProviderDirectory"]
+__all__ = ["QBO_BATCH_LIMITS", "ProviderDirectory"]
+
+# QuickBooks throttles `batch` calls on their own: 40 a minute per realm and app (Intuit,
+# "API call limits and throttles"; providers.md 1.5). Each batch call also takes a slot
+# of the connection's limiter (500 a minute per realm, "including batch requests").
+QBO_BATCH_LIMITS = RateLimits(per_minute=40, concurrent=10)
 
 
 class ProviderDirectory:
@@ -26,6 +31,7 @@ class ProviderDirectory:
         self._lock = threading.Lock()
         self._adapters: dict[tuple[str, str, str], AccountingProvider] = {}
         self._limiters: dict[tuple[str, str], RateLimiter] = {}
+        self._batch_limiters: dict[str, RateLimiter] = {}  # QuickBooks, by account
         # Limits across all of this app's connections (Xero: 10,000 calls a minute).
         self._app_limiters = {
             name: RateLimiter(RateLimits(per_minute=config.app_per_minute, concurrent=1_000_000),
@@ -48,6 +54,14 @@ class ProviderDirectory:
                 self._limiters[key] = RateLimiter(self._settings.providers[provider].limits,
                                                   name=f"{provider}/{account_id}")
             return self._limiters[key]
+
+    def batch_limiter(self, account_id: str) -> RateLimiter:
+        """The limiter of one QuickBooks connection's `batch` calls."""
+        with self._lock:
+            if account_id not in self._batch_limiters:
+                self._batch_limiters[account_id] = RateLimiter(
+                    QBO_BATCH_LIMITS, name=f"quickbooks-batch/{account_id}")
+            return self._batch_limiters[account_id]
 
     def limiters(self) -> dict[tuple[str, str], RateLimiter]:
         with self._lock:
@@ -84,7 +98,8 @@ class ProviderDirectory:
 
             http = ProviderHttp(self._client, tokens, limiter, classify_quickbooks_error,
                                 {"Accept": "application/json"}, "quickbooks")
-            return QuickBooksAdapter(http, config.api_base, info.tenant_id)
+            return QuickBooksAdapter(http, config.api_base, info.tenant_id,
+                                     self.batch_limiter(info.account_id))
         if info.provider == "xero":
             from providers.xero.adapter import XeroAdapter, classify_xero_error
 

@@ -47,7 +47,7 @@ older than `since` (to the second) are dropped.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -58,6 +58,7 @@ from providers.errors import (
     DuplicateName,
     PermanentProviderError,
     ProviderError,
+    ReconnectRequired,
     RecordNotFound,
     Throttled,
     TotalMismatch,
@@ -66,6 +67,7 @@ from providers.errors import (
 from providers.freshbooks import translate
 from providers.http import ProviderHttp, retry_after_seconds
 from providers.port import (
+    BatchWrite,
     InboundChange,
     IncomeAccount,
     ProviderRecord,
@@ -198,6 +200,9 @@ class FreshBooksTotalMismatch(TotalMismatch):
 
 class FreshBooksAdapter:
     name = "freshbooks"
+    # FreshBooks has no batch or multi-record endpoint (freshbooks.com/api: one record per
+    # POST/PUT), so the engine sends FreshBooks writes one at a time.
+    batch_size = 1
 
     def __init__(self, http: ProviderHttp, api_base: str, account_id: str) -> None:
         self._http = http
@@ -280,6 +285,30 @@ class FreshBooksAdapter:
 
     def list_customers(self) -> list[RemoteCustomer]:
         return [_remote_customer(c) for c in self._pages("users/clients", "clients")]
+
+    def write_batch(self, writes: Sequence[BatchWrite]
+                    ) -> list[ProviderRecord | ProviderError]:
+        """The single-record writes one after another (no batch endpoint). A record's own
+        refusal or failure is its outcome and the next record is written. A failure of
+        the whole connection (throttled, token refused, reconnect required) stops: it is
+        raised when no record has an outcome yet, else it is the outcome of every record
+        not written, so the records already written keep theirs."""
+        out: list[ProviderRecord | ProviderError] = []
+        for n, w in enumerate(writes):
+            try:
+                if isinstance(w.record, Customer):
+                    out.append(self.upsert_customer(w.record, w.link, w.write))
+                else:
+                    out.append(self.upsert_item(w.record, w.income_account_id, w.link,
+                                                w.write))
+            except (Throttled, AuthExpired, ReconnectRequired) as exc:
+                if not out:
+                    raise
+                out.extend([exc] * (len(writes) - n))
+                break
+            except ProviderError as exc:
+                out.append(exc)
+        return out
 
     # -- items ----------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ import hashlib
 import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -47,13 +47,16 @@ from providers.errors import (
     DuplicateName,
     PermanentProviderError,
     ProviderError,
+    ReconnectRequired,
     RecordNotFound,
     Throttled,
     TotalMismatch,
     TransientProviderError,
+    UnknownOutcome,
 )
 from providers.http import ProviderHttp, retry_after_seconds
 from providers.port import (
+    BatchWrite,
     InboundChange,
     IncomeAccount,
     ProviderRecord,
@@ -68,9 +71,20 @@ from schemas.error_codes import ErrorCode
 from schemas.money import minor_unit, quantize_money
 from schemas.records import Customer, Invoice, InvoiceLine, Item, Payment
 
-__all__ = ["XeroAdapter", "XeroTaxMismatch", "XeroTotalMismatch", "classify_xero_error"]
+__all__ = [
+    "XeroAdapter",
+    "XeroTaxMismatch",
+    "XeroTotalMismatch",
+    "batch_idempotency_key",
+    "classify_xero_error",
+]
 
 PAGE_SIZE = 100  # Xero's page size for paged GETs (Contacts, Invoices, Payments)
+# Elements in one multi-record PUT/POST: Xero sets no element cap (3.5 MB a request) and
+# recommends batches of at most 50 (providers.md 2.2).
+BATCH_SIZE = 50
+# A `where` of OR-ed external keys is cut so each lookup stays a modest URL.
+_WHERE_CHARS = 1500
 # The organisation's tax rates are read again after this long, and whenever a line's
 # check disagrees with them (a rate edited in Xero is seen at once).
 TAX_RATES_TTL_S = 60.0
@@ -236,6 +250,7 @@ def classify_xero_error(response: httpx.Response) -> ProviderError | None:
 
 class XeroAdapter:
     name = "xero"
+    batch_size = BATCH_SIZE
 
     def __init__(self, http: ProviderHttp, api_base: str) -> None:
         self._http = http
@@ -321,16 +336,21 @@ class XeroAdapter:
         if link is None:
             try:
                 row = self._write("PUT", "Contacts", "Contacts", body, key)
-            except _ContactNumberTaken:
-                # Created by an earlier attempt whose link was lost: adopt it.
-                found = self._find_contact(body["ContactNumber"])
-                if found is None:
-                    raise
-                row = self._write("POST", f"Contacts/{found['ContactID']}", "Contacts", body,
-                                  self._adopt_key(write))
+            except _ContactNumberTaken as exc:
+                row = self._adopt_contact(body, write, exc)
         else:
             row = self._write("POST", f"Contacts/{link.id}", "Contacts", body, key)
         return ProviderRecord(str(row["ContactID"]))
+
+    def _adopt_contact(self, body: dict[str, Any], write: WriteIntent,
+                       exc: _ContactNumberTaken) -> dict[str, Any]:
+        """Another contact holds the ContactNumber: an earlier attempt whose link was lost
+        created it. Adopt it (a write of this body onto it), or re-raise."""
+        found = self._find_contact(body["ContactNumber"])
+        if found is None:
+            raise exc
+        return self._write("POST", f"Contacts/{found['ContactID']}", "Contacts", body,
+                           self._adopt_key(write))
 
     def _find_contact(self, number: str) -> dict[str, Any] | None:
         rows = self._where("Contacts", "ContactNumber", number, {"includeArchived": "true"})
@@ -350,10 +370,134 @@ class XeroAdapter:
             row = self._write("PUT", "Items", "Items", body, key, unitdp=True)
         else:
             row = self._write("POST", f"Items/{link.id}", "Items", body, key, unitdp=True)
+        return self._remember_item(row, body)
+
+    def _remember_item(self, row: Mapping[str, Any], body: Mapping[str, Any]) -> ProviderRecord:
         item_id = str(row["ItemID"])
         self._items[item_id] = ItemRef(str(row.get("Code") or body["Code"]),
                                        (row.get("SalesDetails") or {}).get("AccountCode"))
         return ProviderRecord(item_id)
+
+    # -- batched writes ---------------------------------------------------------------
+
+    def write_batch(self, writes: Sequence[BatchWrite]
+                    ) -> list[ProviderRecord | ProviderError]:
+        """Customers in multi-element requests on /Contacts, items on /Items (a mixed
+        batch makes requests on both), at most 50 elements each, `summarizeErrors=false`
+        so every element has its own outcome in a 200 (providers.md 2.2). Creates go in a
+        PUT (create only, so a clash is refused as the single path's is) and updates in a
+        POST whose elements carry ContactID / ItemID (X-oas: POST updates or creates; an
+        element with its id updates). Writes after an unknown outcome are looked up first
+        in one `where` per kind (ContactNumber / Code, as the single path does) and a
+        found record is updated. An element refused for its ContactNumber (a create whose
+        link was lost) is adopted as the single path does."""
+        done: dict[int, ProviderRecord | ProviderError] = {}
+        in_flight: list[int] = []
+        try:
+            for collection in ("Contacts", "Items"):
+                mine = [n for n, w in enumerate(writes)
+                        if isinstance(w.record, Customer) == (collection == "Contacts")]
+                for start in range(0, len(mine), BATCH_SIZE):
+                    part = [(n, writes[n]) for n in mine[start:start + BATCH_SIZE]]
+                    for request in self._plan_part(collection, part):
+                        in_flight = [n for n, _, _ in request.elements]
+                        done.update(self._send_part(request))
+                        in_flight = []
+        except ProviderError as exc:
+            if not done:
+                raise
+            # Outcomes already known are kept; the request that failed carries its error,
+            # and writes never sent say so.
+            for n in in_flight:
+                done[n] = exc
+            for n in range(len(writes)):
+                done.setdefault(n, _not_sent(exc))
+        return [done[n] for n in range(len(writes))]
+
+    def _plan_part(self, collection: str, part: Sequence[tuple[int, BatchWrite]]
+                   ) -> list[_PartRequest]:
+        creates = _PartRequest("PUT", collection)
+        updates = _PartRequest("POST", collection)
+        bodies: list[tuple[int, BatchWrite, dict[str, Any]]] = []
+        for n, w in part:
+            if isinstance(w.record, Customer):
+                bodies.append((n, w, translate.contact_body(w.record)))
+            else:
+                bodies.append((n, w, translate.item_body(w.record, w.income_account_id)))
+        key_field, id_field = (("ContactNumber", "ContactID") if collection == "Contacts"
+                               else ("Code", "ItemID"))
+        found = self._rows_where(collection, key_field, [
+            str(body[key_field]) for _, w, body in bodies
+            if w.link is None and w.write.after_unknown_outcome])
+        for n, w, body in bodies:
+            row = found.get(str(body[key_field]).casefold()) if w.link is None else None
+            target = w.link.id if w.link is not None else (
+                str(row[id_field]) if row is not None else None)
+            if target is None:
+                creates.elements.append((n, w, body))
+            else:
+                updates.elements.append((n, w, {id_field: target, **body}))
+        return [r for r in (creates, updates) if r.elements]
+
+    def _rows_where(self, collection: str, key_field: str, values: Sequence[str]
+                    ) -> dict[str, dict[str, Any]]:
+        """Records whose `key_field` is one of `values`, by that value case-folded."""
+        found: dict[str, dict[str, Any]] = {}
+        clauses: list[list[str]] = []
+        size = 0
+        for value in dict.fromkeys(values):
+            clause = f"{key_field}=={translate.quote_where(value)}"
+            if not clauses or size + len(clause) > _WHERE_CHARS:
+                clauses.append([])
+                size = 0
+            clauses[-1].append(clause)
+            size += len(clause) + 4
+        extra = {"includeArchived": "true"} if collection == "Contacts" else {}
+        for group in clauses:
+            rows = self._get(collection, {"where": " OR ".join(group), **extra}
+                             ).get(collection) or []
+            for row in rows:
+                found.setdefault(str(row.get(key_field, "")).casefold(), row)
+        return found
+
+    def _send_part(self, request: _PartRequest) -> dict[int, ProviderRecord | ProviderError]:
+        collection = request.collection
+        params = {"summarizeErrors": "false"}
+        if collection == "Items":
+            params["unitdp"] = "4"
+        elements = [element for _, _, element in request.elements]
+        response = self._http.request(
+            request.method, f"{self._base}/{collection}", json={collection: elements},
+            params=params, headers={"Idempotency-Key": batch_idempotency_key(
+                [w.write.key for _, w, _ in request.elements], request.method, collection,
+                elements)}, write=True)
+        rows = _json(response).get(collection) or []
+        key_field = "ContactNumber" if collection == "Contacts" else "Code"
+        out: dict[int, ProviderRecord | ProviderError] = {}
+        for i, (n, w, element) in enumerate(request.elements):
+            row = rows[i] if i < len(rows) and isinstance(rows[i], dict) else None
+            if row is None or (str(row.get(key_field, "")).casefold()
+                               != str(element[key_field]).casefold()):
+                # Xero answers the elements in the order sent; one missing or out of
+                # place leaves that write's fate unknown.
+                out[n] = UnknownOutcome(f"Xero's answer has no element for {key_field} "
+                                        f"{element[key_field]}: it may have been applied")
+                continue
+            messages = _element_messages(row)
+            if not messages and row.get("StatusAttributeString") != "ERROR":
+                out[n] = (ProviderRecord(str(row["ContactID"])) if collection == "Contacts"
+                          else self._remember_item(row, element))
+                continue
+            error = _validation_error(messages or ["the element was refused"], 400)
+            if isinstance(error, _ContactNumberTaken) and request.method == "PUT":
+                try:
+                    out[n] = ProviderRecord(str(self._adopt_contact(
+                        element, w.write, error)["ContactID"]))
+                except ProviderError as exc:
+                    out[n] = exc
+                continue
+            out[n] = error
+        return out
 
     def _item_ref(self, item_id: str) -> ItemRef:
         ref = self._items.get(item_id)
@@ -674,6 +818,37 @@ class XeroAdapter:
                 changes.append(_inbound("invoice", invoice_id, change.changed_at, row))
         changes.sort(key=lambda c: c.changed_at)
         return changes
+
+
+@dataclass(slots=True)
+class _PartRequest:
+    """One multi-element request: (index in the batch, the write, its element) each."""
+
+    method: str  # PUT creates, POST updates
+    collection: str  # Contacts | Items
+    elements: list[tuple[int, BatchWrite, dict[str, Any]]] = field(default_factory=list)
+
+
+def batch_idempotency_key(intent_keys: Sequence[str], method: str, collection: str,
+                          elements: Sequence[Mapping[str, Any]]) -> str:
+    """The Idempotency-Key of one multi-element request (<= 128 characters, X-oas): a
+    digest of its writes' intent keys, so the same writes sent again within 6 minutes get
+    Xero's stored answer, plus a digest of the exact request, since Xero refuses a key
+    reused with another method, URL or body (X-idem) and a retry after a lookup may turn
+    creates into updates."""
+    writes = hashlib.sha256("\n".join(intent_keys).encode()).hexdigest()[:32]
+    request = hashlib.sha256(json.dumps([method, collection, list(elements)], sort_keys=True,
+                                        default=str).encode()).hexdigest()[:16]
+    return f"bcb:{writes}:{request}"
+
+
+def _not_sent(exc: ProviderError) -> ProviderError:
+    """The outcome of writes a batch never sent because an earlier request of it failed."""
+    if isinstance(exc, Throttled | AuthExpired | ReconnectRequired):
+        return exc  # the same holds for them: wait, refresh, or reconnect
+    return TransientProviderError(f"not sent: an earlier request of the batch failed ({exc})",
+                                  code=exc.code if exc.transient else None,
+                                  retry_after=getattr(exc, "retry_after", None))
 
 
 def _inbound(entity: str, rid: str, changed: dt.datetime, row: dict[str, Any]
