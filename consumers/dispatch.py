@@ -2,9 +2,10 @@
 
 ``KeyOrderedDispatcher`` runs work with these guarantees:
 
-* **Per-key order.** Items submitted under one key are handled one at a time,
-  in submission order, and their ``on_done`` callbacks run in submission order
-  (``on_done`` for item *n* returns before item *n+1* of that key starts).
+* **Per-key order.** Items submitted under one key are handled one at a time
+  (or one batch at a time, see below), in submission order, and their
+  ``on_done`` callbacks run in submission order (``on_done`` for item *n*
+  returns before item *n+1* of that key starts).
 * **Global cap.** At most ``max_in_flight`` handler calls (plus their
   ``on_done`` calls) run at any moment, across all keys.
 * **Retries do not hold threads.** A handler may return ``RetryLater(delay_s)``:
@@ -14,6 +15,20 @@
 * **Exactly-once completion callback.** ``on_done(work, outcome)`` is called
   exactly once for every submitted item that completes -- with ``Done`` or
   with the exception the handler raised -- and never for abandoned items.
+* **Batches (optional).** With ``max_batch > 1`` and a ``batch_handler``, a key
+  that has several items queued when it starts hands up to ``max_batch`` of
+  them, consecutive and in submission order, to one ``batch_handler(works)``
+  call, which returns one outcome per item: ``Done``, ``RetryLater`` or
+  ``NOT_TAKEN``. Items answered ``Done`` (or all of them, if the call raises)
+  complete, their ``on_done`` in submission order; the others go back to the
+  front of the key's queue in their order, and if any asked for ``RetryLater``
+  the key waits for the longest such delay (holding no thread). So the items
+  after a retried or untaken one never run before it, but ``on_done`` of an
+  item the batch handler completed may precede that of an earlier item of its
+  batch that waits for a retry: the handler completes such an item only when
+  it does not depend on the earlier one. A run of one item calls ``handler``.
+  The first item of a batch must be taken (``NOT_TAKEN`` there is reported as
+  a ``TypeError``), so every run makes progress.
 
 Concurrency model: one ``threading.Condition`` (``_cv``) guards all state. The
 handler and ``on_done`` are always called *without* the lock held, from pool
@@ -33,7 +48,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
@@ -41,8 +56,11 @@ from typing import Generic, TypeAlias, TypeVar
 
 __all__ = [
     "DONE",
+    "NOT_TAKEN",
+    "BatchOutcome",
     "Done",
     "KeyOrderedDispatcher",
+    "NotTaken",
     "Outcome",
     "RetryLater",
     "Withdrawal",
@@ -79,6 +97,17 @@ Outcome: TypeAlias = Done | RetryLater
 
 
 @dataclass(frozen=True, slots=True)
+class NotTaken:
+    """Batch handlers only: the item was not handled; it goes back to the front of its
+    key's queue, in order, and runs again later."""
+
+
+NOT_TAKEN = NotTaken()
+
+BatchOutcome: TypeAlias = Done | RetryLater | NotTaken
+
+
+@dataclass(frozen=True, slots=True)
 class Withdrawal(Generic[T]):
     """Result of ``quiesce``/``close``.
 
@@ -110,14 +139,17 @@ class _KeyState(Generic[T]):
     ``head`` is the item that has been taken off ``queue``: running, deferred,
     or (status READY) due for retry. The next item to run is ``head`` if set,
     else ``queue[0]``. At most one item per key is running or deferred.
+    ``batch``: the items taken off ``queue`` to run with ``head`` in one batch
+    (empty unless RUNNING).
     """
 
     status: _Status
     queue: deque[T] = field(default_factory=deque)
     head: _Item[T] | None = None
+    batch: list[T] = field(default_factory=list)
 
     def count(self) -> int:
-        return len(self.queue) + (self.head is not None)
+        return len(self.queue) + (self.head is not None) + len(self.batch)
 
 
 class KeyOrderedDispatcher(Generic[T]):
@@ -142,7 +174,10 @@ class KeyOrderedDispatcher(Generic[T]):
     * ``_timers`` holds exactly one entry per key with status DEFERRED.
     * ``_pending`` == sum of ``count()`` over ``_keys``.
     * A RUNNING/DEFERRED key's ``head`` is set; an item stays ``head`` from
-      the moment it is first started until it completes or is abandoned.
+      the moment it is first started until it completes, is abandoned, or (in
+      a batch) is put back behind an earlier item that waits.
+    * Only a RUNNING key has a non-empty ``batch``; ``abandon`` never touches
+      a RUNNING key's ``head`` or ``batch``.
     """
 
     def __init__(
@@ -152,10 +187,16 @@ class KeyOrderedDispatcher(Generic[T]):
         on_done: Callable[[T, Done | BaseException], None],
         *,
         thread_name_prefix: str = "dispatch",
+        max_batch: int = 1,
+        batch_handler: Callable[[list[T]], Sequence[BatchOutcome]] | None = None,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        if max_batch < 1 or (max_batch > 1 and batch_handler is None):
+            raise ValueError("max_batch must be >= 1, and > 1 only with a batch_handler")
         self._handler = handler
+        self._batch_handler = batch_handler
+        self._max_batch = max_batch
         self._on_done = on_done
         self._cap = max_in_flight
         self._cv = threading.Condition()
@@ -303,12 +344,19 @@ class KeyOrderedDispatcher(Generic[T]):
             assert state.status is _Status.READY
             if state.head is None:
                 state.head = _Item(state.queue.popleft())
+            while state.queue and len(state.batch) + 1 < self._max_batch:
+                state.batch.append(state.queue.popleft())
             state.status = _Status.RUNNING
             self._running.add(key)
             self._pool.submit(self._run, key, state.head)
 
     def _run(self, key: str, item: _Item[T]) -> None:
-        """Pool thread: handle one item, then release its key and slot."""
+        """Pool thread: handle one item (or a batch), then release its key and slot."""
+        with self._cv:
+            batch = list(self._keys[key].batch)
+        if batch:
+            self._run_batch(key, item, batch)
+            return
         result: Outcome | BaseException
         try:
             result = self._handler(item.work)
@@ -341,6 +389,62 @@ class KeyOrderedDispatcher(Generic[T]):
             self._pump()
             self._cv.notify_all()
 
+    def _run_batch(self, key: str, item: _Item[T], rest: list[T]) -> None:
+        works = [item.work, *rest]
+        outcomes: list[BatchOutcome | BaseException]
+        try:
+            assert self._batch_handler is not None
+            outcomes = list(self._batch_handler(works))
+        except BaseException as exc:  # the slot must be released whatever happens
+            outcomes = [exc] * len(works)
+        if len(outcomes) != len(works):
+            error = TypeError(f"batch handler returned {len(outcomes)} outcomes for "
+                              f"{len(works)} items")
+            outcomes = [error] * len(works)
+        outcomes = [
+            o if isinstance(o, Done | RetryLater | BaseException)
+            or (isinstance(o, NotTaken) and n > 0)
+            else TypeError(f"batch handler returned {type(o).__name__} for item {n}")
+            for n, o in enumerate(outcomes)
+        ]
+        back = [n for n, o in enumerate(outcomes) if isinstance(o, RetryLater | NotTaken)]
+        for work, outcome in zip(works, outcomes, strict=True):
+            if isinstance(outcome, Done | BaseException):
+                try:
+                    self._on_done(work, outcome)
+                except BaseException:
+                    log.exception("on_done raised for key %r; ignored", key)
+        delays = [o.delay_s for o in outcomes if isinstance(o, RetryLater)]
+        with self._cv:
+            state = self._keys[key]
+            assert state.head is item and state.status is _Status.RUNNING
+            state.batch = []
+            self._running.discard(key)
+            self._pending -= len(works) - len(back)
+            if back:
+                # What was not completed goes back in front, in order: nothing queued
+                # behind it can overtake it.
+                state.head = item if back[0] == 0 else _Item(works[back[0]])
+                state.queue.extendleft(works[n] for n in reversed(back[1:]))
+                if delays:
+                    state.head.attempts += 1
+                    state.status = _Status.DEFERRED
+                    self._timer_seq += 1
+                    heapq.heappush(self._timers,
+                                   (time.monotonic() + max(delays), self._timer_seq, key))
+                else:
+                    state.status = _Status.READY
+                    self._ready.append(key)
+            else:
+                state.head = None
+                if state.queue:
+                    state.status = _Status.READY
+                    self._ready.append(key)
+                else:
+                    del self._keys[key]
+            self._pump()
+            self._cv.notify_all()
+
     def _defer(self, key: str, item: _Item[T], delay_s: float) -> None:
         with self._cv:
             state = self._keys[key]
@@ -369,9 +473,9 @@ class KeyOrderedDispatcher(Generic[T]):
 
     def _running_matches(self, predicate: Callable[[T], bool]) -> bool:
         for key in self._running:
-            head = self._keys[key].head
-            assert head is not None
-            if predicate(head.work):
+            state = self._keys[key]
+            assert state.head is not None
+            if predicate(state.head.work) or any(predicate(w) for w in state.batch):
                 return True
         return False
 

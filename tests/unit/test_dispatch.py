@@ -11,7 +11,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumers.dispatch import DONE, Done, KeyOrderedDispatcher, Outcome, RetryLater
+from consumers.dispatch import (
+    DONE,
+    NOT_TAKEN,
+    BatchOutcome,
+    Done,
+    KeyOrderedDispatcher,
+    Outcome,
+    RetryLater,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -476,3 +484,245 @@ def test_context_manager_and_invalid_cap() -> None:
     assert len(rec.done) == 1
     with pytest.raises(ValueError):
         KeyOrderedDispatcher(lambda w: DONE, 0, rec.on_done)
+
+
+# ------------------------------------------------------------------- batches
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    specs=st.lists(st.tuples(st.sampled_from("abc"), st.integers(min_value=0, max_value=2)),
+                   max_size=30),
+    answers=st.lists(st.sampled_from(["done", "retry", "not_taken"]), min_size=1,
+                     max_size=40),
+    cap=st.integers(min_value=1, max_value=3),
+    max_batch=st.integers(min_value=2, max_value=5),
+)
+def test_batches_keep_per_key_order_and_complete_each_item_once(
+    specs: list[tuple[str, int]], answers: list[str], cap: int, max_batch: int
+) -> None:
+    """Whatever a batch handler answers per item, every item completes exactly once, an
+    item is first offered only after every earlier item of its key was, and nothing is
+    completed before every earlier item of its key was offered."""
+    rec = Recorder()
+    offered: dict[str, list[int]] = {}  # per key: seq of each first offer, in time order
+    answer_no = iter(range(10**6))
+    submitted: list[Work] = []
+    out_of_order: list[list[Work]] = []
+
+    def check_prefix(works: list[Work]) -> None:
+        # A run takes the key's oldest unfinished items, in order: an item put back (retry
+        # or not taken) is never overtaken by one behind it.
+        with rec.lock:
+            finished = {w for w, _ in rec.done}
+            waiting = [w for w in submitted if w.key == works[0].key and w not in finished]
+            if waiting[: len(works)] != works:
+                out_of_order.append(works)
+
+    def first_offer(work: Work) -> None:
+        with rec.lock:
+            seen = offered.setdefault(work.key, [])
+            if work.seq not in seen:
+                seen.append(work.seq)
+
+    def handler(work: Work) -> Outcome:
+        check_prefix([work])
+        first_offer(work)
+        attempt = rec.enter(work)
+        rec.leave(work)
+        return RetryLater(0.001) if attempt <= work.retries else DONE
+
+    def batch_handler(works: list[Work]) -> list[BatchOutcome]:
+        assert len({w.key for w in works}) == 1 and 1 < len(works) <= max_batch
+        check_prefix(works)
+        outcomes: list[BatchOutcome] = []
+        for n, work in enumerate(works):
+            first_offer(work)
+            attempt = rec.enter(work)
+            rec.leave(work)
+            answer = answers[next(answer_no) % len(answers)]
+            if attempt > work.retries + 3 or (answer == "not_taken" and n == 0):
+                answer = "done"  # every item finishes eventually
+            outcomes.append(DONE if answer == "done" else
+                            RetryLater(0.001) if answer == "retry" else NOT_TAKEN)
+        return outcomes
+
+    dispatcher = KeyOrderedDispatcher(handler, cap, rec.on_done, max_batch=max_batch,
+                                      batch_handler=batch_handler)
+    try:
+        for i, (key, r) in enumerate(specs):
+            work = Work(key, i, retries=r)
+            with rec.lock:
+                submitted.append(work)
+            dispatcher.submit(work.key, work)
+        assert dispatcher.drain(timeout=20)
+    finally:
+        dispatcher.close(timeout=5)
+
+    done = rec.done_works()
+    assert sorted(done, key=lambda w: w.seq) == submitted  # on_done exactly once each
+    assert out_of_order == []
+    assert not rec.key_overlap
+    assert rec.high_water <= max(cap, 1) * max_batch
+    for key in "abc":
+        expected = [w.seq for w in submitted if w.key == key]
+        assert offered.get(key, []) == expected
+    for kind_work in [e for e in rec.events if e[0] == "done"]:
+        work = kind_work[1]
+        position = rec.events.index(kind_work)
+        earlier = [w for w in submitted if w.key == work.key and w.seq < work.seq]
+        for before in earlier:
+            assert ("start", before) in rec.events[:position]
+
+
+def test_a_batch_with_a_deferred_item_keeps_per_key_order(
+    closing: list[KeyOrderedDispatcher[Work]],
+) -> None:
+    """[a0 a1 a2 a3] in one batch: a0 must wait (RetryLater), a1 is done, a2 and a3 are
+    not taken. a1 completes at once; a2, a3 and a4 (submitted while a0 waits) run only
+    after a0 ran again, in order."""
+    rec = Recorder()
+    calls: list[list[int]] = []
+    hold = threading.Event()
+    deferred = threading.Event()
+    answers: dict[int, list[BatchOutcome]] = {
+        0: [RetryLater(0.2), DONE], 1: [DONE], 2: [NOT_TAKEN, DONE], 3: [NOT_TAKEN, DONE],
+        4: [DONE]}
+
+    def batch_handler(works: list[Work]) -> list[BatchOutcome]:
+        calls.append([w.seq for w in works])
+        outcomes = [answers[w.seq].pop(0) for w in works]
+        if len(calls) == 2:
+            deferred.set()
+        return outcomes
+
+    def handler(work: Work) -> Outcome:
+        calls.append([work.seq])
+        hold.wait(5)
+        return DONE
+
+    dispatcher = KeyOrderedDispatcher(handler, 1, rec.on_done, max_batch=4,
+                                      batch_handler=batch_handler)
+    closing.append(dispatcher)
+    dispatcher.submit("blocker", Work("blocker", 99))
+    wait_until(lambda: calls == [[99]])
+    for i in range(4):
+        dispatcher.submit("a", Work("a", i))
+    hold.set()
+    wait_until(deferred.is_set)
+    wait_until(lambda: Work("a", 1) in rec.done_works())
+    dispatcher.submit("a", Work("a", 4))
+    assert dispatcher.drain(5)
+    assert calls == [[99], [0, 1, 2, 3], [0, 2, 3, 4]]
+    assert [w.seq for w in rec.done_works()] == [99, 1, 0, 2, 3, 4]
+
+
+def test_a_deferred_batch_holds_no_thread_and_keeps_later_items_behind(
+    closing: list[KeyOrderedDispatcher[Work]],
+) -> None:
+    """cap=1: while a batch's items wait for their retry, another key runs; the waiting
+    items then run again together, in order, the untaken one behind them."""
+    rec = Recorder()
+    seen: list[list[int]] = []
+    first = threading.Event()
+    hold = threading.Event()
+
+    def batch_handler(works: list[Work]) -> list[BatchOutcome]:
+        seen.append([w.seq for w in works])
+        if not first.is_set():
+            first.set()
+            return [RetryLater(0.5), RetryLater(0.1), NOT_TAKEN]
+        return [DONE] * len(works)
+
+    def handler(work: Work) -> Outcome:
+        seen.append([work.seq])
+        hold.wait(5)
+        return DONE
+
+    dispatcher = KeyOrderedDispatcher(handler, 1, rec.on_done, max_batch=3,
+                                      batch_handler=batch_handler)
+    closing.append(dispatcher)
+    dispatcher.submit("blocker", Work("blocker", 99))  # holds the only thread...
+    wait_until(lambda: seen == [[99]])
+    for i in range(3):
+        dispatcher.submit("a", Work("a", i))  # ...so these three start as one batch
+    hold.set()
+    wait_until(first.is_set)
+    dispatcher.submit("b", Work("b", 10))
+    assert dispatcher.drain(5)
+    done = [(w.key, w.seq) for w in rec.done_works()]
+    assert done == [("blocker", 99), ("b", 10), ("a", 0), ("a", 1), ("a", 2)]
+    assert seen == [[99], [0, 1, 2], [10], [0, 1, 2]]  # the longest delay, then together
+
+
+def test_quiesce_during_a_batch_waits_for_it_and_abandons_what_it_put_back(
+    closing: list[KeyOrderedDispatcher[Work]],
+) -> None:
+    rec = Recorder()
+    hold = threading.Event()
+    gate = threading.Event()
+    started = threading.Event()
+
+    def batch_handler(works: list[Work]) -> list[BatchOutcome]:
+        started.set()
+        gate.wait(10)
+        # a0 done, a1 (revoked partition) must retry, a2 (kept partition) not taken.
+        return [DONE, RetryLater(0.2), NOT_TAKEN]
+
+    def handler(work: Work) -> Outcome:
+        hold.wait(10)
+        return DONE
+
+    dispatcher = KeyOrderedDispatcher(handler, 1, rec.on_done, max_batch=3,
+                                      batch_handler=batch_handler)
+    closing.append(dispatcher)
+    dispatcher.submit("blocker", Work("blocker", 99))  # the only thread, until `hold`
+    works = [Work("a", 0, partition=1), Work("a", 1, partition=1), Work("a", 2, partition=0)]
+    for work in works:
+        dispatcher.submit("a", work)
+    hold.set()
+    wait_until(started.is_set)
+    threading.Timer(0.05, gate.set).start()
+    result = dispatcher.quiesce(lambda w: w.partition == 1, timeout=5)
+    assert result.idle is True
+    # a0 completed in the batch; a1 asked for a retry while we waited and is withdrawn;
+    # a2, of a partition still owned, stays and runs.
+    assert result.abandoned == [works[1]]
+    assert dispatcher.drain(5)
+    assert [(w.key, w.seq) for w in rec.done_works()] == [("blocker", 99), ("a", 0), ("a", 2)]
+
+
+def test_batch_handler_failures_complete_every_item_and_single_runs_use_handler(
+    closing: list[KeyOrderedDispatcher[Work]],
+) -> None:
+    rec = Recorder()
+    single: list[int] = []
+    gate = threading.Event()
+
+    def handler(work: Work) -> Outcome:
+        single.append(work.seq)
+        gate.wait(5)
+        return DONE
+
+    def batch_handler(works: list[Work]) -> list[BatchOutcome]:
+        if works[0].seq == 1:
+            raise KeyError("boom")
+        if works[0].seq == 5:
+            return [NOT_TAKEN, DONE]  # the first item must be taken
+        return [DONE]  # too few outcomes
+
+    dispatcher = KeyOrderedDispatcher(handler, 1, rec.on_done, max_batch=2,
+                                      batch_handler=batch_handler)
+    closing.append(dispatcher)
+    for i in range(7):
+        dispatcher.submit("a", Work("a", i))
+    gate.set()
+    assert dispatcher.drain(5)
+    outcomes = {w.seq: o for w, o in rec.done}
+    assert single == [0]  # alone when it started; the rest ran in pairs
+    assert isinstance(outcomes[1], KeyError) and isinstance(outcomes[2], KeyError)
+    assert isinstance(outcomes[3], TypeError) and isinstance(outcomes[4], TypeError)
+    assert isinstance(outcomes[5], TypeError) and outcomes[6] == DONE
+    assert [w.seq for w in rec.done_works()] == list(range(7))
+    with pytest.raises(ValueError):
+        KeyOrderedDispatcher(handler, 1, rec.on_done, max_batch=2)
