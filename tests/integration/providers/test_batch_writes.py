@@ -558,3 +558,33 @@ def test_xero_1000_contacts_at_documented_limits_get_no_429(documented_limits: s
         by_id = {c["ContactID"]: c["Name"] for c in conn.books()["Contacts"]}
     assert len(by_id) == 1000
     assert [by_id[r.id] for r in out] == [f"Customer {n:04d}" for n in range(1000)]
+
+
+def test_service_wires_the_batch_limiter_into_quickbooks_adapters(
+        qco: Company, sqlite_url: str, sandbox_url: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from providers.oauth import TokenSet
+    from service.config import Settings
+    from service.providers import ProviderDirectory
+    from state.connections import ConnectionStore
+    from state.crypto import TokenCipher, generate_key
+    from state.db import Database
+
+    monkeypatch.setenv("SANDBOX_URL", sandbox_url)
+    store = ConnectionStore(Database(sqlite_url), TokenCipher(generate_key()))
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    store.connect(account, "quickbooks", qco.realm, TokenSet.from_response(qco.grant))
+    directory = ProviderDirectory(Settings.from_env(), store)
+    try:
+        info = store.get(account)
+        assert info is not None
+        adapter = directory.adapter(info)
+        assert adapter.batch_size == 30
+        out = records(adapter.write_batch([cw(f"c{n}", f"Wired {n:02d}") for n in range(31)]))
+        assert len(out) == 31 and len(qco.books()["Customer"]) == 31
+        assert directory.batch_limiter(account).limits == RateLimits(per_minute=40,
+                                                                     concurrent=10)
+        assert directory.batch_limiter(account).usage()["minute"] == 2  # 30 + 1
+        assert directory.limiter(account, "quickbooks").usage()["minute"] == 2
+    finally:
+        directory.close()
