@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -20,23 +20,32 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from consumers.handlers import Applied, Parked, SyncContext, apply_event, idempotency_key
+from consumers.handlers import (
+    Applied,
+    Parked,
+    SyncContext,
+    apply_event,
+    idempotency_key,
+    plan_upsert,
+)
 from consumers.inbound import written_state
 from providers.errors import ProviderError, ReconnectRequired, Throttled
-from providers.port import AccountingProvider, ProviderRecord, WriteIntent
+from providers.http import writes_sent
+from providers.port import AccountingProvider, BatchWrite, ProviderRecord, WriteIntent
 from providers.taxes import BlueClerkTaxRate, ProviderTaxRate, match_tax_rate
 from schemas.codec import AvroCodec, DecodeError
 from schemas.error_codes import ErrorCode
 from schemas.events import InvalidEvent, event_from_avro
-from schemas.records import ChangeEvent, EntityType, InvoiceLine, Record
+from schemas.records import ChangeEvent, Customer, EntityType, InvoiceLine, Item, Record
 from schemas.status import SyncStatus, SyncStatusEvent
+from state import outcomes
 from state import repository as repo
 from state.connections import ConnectionInfo, ConnectionStore, connection_info, mark_synced
 from state.db import Database
 from state.locks import TenantLocks
 from state.models import ParkedEvent, SyncSettings
 
-__all__ = ["DeadLetterSink", "EngineResult", "Origin", "SyncEngine"]
+__all__ = ["BatchEvent", "DeadLetterSink", "EngineResult", "Origin", "SyncEngine"]
 
 log = structlog.get_logger("engine")
 
@@ -62,6 +71,28 @@ class Origin:
     topic: str
     partition: int
     offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class BatchEvent:
+    """One event of a tenant's batch (SyncEngine.process_batch)."""
+
+    event: ChangeEvent
+    payload: bytes
+    attempt: int = 1
+    origin: Origin | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    """A customer/item write of a batch, decided in its first transaction."""
+
+    index: int  # in the batch
+    operation: str  # create | update
+    digest: str
+    link: ProviderRecord | None
+    income_account: str | None
+    write: WriteIntent
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +135,8 @@ class RetryPolicy:
 class _Context(SyncContext):
     def __init__(self, engine: SyncEngine, info: ConnectionInfo, adapter: AccountingProvider,
                  event: ChangeEvent, own_link: tuple[ProviderRecord, str | None] | None = None,
-                 own_known: bool = False) -> None:
+                 own_known: bool = False, *, begun: tuple[str, WriteIntent, int] | None = None,
+                 income: tuple[str, str | None] | None = None) -> None:
         self._engine = engine
         self._info = info
         self.provider_name = info.provider
@@ -114,6 +146,24 @@ class _Context(SyncContext):
         self._own = (event.entity_type.value, event.entity_id, own_link)
         self._own_known = own_known
         self._resolving: set[str] = set()
+        # The event's own intent (operation, intent, writes_sent() when it was begun) and
+        # its item's income account, both from the first transaction.
+        self._begun = begun
+        self._income = income
+        # Every intent begun for this event and its dependencies, with writes_sent() at
+        # that moment: shared with the dependencies' contexts.
+        self.intents: list[tuple[str, int]] = [] if begun is None else [
+            (begun[1].key, begun[2])]
+
+    def release_unsent(self) -> None:
+        """Our own limiter stopped the write: the intents begun since this thread last
+        sent a write never reached the provider, so the retry need not look them up."""
+        now = writes_sent()
+        unsent = [key for key, mark in self.intents if mark == now]
+        if unsent:
+            with self._engine.db.transaction() as s:
+                for key in unsent:
+                    repo.release_intent(s, key)
 
     def link(self, entity_type: str, entity_id: str) -> tuple[ProviderRecord, str | None] | None:
         if self._own_known and (entity_type, entity_id) == self._own[:2]:
@@ -125,6 +175,8 @@ class _Context(SyncContext):
             return ProviderRecord(row.provider_id, row.provider_version), row.payload_hash
 
     def income_account(self, item_id: str) -> str | None:
+        if self._income is not None and self._income[0] == item_id:
+            return self._income[1]
         with self._engine.db.transaction() as s:
             row = repo.get_mapping(s, self._info.account_id, item_id)
             return row.provider_account_id if row else None
@@ -147,6 +199,8 @@ class _Context(SyncContext):
         return match.code, match.reason
 
     def write_intent(self, operation: str) -> WriteIntent:
+        if self._begun is not None and self._begun[0] == operation:
+            return self._begun[1]  # begun in the engine's first transaction
         e = self._event
         key = idempotency_key(e.account_id, e.entity_type.value, e.entity_id,
                               e.entity_version, operation)
@@ -154,6 +208,7 @@ class _Context(SyncContext):
             uncertain = repo.begin_intent(s, key=key, account_id=e.account_id,
                                           entity_type=e.entity_type.value,
                                           entity_id=e.entity_id, operation=operation)
+        self.intents.append((key, writes_sent()))
         return WriteIntent(key, after_unknown_outcome=uncertain)
 
     def applied_version(self, entity_type: str, entity_id: str) -> int:
@@ -198,6 +253,7 @@ class _Context(SyncContext):
         dependency = self._engine.decode(payload)
         child = _Context(self._engine, self._info, self.adapter, dependency)
         child._resolving = self._resolving
+        child.intents = self.intents
         applied = apply_event(child, dependency)
         assert applied.record is not None
         with self._engine.db.transaction() as s:
@@ -332,10 +388,12 @@ class SyncEngine:
                                     attempt, new=new, code=ErrorCode.MISSING_DEPENDENCY,
                                     message="queued behind an earlier change of this record "
                                     "that is waiting")
-        assert info is not None
+            assert info is not None
+            begun, income = self._begin_upsert(s, info, event, own_link)
+        ctx = _Context(self, info, self._adapters(info), event, own_link, True, begun=begun,
+                       income=income)
         try:
-            adapter = self._adapters(info)
-            applied = apply_event(_Context(self, info, adapter, event, own_link, True), event)
+            applied = apply_event(ctx, event)
         except Parked as parked:
             with self.db.transaction() as s:
                 repo.park(s, event_id=event.event_id, account_id=event.account_id,
@@ -355,6 +413,8 @@ class SyncEngine:
                                     new=new, code=ErrorCode.RECONNECT_REQUIRED,
                                     message=str(exc))
         except ProviderError as exc:
+            if isinstance(exc, Throttled) and exc.status is None:
+                ctx.release_unsent()
             return self._failed(event, info, payload, exc, started, attempt, origin,
                                 parked=redrive, new=new, any_parked=any_parked)
         with self.db.transaction() as s:
@@ -370,6 +430,34 @@ class SyncEngine:
             waiting = self._waiting_on(s, event) if any_parked else ()
             mark_synced(s, event.account_id)
         return EngineResult(result.statuses, None, waiting)
+
+    def _begin_upsert(self, s: Session, info: ConnectionInfo, event: ChangeEvent,
+                      own_link: tuple[ProviderRecord, str | None] | None
+                      ) -> tuple[tuple[str, WriteIntent, int] | None,
+                                 tuple[str, str | None] | None]:
+        """For a customer or item change, in the first transaction: the item's income
+        account, and the write's intent begun when a write is due (the handler decides
+        the same from the same link, hash and mapping, and then takes this intent)."""
+        if event.entity_type not in (EntityType.CUSTOMER, EntityType.ITEM):
+            return None, None
+        income: tuple[str, str | None] | None = None
+        if event.entity_type is EntityType.ITEM:
+            row = repo.get_mapping(s, event.account_id, event.entity_id)
+            income = (event.entity_id, row.provider_account_id if row else None)
+        link, synced_hash = own_link if own_link is not None else (None, None)
+        try:
+            operation, _ = plan_upsert(info.provider, event, link, synced_hash,
+                                       income[1] if income else None)
+        except Parked:
+            return None, income  # the handler parks it
+        if operation == "none":
+            return None, income
+        key = idempotency_key(event.account_id, event.entity_type.value, event.entity_id,
+                              event.entity_version, operation)
+        uncertain = repo.begin_intent(s, key=key, account_id=event.account_id,
+                                      entity_type=event.entity_type.value,
+                                      entity_id=event.entity_id, operation=operation)
+        return (operation, WriteIntent(key, uncertain), writes_sent()), income
 
     @staticmethod
     def _waiting_on(s: Session, event: ChangeEvent) -> tuple[str, ...]:
@@ -422,34 +510,343 @@ class SyncEngine:
             return EngineResult(retry_after_s=max(error.retry_after or 0.05, 0.05),
                                 spend_attempt=False)
         if error.transient and attempt < self._retry.max_attempts:
+            with self.db.transaction() as s:
+                return self._record_failure(s, event, info, payload, error, started,
+                                            attempt, origin, parked=parked, new=new,
+                                            any_parked=any_parked)
+        if error.transient:
+            self._dead_letters.dead_letter(payload, event.account_id, origin, error,
+                                           ErrorCode.RETRY_BUDGET_EXHAUSTED)
+        with self.db.transaction() as s:
+            return self._record_failure(s, event, info, payload, error, started, attempt,
+                                        origin, parked=parked, new=new,
+                                        any_parked=any_parked, dead_lettered=True)
+
+    def _record_failure(self, s: Session, event: ChangeEvent, info: ConnectionInfo,
+                        payload: bytes, error: ProviderError, started: float, attempt: int,
+                        origin: Origin | None, *, parked: bool, new: bool, any_parked: bool,
+                        dead_lettered: bool = False) -> EngineResult:
+        """A provider's refusal of one event, in the caller's transaction: a retry with
+        backoff (transient), or failed / dead-lettered with a dead-letter row.
+        `dead_lettered`: the sink already has the record of an exhausted budget."""
+        if error.transient and attempt < self._retry.max_attempts:
             delay = self._retry.delay(attempt, error)
             status = self._status(event, info, SyncStatus.RETRYING, started, attempt,
                                   code=error.code,
                                   message=f"{error}; retry {attempt + 1} in {delay:.1f}s")
-            with self.db.transaction() as s:
-                self._add_status(s, status)
+            self._add_status(s, status)
             return EngineResult((status,), retry_after_s=delay)
         if error.transient:
-            self._dead_letters.dead_letter(payload, event.account_id, origin, error,
-                                           ErrorCode.RETRY_BUDGET_EXHAUSTED)
+            if not dead_lettered:
+                self._dead_letters.dead_letter(payload, event.account_id, origin, error,
+                                               ErrorCode.RETRY_BUDGET_EXHAUSTED)
             final, code = SyncStatus.DEAD_LETTERED, ErrorCode.RETRY_BUDGET_EXHAUSTED
             message = f"gave up after {attempt} attempts: {error}"
         else:
             final, code, message = SyncStatus.FAILED, error.code, str(error)
+        # The dead-letter row, the outcome and the status commit together.
+        repo.add_dead_letter(
+            s, account_id=event.account_id, entity_type=event.entity_type.value,
+            entity_id=event.entity_id, topic=origin.topic if origin else "redrive",
+            partition=origin.partition if origin else -1,
+            offset=origin.offset if origin else -1, error_code=code.value,
+            reason=message, payload=payload)
+        if parked:
+            repo.unpark(s, event.account_id, event.event_id)
+        result = self._finish(s, event, info, final, started, attempt, new=new,
+                              code=code, message=message)
+        # Later changes of this record were queued behind it; they may still apply.
+        return EngineResult(result.statuses, None,
+                            self._waiting_on(s, event) if any_parked else ())
+
+    # -- batches -----------------------------------------------------------------------
+
+    def process_batch(self, batch: Sequence[BatchEvent]) -> list[EngineResult]:
+        """Consecutive ready events of one tenant, one result per event, in order.
+
+        One transaction reads, gates and deduplicates the first change of each customer
+        and item in the batch and begins the intents of those that need a write; those
+        writes go to the provider together (`adapter.write_batch`, `batch_size` at a
+        time); one transaction records their outcomes. Every other event (invoices,
+        payments, a record's second change in the batch, a redelivery of an event in
+        it) then runs the single path, in order. Customers and items depend on nothing,
+        so writing them before an invoice that arrived earlier reorders nothing that
+        matters, and the invoice finds them linked. Once any event of the batch must wait
+        for a retry, the events not yet run wait too (without spending an attempt), so no
+        later change overtakes one that waits. One event: the single path, unchanged."""
+        if not batch:
+            return []
+        account = batch[0].event.account_id
+        if any(b.event.account_id != account for b in batch):
+            raise ValueError("a batch holds the events of one tenant")
+        if len(batch) == 1:
+            one = batch[0]
+            return [self.process(one.event, one.payload, attempt=one.attempt,
+                                 origin=one.origin)]
+        structlog.contextvars.bind_contextvars(account_id=account)
+        try:
+            with self._locks.hold(account):
+                return self._process_batch(batch)
+        finally:
+            structlog.contextvars.unbind_contextvars("account_id")
+
+    def _process_batch(self, batch: Sequence[BatchEvent]) -> list[EngineResult]:
+        started = time.monotonic()
+        account = batch[0].event.account_id
+        results: list[EngineResult | None] = [None] * len(batch)
+        # The first change of each customer/item record in the batch may be batched; any
+        # later change of it (or a second copy of an event) runs the single path after.
+        firsts: list[int] = []
+        records: set[tuple[str, str]] = set()
+        event_ids: set[str] = set()
+        for n, b in enumerate(batch):
+            e = b.event
+            record = (e.entity_type.value, e.entity_id)
+            if e.entity_type in (EntityType.CUSTOMER, EntityType.ITEM) and \
+                    record not in records and e.event_id not in event_ids:
+                firsts.append(n)
+            records.add(record)
+            event_ids.add(e.event_id)
+        planned: list[_Planned] = []
+        any_parked = False
+        info: ConnectionInfo | None = None
+        adapter: AccountingProvider | None = None
+        if len(firsts) > 1:
+            with self.db.transaction() as s:
+                info = connection_info(s, account)
+                if info is not None and info.status == "active":
+                    adapter = self._adapters(info)
+                if adapter is not None and adapter.batch_size > 1:
+                    assert info is not None
+                    any_parked, planned = self._plan_batch(s, info, batch, firsts, results,
+                                                           started)
+        held: list[int] = []  # run later, after the retry the batch waits for
+        if planned:
+            assert info is not None and adapter is not None
+            held = self._write_planned(info, adapter, batch, planned, results, started,
+                                       any_parked)
+        retries = [r.retry_after_s for r in results
+                   if r is not None and r.retry_after_s is not None]
+        for n, b in enumerate(batch):
+            if results[n] is not None or n in held:
+                continue
+            if retries:
+                held.append(n)
+                continue
+            result = self._process(b.event, b.payload, b.attempt, b.origin, False)
+            results[n] = result
+            if result.retry_after_s is not None:
+                retries.append(result.retry_after_s)
+        wait = EngineResult(retry_after_s=max(retries, default=0.05), spend_attempt=False)
+        return [wait if r is None or n in held else r for n, r in enumerate(results)]
+
+    def _plan_batch(self, s: Session, info: ConnectionInfo, batch: Sequence[BatchEvent],
+                    firsts: list[int], results: list[EngineResult | None], started: float
+                    ) -> tuple[bool, list[_Planned]]:
+        """The first transaction of a batch: what the single path's first transaction and
+        handler decide for each first change of a customer/item, in a few statements for
+        all of them; the intents of the writes due are begun here."""
+        account = info.account_id
+        own = [(batch[n].event.entity_type.value, batch[n].event.entity_id) for n in firsts]
+        prior = outcomes.processed_statuses(s, account, [batch[n].event.event_id
+                                                         for n in firsts])
+        any_parked = repo.has_parked(s, account)
+        links = outcomes.load_links(s, account, own)
+        outcomes.load_snapshots(s, account, own)
+        incomes = outcomes.income_accounts(s, account, [i for t, i in own if t == "item"])
+        due: list[tuple[int, str, str, ProviderRecord | None, str | None]] = []
+        unchanged: list[int] = []
+        for n in firsts:
+            b = batch[n]
+            e = b.event
+            if e.event_id in prior:
+                results[n] = EngineResult()  # a redelivery: its status was already recorded
+                continue
+            repo.save_snapshot(s, account, e.entity_type.value, e.entity_id, e.entity_version,
+                               b.payload, e.record_created_at)
+            row = links.get((e.entity_type.value, e.entity_id))
+            if row is not None and (row.provider, row.tenant_id) != (info.provider,
+                                                                     info.tenant_id):
+                row = None  # history made in another company says nothing about this one
+            if row is not None and row.last_applied_version >= e.entity_version:
+                results[n] = self._finish(
+                    s, e, info, SyncStatus.SKIPPED, started, b.attempt, new=True,
+                    code=ErrorCode.STALE_VERSION, record_id=row.provider_id,
+                    message=f"version {e.entity_version} is not newer than the applied "
+                    f"version {row.last_applied_version}")
+                continue
+            gate = self._gate(s, e, info, b.payload, started, b.attempt,
+                              linked=row is not None, redrive=False, new=True)
+            if gate is not None:
+                results[n] = gate
+                continue
+            if any_parked and repo.parked_before(s, account, e.entity_type.value,
+                                                 e.entity_id, ""):
+                repo.park(s, event_id=e.event_id, account_id=account,
+                          entity_type=e.entity_type.value, entity_id=e.entity_id,
+                          reason=ErrorCode.MISSING_DEPENDENCY.value,
+                          waits_for=f"{e.entity_type.value}:{e.entity_id}", payload=b.payload)
+                results[n] = self._finish(
+                    s, e, info, SyncStatus.WAITING_DEPENDENCY, started, b.attempt, new=True,
+                    code=ErrorCode.MISSING_DEPENDENCY,
+                    message="queued behind an earlier change of this record that is waiting")
+                continue
+            link = ProviderRecord(row.provider_id, row.provider_version) if row else None
+            income = incomes.get(e.entity_id) if e.entity_type is EntityType.ITEM else None
+            try:
+                operation, digest = plan_upsert(info.provider, e, link,
+                                                row.payload_hash if row else None, income)
+            except Parked as parked:
+                repo.park(s, event_id=e.event_id, account_id=account,
+                          entity_type=e.entity_type.value, entity_id=e.entity_id,
+                          reason=parked.code.value, waits_for=parked.waits_for,
+                          payload=b.payload)
+                results[n] = self._finish(s, e, info, SyncStatus.WAITING_DEPENDENCY, started,
+                                          b.attempt, new=True, code=parked.code,
+                                          message=str(parked))
+                continue
+            if operation == "none":
+                assert link is not None
+                self._save_link(s, info, e, link, digest)
+                results[n] = self._finish(s, e, info, SyncStatus.SKIPPED, started, b.attempt,
+                                          new=True, code=ErrorCode.UNCHANGED,
+                                          record_id=link.id)
+                unchanged.append(n)
+                continue
+            due.append((n, operation, digest, link, income))
+        keys = {n: idempotency_key(account, batch[n].event.entity_type.value,
+                                   batch[n].event.entity_id, batch[n].event.entity_version,
+                                   operation) for n, operation, *_ in due}
+        uncertain = outcomes.begin_intents(s, account, [
+            (keys[n], batch[n].event.entity_type.value, batch[n].event.entity_id, operation)
+            for n, operation, *_ in due])
+        if unchanged:
+            mark_synced(s, account)
+            if any_parked:
+                for n in unchanged:
+                    done = results[n]
+                    assert done is not None
+                    results[n] = EngineResult(done.statuses, None,
+                                              self._waiting_on(s, batch[n].event))
+        return any_parked, [
+            _Planned(n, operation, digest, link, income, WriteIntent(keys[n], uncertain[keys[n]]))
+            for n, operation, digest, link, income in due]
+
+    def _write_planned(self, info: ConnectionInfo, adapter: AccountingProvider,
+                       batch: Sequence[BatchEvent], planned: list[_Planned],
+                       results: list[EngineResult | None], started: float,
+                       any_parked: bool) -> list[int]:
+        """Send the planned writes, `batch_size` per request, and record every outcome in
+        one transaction. Returns the events held back unsent (a request before theirs
+        failed as a whole, or our own limiter deferred theirs): they run again later."""
+        size = max(adapter.batch_size, 1)
+        chunks = [planned[k:k + size] for k in range(0, len(planned), size)]
+        got: dict[int, ProviderRecord | ProviderError] = {}
+        unsent: list[_Planned] = []  # intents begun, request never sent: released
+        held: list[_Planned] = []
+        own_wait: float | None = None
+        for c, chunk in enumerate(chunks):
+            sent_before = writes_sent()
+            try:
+                answers = self._send(adapter, batch, chunk)
+            except ProviderError as exc:
+                later = [p for rest in chunks[c + 1:] for p in rest]
+                unsent.extend(later)
+                held.extend(later)
+                if isinstance(exc, Throttled) and exc.status is None:
+                    # Our own limiter: back-pressure, not a failure (as the single path).
+                    own_wait = max(exc.retry_after or 0.05, 0.05)
+                    held.extend(chunk)
+                    if writes_sent() == sent_before:
+                        unsent.extend(chunk)
+                else:
+                    got.update((p.index, exc) for p in chunk)  # no per-record outcome
+                break
+            got.update((p.index, answer) for p, answer in zip(chunk, answers, strict=True))
         with self.db.transaction() as s:
-            repo.add_dead_letter(
-                s, account_id=event.account_id, entity_type=event.entity_type.value,
-                entity_id=event.entity_id, topic=origin.topic if origin else "redrive",
-                partition=origin.partition if origin else -1,
-                offset=origin.offset if origin else -1, error_code=code.value,
-                reason=message, payload=payload)
-            if parked:
-                repo.unpark(s, event.account_id, event.event_id)
-            result = self._finish(s, event, info, final, started, attempt, new=new,
-                                  code=code, message=message)
-            # Later changes of this record were queued behind it; they may still apply.
-            return EngineResult(result.statuses, None,
-                                self._waiting_on(s, event) if any_parked else ())
+            outcomes.release_intents(s, [p.write.key for p in unsent])
+            written = [p for p in planned if isinstance(got.get(p.index), ProviderRecord)]
+            outcomes.load_links(s, info.account_id, [
+                (batch[p.index].event.entity_type.value, batch[p.index].event.entity_id)
+                for p in written])
+            completed: list[tuple[str, str | None]] = []
+            final: list[int] = []  # synced or ended: what waits for them may proceed
+            for p in planned:
+                if p.index not in got:
+                    continue
+                b = batch[p.index]
+                answer = got[p.index]
+                if isinstance(answer, ProviderRecord):
+                    self._save_link(s, info, b.event, answer, p.digest)
+                    completed.append((p.write.key, answer.id))
+                    results[p.index] = self._finish(
+                        s, b.event, info, SyncStatus.SYNCED, started, b.attempt, new=True,
+                        record_id=answer.id, operation=p.operation)
+                    final.append(p.index)
+                    continue
+                log.warning("provider_error", error_code=answer.code.value,
+                            transient=answer.transient, attempt=b.attempt, error=str(answer),
+                            entity_id=b.event.entity_id, batch=True)
+                if isinstance(answer, ReconnectRequired):
+                    # Kept, not lost: re-driven when the account reconnects.
+                    repo.park(s, event_id=b.event.event_id, account_id=info.account_id,
+                              entity_type=b.event.entity_type.value,
+                              entity_id=b.event.entity_id, reason="reconnect_required",
+                              waits_for="connection", payload=b.payload)
+                    results[p.index] = self._finish(
+                        s, b.event, info, SyncStatus.FAILED, started, b.attempt, new=True,
+                        code=ErrorCode.RECONNECT_REQUIRED, message=str(answer))
+                    continue
+                result = self._record_failure(s, b.event, info, b.payload, answer, started,
+                                              b.attempt, b.origin, parked=False, new=True,
+                                              any_parked=False)
+                results[p.index] = result
+                if result.retry_after_s is None:
+                    final.append(p.index)
+            outcomes.complete_intents(s, completed)
+            if completed:
+                mark_synced(s, info.account_id)
+            if any_parked and final:
+                waiting = {f"{b.event.entity_type.value}:{b.event.entity_id}": b.event
+                           for b in (batch[n] for n in final)}
+                redrive: dict[str, list[str]] = {}
+                for row in repo.parked_for(s, info.account_id,
+                                           reason=ErrorCode.MISSING_DEPENDENCY.value,
+                                           waits_for=sorted(waiting)):
+                    redrive.setdefault(row.waits_for or "", []).append(row.event_id)
+                for n in final:
+                    e = batch[n].event
+                    ids = redrive.get(f"{e.entity_type.value}:{e.entity_id}")
+                    done = results[n]
+                    if ids and done is not None:
+                        results[n] = EngineResult(done.statuses, done.retry_after_s,
+                                                  tuple(ids), done.spend_attempt)
+        if own_wait is not None:
+            for p in held:
+                results[p.index] = EngineResult(retry_after_s=own_wait, spend_attempt=False)
+            return []
+        return [p.index for p in held]
+
+    @staticmethod
+    def _send(adapter: AccountingProvider, batch: Sequence[BatchEvent],
+              chunk: list[_Planned]) -> list[ProviderRecord | ProviderError]:
+        """One request for the chunk; a chunk of one is the single-record request (one
+        record is sent at once, as the single path sends it)."""
+        writes = []
+        for p in chunk:
+            record = batch[p.index].event.record
+            assert isinstance(record, Customer | Item)
+            writes.append(BatchWrite(record, p.link, p.write, p.income_account))
+        if len(writes) == 1:
+            w = writes[0]
+            if isinstance(w.record, Item):
+                return [adapter.upsert_item(w.record, w.income_account_id, w.link, w.write)]
+            return [adapter.upsert_customer(w.record, w.link, w.write)]
+        answers = adapter.write_batch(writes)
+        if len(answers) != len(writes):
+            raise RuntimeError(f"write_batch answered {len(answers)} outcomes for "
+                               f"{len(writes)} writes")
+        return answers
 
     # -- parked events -----------------------------------------------------------------
 
@@ -534,15 +931,19 @@ class SyncEngine:
                      applied: Applied) -> None:
         if applied.record is None:
             return
-        link = repo.save_link(s, info, event.entity_type.value, event.entity_id,
-                              applied.record.id, applied.record.version, event.entity_version,
-                              applied.payload_hash)
-        # What this write left in the books, for the inbound poller's echo suppression.
-        link.written_state, link.written_hash = written_state(info.provider, event)
+        self._save_link(s, info, event, applied.record, applied.payload_hash)
         if not applied.unchanged:
             key = idempotency_key(event.account_id, event.entity_type.value, event.entity_id,
                                   event.entity_version, applied.operation)
             repo.complete_intent(s, key, applied.record.id)
+
+    @staticmethod
+    def _save_link(s: Session, info: ConnectionInfo, event: ChangeEvent,
+                   record: ProviderRecord, digest: str | None) -> None:
+        link = repo.save_link(s, info, event.entity_type.value, event.entity_id, record.id,
+                              record.version, event.entity_version, digest)
+        # What this write left in the books, for the inbound poller's echo suppression.
+        link.written_state, link.written_hash = written_state(info.provider, event)
 
     def _status(self, event: ChangeEvent, info: ConnectionInfo | None, status: SyncStatus,
                 started: float, attempt: int, *, code: ErrorCode | None = None,

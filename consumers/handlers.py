@@ -36,6 +36,7 @@ __all__ = [
     "apply_event",
     "idempotency_key",
     "payload_hash",
+    "plan_upsert",
 ]
 
 # FreshBooks items have no income-account field, so only these block on a mapping.
@@ -126,12 +127,32 @@ def _existing(ctx: SyncContext, event: ChangeEvent) -> tuple[ProviderRecord | No
     return (found[0], found[1]) if found else (None, None)
 
 
+def plan_upsert(provider: str, event: ChangeEvent, link: ProviderRecord | None,
+                synced_hash: str | None, income_account: str | None) -> tuple[str, str]:
+    """What a customer or item change needs, decided without the provider: (operation,
+    payload hash), the operation "none" when the books already hold this content, "create"
+    or "update" otherwise. Raises Parked for an item without the income-account mapping
+    the provider needs. The single path (below) and the engine's batches both use it."""
+    record = event.record
+    if isinstance(record, Item):
+        if income_account is None and provider in PROVIDERS_NEEDING_INCOME_ACCOUNT:
+            raise Parked(ErrorCode.UNMAPPED_ITEM, f"mapping:{record.id}", _unmapped_message(
+                provider, event.account_id, record.id,
+                f"item {record.name!r} ({record.id})"))
+        digest = payload_hash(provider, record, {"income_account": income_account})
+    else:
+        assert isinstance(record, Customer)
+        digest = payload_hash(provider, record)
+    if link is not None and digest == synced_hash:
+        return "none", digest
+    return ("update" if link else "create"), digest
+
+
 def _customer(ctx: SyncContext, customer: Customer, event: ChangeEvent) -> Applied:
     link, synced_hash = _existing(ctx, event)
-    digest = payload_hash(ctx.provider_name, customer)
-    if link is not None and digest == synced_hash:
+    operation, digest = plan_upsert(ctx.provider_name, event, link, synced_hash, None)
+    if operation == "none":
         return Applied("none", link, digest, unchanged=True)
-    operation = "update" if link else "create"
     record = ctx.adapter.upsert_customer(customer, link, ctx.write_intent(operation))
     return Applied(operation, record, digest)
 
@@ -148,13 +169,11 @@ def _unmapped_message(provider: str, account_id: str, item_id: str, what: str) -
 def _item(ctx: SyncContext, item: Item, event: ChangeEvent) -> Applied:
     account = ctx.income_account(item.id)
     if account is None and ctx.provider_name in PROVIDERS_NEEDING_INCOME_ACCOUNT:
-        raise Parked(ErrorCode.UNMAPPED_ITEM, f"mapping:{item.id}", _unmapped_message(
-            ctx.provider_name, event.account_id, item.id, f"item {item.name!r} ({item.id})"))
+        plan_upsert(ctx.provider_name, event, None, None, None)  # raises Parked
     link, synced_hash = _existing(ctx, event)
-    digest = payload_hash(ctx.provider_name, item, {"income_account": account})
-    if link is not None and digest == synced_hash:
+    operation, digest = plan_upsert(ctx.provider_name, event, link, synced_hash, account)
+    if operation == "none":
         return Applied("none", link, digest, unchanged=True)
-    operation = "update" if link else "create"
     record = ctx.adapter.upsert_item(item, account, link, ctx.write_intent(operation))
     return Applied(operation, record, digest)
 

@@ -1,0 +1,119 @@
+"""Set-at-a-time reads and writes for a batch of one tenant's events (issue 12).
+
+Each function is one statement (or one executemany) for the whole batch, where the
+per-event functions in state/repository.py make one per event. Callers own the
+transaction, as there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import Table, bindparam, insert, select, tuple_, update
+from sqlalchemy.orm import Session
+
+from state.models import EntityLink, IncomeAccountMapping, Intent, ProcessedEvent, Snapshot
+
+# Core table for executemany: an ORM update() with a list of parameters would be the
+# ORM's bulk-update-by-primary-key, which refuses WHERE criteria of ours.
+_INTENTS: Table = Intent.__table__  # type: ignore[assignment]
+
+__all__ = [
+    "begin_intents",
+    "complete_intents",
+    "income_accounts",
+    "load_links",
+    "load_snapshots",
+    "processed_statuses",
+    "release_intents",
+]
+
+
+def processed_statuses(s: Session, account_id: str, event_ids: Sequence[str]
+                       ) -> dict[str, str]:
+    """The recorded status of each event that has one."""
+    if not event_ids:
+        return {}
+    rows = s.execute(select(ProcessedEvent.event_id, ProcessedEvent.status).where(
+        ProcessedEvent.account_id == account_id,
+        ProcessedEvent.event_id.in_(list(event_ids))))
+    return {event_id: status for event_id, status in rows}
+
+
+def load_links(s: Session, account_id: str, records: Iterable[tuple[str, str]]
+               ) -> dict[tuple[str, str], EntityLink]:
+    """The links of (entity_type, entity_id) pairs, whatever company they point into
+    (the caller filters, as repository.get_link does). Loaded into the session, so a
+    later `s.get` of one of them (repository.save_link) reads no row again."""
+    pairs = sorted(set(records))
+    if not pairs:
+        return {}
+    rows = s.execute(select(EntityLink).where(
+        EntityLink.account_id == account_id,
+        tuple_(EntityLink.entity_type, EntityLink.entity_id).in_(pairs))).scalars()
+    return {(r.entity_type, r.entity_id): r for r in rows}
+
+
+def load_snapshots(s: Session, account_id: str, records: Iterable[tuple[str, str]]) -> None:
+    """Load the snapshots of the records into the session (repository.save_snapshot's
+    `s.get` then finds them without a statement each)."""
+    pairs = sorted(set(records))
+    if pairs:
+        s.execute(select(Snapshot).where(
+            Snapshot.account_id == account_id,
+            tuple_(Snapshot.entity_type, Snapshot.entity_id).in_(pairs))).scalars().all()
+
+
+def income_accounts(s: Session, account_id: str, item_ids: Sequence[str]) -> dict[str, str]:
+    """item id -> mapped income account, for the items that have a mapping."""
+    if not item_ids:
+        return {}
+    rows = s.execute(select(IncomeAccountMapping.item_id,
+                            IncomeAccountMapping.provider_account_id).where(
+        IncomeAccountMapping.account_id == account_id,
+        IncomeAccountMapping.item_id.in_(sorted(set(item_ids)))))
+    return {item_id: account for item_id, account in rows}
+
+
+def begin_intents(s: Session, account_id: str,
+                  intents: Sequence[tuple[str, str, str, str]]) -> dict[str, bool]:
+    """Record an attempt of each (key, entity_type, entity_id, operation), as
+    repository.begin_intent does one: key -> True when an earlier attempt of that intent
+    may have landed (state "pending"). Keys must be distinct."""
+    if not intents:
+        return {}
+    keys = [i[0] for i in intents]
+    existing = {key: (state, attempts) for key, state, attempts in s.execute(
+        select(Intent.idempotency_key, Intent.state, Intent.attempts)
+        .where(Intent.idempotency_key.in_(keys)))}
+    new = [{"idempotency_key": key, "account_id": account_id, "entity_type": entity_type,
+            "entity_id": entity_id, "operation": operation, "attempts": 1,
+            "state": "pending"}
+           for key, entity_type, entity_id, operation in intents if key not in existing]
+    if new:
+        s.execute(insert(_INTENTS), new)
+    again = [{"k": key, "a": attempts + 1,
+              # "unsent" (release_intents): every attempt so far stopped before sending;
+              # this one may send. "done" stays done.
+              "st": "pending" if state in ("pending", "unsent") else state}
+             for key, (state, attempts) in existing.items()]
+    if again:
+        s.execute(update(_INTENTS).where(_INTENTS.c.idempotency_key == bindparam("k"))
+                  .values(attempts=bindparam("a"), state=bindparam("st")), again)
+    return {key: existing.get(key, ("", 0))[0] == "pending" for key in keys}
+
+
+def complete_intents(s: Session, done: Sequence[tuple[str, str | None]]) -> None:
+    """Mark each (key, provider id) done, in one executemany."""
+    if done:
+        s.execute(update(_INTENTS).where(_INTENTS.c.idempotency_key == bindparam("k"))
+                  .values(state="done", provider_id=bindparam("p")),
+                  [{"k": key, "p": provider_id} for key, provider_id in done])
+
+
+def release_intents(s: Session, keys: Sequence[str]) -> None:
+    """The attempts just begun sent nothing (our own limiter deferred them), as
+    repository.release_intent for several."""
+    if keys:
+        s.execute(update(Intent).where(Intent.idempotency_key.in_(list(keys)),
+                                       Intent.state == "pending").values(state="unsent"))
