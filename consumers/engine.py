@@ -43,7 +43,7 @@ from state import repository as repo
 from state.connections import ConnectionInfo, ConnectionStore, connection_info, mark_synced
 from state.db import Database
 from state.locks import TenantLocks
-from state.models import ParkedEvent, SyncSettings
+from state.models import EntityLink, ParkedEvent, SyncSettings
 
 __all__ = ["BatchEvent", "DeadLetterSink", "EngineResult", "Origin", "SyncEngine"]
 
@@ -468,11 +468,13 @@ class SyncEngine:
 
     def _gate(self, s: Session, event: ChangeEvent, info: ConnectionInfo | None,
               payload: bytes, started: float, attempt: int, *, linked: bool,
-              redrive: bool, new: bool = False) -> EngineResult | None:
+              redrive: bool, new: bool = False, settings: SyncSettings | None = None
+              ) -> EngineResult | None:
+        """`settings`: the account's, read by the caller (a batch reads them once)."""
         if info is None or info.status == "disconnected":
             return self._finish(s, event, info, SyncStatus.SKIPPED, started, attempt, new=new,
                                 code=ErrorCode.NOT_CONNECTED)
-        settings = repo.get_settings(s, event.account_id) or SyncSettings(
+        settings = settings or repo.get_settings(s, event.account_id) or SyncSettings(
             sync_customers=True, sync_items=True, sync_invoices=True, sync_payments=True,
             auto_sync=True)
         if not getattr(settings, _SETTING_BY_ENTITY[event.entity_type]):
@@ -652,7 +654,8 @@ class SyncEngine:
                                                          for n in firsts])
         any_parked = repo.has_parked(s, account)
         links = outcomes.load_links(s, account, own)
-        outcomes.load_snapshots(s, account, own)
+        snapshots = outcomes.load_snapshots(s, account, own)
+        settings = repo.get_settings(s, account)
         incomes = outcomes.income_accounts(s, account, [i for t, i in own if t == "item"])
         due: list[tuple[int, str, str, ProviderRecord | None, str | None]] = []
         unchanged: list[int] = []
@@ -662,8 +665,8 @@ class SyncEngine:
             if e.event_id in prior:
                 results[n] = EngineResult()  # a redelivery: its status was already recorded
                 continue
-            repo.save_snapshot(s, account, e.entity_type.value, e.entity_id, e.entity_version,
-                               b.payload, e.record_created_at)
+            outcomes.save_snapshot(s, snapshots, account, e.entity_type.value, e.entity_id,
+                                   e.entity_version, b.payload, e.record_created_at)
             row = links.get((e.entity_type.value, e.entity_id))
             if row is not None and (row.provider, row.tenant_id) != (info.provider,
                                                                      info.tenant_id):
@@ -676,7 +679,8 @@ class SyncEngine:
                     f"version {row.last_applied_version}")
                 continue
             gate = self._gate(s, e, info, b.payload, started, b.attempt,
-                              linked=row is not None, redrive=False, new=True)
+                              linked=row is not None, redrive=False, new=True,
+                              settings=settings)
             if gate is not None:
                 results[n] = gate
                 continue
@@ -707,7 +711,7 @@ class SyncEngine:
                 continue
             if operation == "none":
                 assert link is not None
-                self._save_link(s, info, e, link, digest)
+                self._save_link(s, info, e, link, digest, links)
                 results[n] = self._finish(s, e, info, SyncStatus.SKIPPED, started, b.attempt,
                                           new=True, code=ErrorCode.UNCHANGED,
                                           record_id=link.id)
@@ -766,7 +770,7 @@ class SyncEngine:
         with self.db.transaction() as s:
             outcomes.release_intents(s, [p.write.key for p in unsent])
             written = [p for p in planned if isinstance(got.get(p.index), ProviderRecord)]
-            outcomes.load_links(s, info.account_id, [
+            links = outcomes.load_links(s, info.account_id, [
                 (batch[p.index].event.entity_type.value, batch[p.index].event.entity_id)
                 for p in written])
             completed: list[tuple[str, str | None]] = []
@@ -777,7 +781,7 @@ class SyncEngine:
                 b = batch[p.index]
                 answer = got[p.index]
                 if isinstance(answer, ProviderRecord):
-                    self._save_link(s, info, b.event, answer, p.digest)
+                    self._save_link(s, info, b.event, answer, p.digest, links)
                     completed.append((p.write.key, answer.id))
                     results[p.index] = self._finish(
                         s, b.event, info, SyncStatus.SYNCED, started, b.attempt, new=True,
@@ -939,9 +943,17 @@ class SyncEngine:
 
     @staticmethod
     def _save_link(s: Session, info: ConnectionInfo, event: ChangeEvent,
-                   record: ProviderRecord, digest: str | None) -> None:
-        link = repo.save_link(s, info, event.entity_type.value, event.entity_id, record.id,
-                              record.version, event.entity_version, digest)
+                   record: ProviderRecord, digest: str | None,
+                   known: dict[tuple[str, str], EntityLink] | None = None) -> None:
+        """The link and what the write left in the books; `known`: the links a batch
+        loaded (outcomes.load_links), so none is read again."""
+        if known is None:
+            link = repo.save_link(s, info, event.entity_type.value, event.entity_id,
+                                  record.id, record.version, event.entity_version, digest)
+        else:
+            link = outcomes.save_link(s, known, info, event.entity_type.value,
+                                      event.entity_id, record.id, record.version,
+                                      event.entity_version, digest)
         # What this write left in the books, for the inbound poller's echo suppression.
         link.written_state, link.written_hash = written_state(info.provider, event)
 

@@ -7,11 +7,13 @@ transaction, as there.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Sequence
 
 from sqlalchemy import Table, bindparam, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
+from state.connections import Company
 from state.models import EntityLink, IncomeAccountMapping, Intent, ProcessedEvent, Snapshot
 
 # Core table for executemany: an ORM update() with a list of parameters would be the
@@ -26,6 +28,8 @@ __all__ = [
     "load_snapshots",
     "processed_statuses",
     "release_intents",
+    "save_link",
+    "save_snapshot",
 ]
 
 
@@ -54,14 +58,57 @@ def load_links(s: Session, account_id: str, records: Iterable[tuple[str, str]]
     return {(r.entity_type, r.entity_id): r for r in rows}
 
 
-def load_snapshots(s: Session, account_id: str, records: Iterable[tuple[str, str]]) -> None:
-    """Load the snapshots of the records into the session (repository.save_snapshot's
-    `s.get` then finds them without a statement each)."""
+def load_snapshots(s: Session, account_id: str, records: Iterable[tuple[str, str]]
+                   ) -> dict[tuple[str, str], Snapshot]:
+    """The snapshots kept of the records, by (entity_type, entity_id)."""
     pairs = sorted(set(records))
-    if pairs:
-        s.execute(select(Snapshot).where(
-            Snapshot.account_id == account_id,
-            tuple_(Snapshot.entity_type, Snapshot.entity_id).in_(pairs))).scalars().all()
+    if not pairs:
+        return {}
+    rows = s.execute(select(Snapshot).where(
+        Snapshot.account_id == account_id,
+        tuple_(Snapshot.entity_type, Snapshot.entity_id).in_(pairs))).scalars()
+    return {(r.entity_type, r.entity_id): r for r in rows}
+
+
+def save_snapshot(s: Session, known: dict[tuple[str, str], Snapshot], account_id: str,
+                  entity_type: str, entity_id: str, version: int, payload: bytes,
+                  record_created_at: dt.datetime) -> None:
+    """repository.save_snapshot over snapshots loaded by load_snapshots (`known`, kept up
+    to date): no read per record, and the new rows are inserted together at flush."""
+    row = known.get((entity_type, entity_id))
+    if row is None:
+        row = Snapshot(account_id=account_id, entity_type=entity_type, entity_id=entity_id,
+                       entity_version=version, payload=payload,
+                       record_created_at=record_created_at)
+        s.add(row)
+        known[(entity_type, entity_id)] = row
+    elif version > row.entity_version:  # an older version never overwrites a newer
+        row.entity_version = version
+        row.payload = payload
+        row.record_created_at = record_created_at
+
+
+def save_link(s: Session, known: dict[tuple[str, str], EntityLink], company: Company,
+              entity_type: str, entity_id: str, provider_id: str,
+              provider_version: str | None, applied_version: int,
+              payload_hash: str | None) -> EntityLink:
+    """repository.save_link over links loaded by load_links (`known`, kept up to date)."""
+    link = known.get((entity_type, entity_id))
+    if link is None or (link.provider, link.tenant_id) != (company.provider, company.tenant_id):
+        # A new link, or one for another company whose history means nothing here.
+        if link is None:
+            link = EntityLink(account_id=company.account_id, entity_type=entity_type,
+                              entity_id=entity_id)
+            s.add(link)
+            known[(entity_type, entity_id)] = link
+        link.last_applied_version = 0
+    link.provider = company.provider
+    link.tenant_id = company.tenant_id
+    link.provider_id = provider_id
+    link.provider_version = provider_version
+    link.last_applied_version = max(link.last_applied_version or 0, applied_version)
+    link.payload_hash = payload_hash
+    return link
 
 
 def income_accounts(s: Session, account_id: str, item_ids: Sequence[str]) -> dict[str, str]:
