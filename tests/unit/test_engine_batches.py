@@ -155,7 +155,7 @@ def test_redelivered_events_in_a_batch_are_no_ops(world: World) -> None:
     events = [f.customer(f"c{i}", f"C{i}") for i in range(4)]
     run(world, events)
     calls = len(fake.calls)
-    again = run(world, events + [events[0]])
+    again = run(world, [*events, events[0]])
     assert [r.statuses for r in again] == [()] * 5
     assert all(r.retry_after_s is None for r in again)
     assert len(fake.calls) == calls and len(fake.batches) == 1
