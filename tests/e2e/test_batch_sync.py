@@ -72,10 +72,11 @@ def test_a_burst_of_customers_and_items_lands_through_batch_calls(
         events.append(f.event(Item(item_id, f"Part {run} {i:02d}",
                                    unit_price=Decimal("12.50"))))
         item_records[item_id] = events[-1].record  # type: ignore[assignment]
-    # A record's create and update in the same burst: the books end with the update.
+    # A record's create and update next to each other (so in one batch): the books end
+    # with the update.
     twice = f"{run}-c00"
-    events.append(f.customer(twice, f"Burst {run} 00 renamed", email="renamed@example.com"))
-    customers[twice] = events[-1].record  # type: ignore[assignment]
+    events.insert(2, f.customer(twice, f"Burst {run} 00 renamed", email="renamed@example.com"))
+    customers[twice] = events[2].record  # type: ignore[assignment]
     # An invoice on a customer and an item of the same burst.
     invoice = f.event(build_invoice(f"{run}-inv", f"{run}-c05", "B-1", "USD", "exclusive",
                                     [(items[3], "2", "12.50", "0", "0")]))
