@@ -147,6 +147,9 @@ class Settings:
     # raise it for slower providers, lower it on a small database. 32 was measured worse
     # than 4 on PostgreSQL (context switches, connections; issue 12).
     max_in_flight: int = 8
+    # A tenant's ready events handed to the engine together (MAX_BATCH); their customers
+    # and items go out in the provider's batch requests. 1 turns batching off.
+    max_batch: int = 50
     retry_max_attempts: int = 8
     retry_base_delay_s: float = 0.5
     retry_max_delay_s: float = 300.0
@@ -179,6 +182,7 @@ class Settings:
             schema_registry_url=os.environ.get("SCHEMA_REGISTRY_URL") or None,
             consumer_group=_env("CONSUMER_GROUP", "blueclerk-accounting-sync"),
             max_in_flight=int(_env("MAX_IN_FLIGHT", "8")),
+            max_batch=int(_env("MAX_BATCH", "50")),
             retry_max_attempts=int(_env("RETRY_MAX_ATTEMPTS", "8")),
             retry_base_delay_s=float(_env("RETRY_BASE_DELAY_S", "0.5")),
             retry_max_delay_s=float(_env("RETRY_MAX_DELAY_S", "300")),
