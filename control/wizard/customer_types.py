@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from control.wizard import normalise as norm
+from control.wizard import trades
 from schemas.records import Address, Customer
 
 __all__ = [
@@ -196,6 +197,20 @@ MODEL_PERSON = 1.2
 MODEL_HOUSEHOLD = 2.0
 MODEL_CORPORATION = 1.0
 
+# A trade word from the public classifications (``trade_vocabulary.tsv``): as strong as
+# the hand-written list's middle weights. A name that names a trade is also a trading
+# name (an organisation, even a sole trader's), whatever the name model says.
+TRADE_WORD = 2.4
+TRADE_NAME_ORG = 0.8
+TRADE_IN_EMAIL = 1.6
+# "& Sons", "and Sons", "& Fils", "Bros": a family firm, an organisation of either kind.
+FAMILY_FIRM = re.compile(r"(?i)(?:&|\band|\bet)\s+(?:sons|son|fils|daughters)\b|\bbros\b\.?"
+                         r"|\bbrothers\b|\bfreres\b|\bfrères\b")
+FAMILY_FIRM_WEIGHT = 1.5
+# Set on the development set (its four family-firm names are all builders); weaker than
+# any trade or business word, so it only decides between two organisation readings.
+FAMILY_FIRM_TRADE = 0.5
+
 PRIOR: dict[CustomerType, float] = {"Homeowner": 0.6, "Business": 0.0, "Builder": -0.3}
 SOFTMAX_TEMPERATURE = 1.6
 
@@ -264,6 +279,13 @@ class _Scorer:
         self.evidence: dict[CustomerType, list[tuple[float, str]]] = {
             t: [] for t in CUSTOMER_TYPES
         }
+        # Homeowner weight that only says "this is a person's name" (a sole trader's too).
+        self.person_name = 0.0
+        self.trade_in_email: str | None = None
+
+    def person(self, weight: float, reason: str) -> None:
+        self.add(("Homeowner",), weight, reason)
+        self.person_name += weight
 
     def add(self, types: Iterable[CustomerType], weight: float, reason: str) -> None:
         for t in types:
@@ -302,19 +324,29 @@ def _score_names(c: ImportCandidate, s: _Scorer) -> None:
         s.add(("Builder",), weight, f"construction word '{term}' in the name")
     for term, weight in business_hits:
         s.add(("Business",), weight, f"business word '{term}' in the name")
+    tag = norm.tag_name(display) if display else None
+    trade_hits = _classified_trades(org_text, builder_hits, c, tag)
+    for hit in trade_hits:
+        s.add(("Builder",), TRADE_WORD,
+              f"trade word '{hit.written}' in the name ({hit.term.source})")
+    if trade_hits and not (suffixes or business_hits or company):
+        s.add(_ORG, TRADE_NAME_ORG, "a trade named in the name (a trading name)")
+    family_firm = FAMILY_FIRM.search(org_text)
+    if family_firm:
+        s.add(_ORG, FAMILY_FIRM_WEIGHT, f"family-firm name ('{family_firm.group(0).strip()}')")
+        s.add(("Builder",), FAMILY_FIRM_TRADE, "family firms are common among trade contractors")
 
     if company:
         s.add(_ORG, 1.2, f"company name given ('{company}')")
 
     given = (c.given_name or "").strip()
     family = (c.family_name or "").strip()
-    keyword_free = not (suffixes or builder_hits or business_hits)
+    keyword_free = not (suffixes or builder_hits or business_hits or trade_hits or family_firm)
     if given and family and not company and keyword_free:
-        s.add(("Homeowner",), 1.8, f"personal name '{given} {family}' and no company")
+        s.person(1.8, f"personal name '{given} {family}' and no company")
     elif (given or family) and not company and keyword_free:
-        s.add(("Homeowner",), 0.9, "personal name field filled and no company")
+        s.person(0.9, "personal name field filled and no company")
 
-    tag = norm.tag_name(display) if display else None
     if tag is not None:
         kind = {"Person": "a person", "Household": "a household",
                 "Corporation": "a company"}[tag.kind]
@@ -322,13 +354,13 @@ def _score_names(c: ImportCandidate, s: _Scorer) -> None:
         if tag.kind == "Household":
             s.add(("Homeowner",), MODEL_HOUSEHOLD, reason)
         elif tag.kind == "Person" and keyword_free and not company:
-            s.add(("Homeowner",), MODEL_PERSON, reason)
+            s.person(MODEL_PERSON, reason)
         elif tag.kind == "Corporation":
             s.add(_ORG, MODEL_CORPORATION, reason)
     if keyword_free and not company and display:
         shape = _person_shape(display)
         if shape:
-            s.add(("Homeowner",), 1.2, shape)
+            s.person(1.2, shape)
     couple = re.search(r"\b(mr|mrs|ms|dr)\.?\s*(and|&)", display, re.IGNORECASE)
     first = display.split()[0] if display.split() else ""
     if (words and words[0] in HONORIFICS) or norm.is_title(first) or couple:
@@ -339,6 +371,25 @@ def _score_names(c: ImportCandidate, s: _Scorer) -> None:
         s.add(("Homeowner",), 2.0, "name is a family trust (a household holding its home)")
     if re.match(r"(the )?estate of\b", folded):
         s.add(("Homeowner",), 2.0, "name is a deceased person's estate")
+
+
+def _classified_trades(text: str, builder_hits: list[tuple[str, float]], c: ImportCandidate,
+                       tag: norm.NameTag | None) -> list[trades.TradeHit]:
+    """Trade words of the public classifications in ``text`` that the hand-written list
+    did not already count. An agent noun that is also a surname ("Tom Painter", "Karen
+    Carpenter", "Jennifer Mason") is not counted in a name read as a person's."""
+    counted = {w for term, _ in builder_hits for w in term.split()}
+    person_words = {_fold(x) for x in (c.given_name, c.family_name) if x}
+    person = tag is not None and tag.kind in ("Person", "Household")
+    out: list[trades.TradeHit] = []
+    for hit in trades.find_trades(text):
+        words = _fold(hit.written).split()
+        if any(w in counted or any(v in counted for v in _stems(w)) for w in words):
+            continue
+        if hit.agent_form and (person or words[0] in person_words):
+            continue
+        out.append(hit)
+    return out
 
 
 def _person_shape(display: str) -> str | None:
@@ -368,7 +419,11 @@ def _score_email(c: ImportCandidate, s: _Scorer) -> None:
         return
     local, _, domain = email.rpartition("@")
     if domain in FREE_MAIL_DOMAINS or any(domain.endswith("." + d) for d in FREE_MAIL_DOMAINS):
-        s.add(("Homeowner",), 1.4, f"free e-mail domain {domain}")
+        # "dan.kim+plumbing@" is a homeowner's tag for the plumber's mail, not a trade.
+        mailbox = local.split("+")[0]
+        if not _trade_in_email(c, re.sub(r"[._\-]", "", mailbox), f"e-mail address {mailbox}@",
+                               s):
+            s.add(("Homeowner",), 1.4, f"free e-mail domain {domain}")
     elif domain.endswith((".edu", ".gov", ".org", ".church")) or ".gov." in domain:
         s.add(("Business",), 1.6, f"institutional e-mail domain {domain}")
     elif domain:
@@ -380,10 +435,29 @@ def _score_email(c: ImportCandidate, s: _Scorer) -> None:
         s.add(_ORG, 0.9, f"company e-mail domain {domain}")
         if b_hits:
             s.add(("Builder",), 1.6, f"e-mail domain {domain} contains '{b_hits[0][0]}'")
+            s.trade_in_email = b_hits[0][0]
+        else:
+            _trade_in_email(c, label, f"e-mail domain {domain}", s)
         if o_hits:
             s.add(("Business",), 1.2, f"e-mail domain {domain} contains '{o_hits[0][0]}'")
     if local.split("+")[0] in ROLE_MAILBOXES:
         s.add(_ORG, 1.2, f"role mailbox '{local}@'")
+
+
+def _trade_in_email(c: ImportCandidate, label: str, where: str, s: _Scorer) -> bool:
+    """A classified trade glued into an address (``daveclarkeplastering@``,
+    ``@mendezpaintingco.com``) names the sender's trade: True if one does. It is counted
+    once, and not again if the name already named it."""
+    name = _fold(" ".join(x for x in (c.display_name, c.company_name) if x))
+    name_stems = {trades.trade_stem(w) for w in name.split()}
+    for form, term in trades.surface_forms():
+        if form in label:
+            if not (set(term.stems) & name_stems):
+                s.add(("Builder",), TRADE_IN_EMAIL, f"{where} names the trade '{form}' "
+                                                    f"({term.source})")
+                s.trade_in_email = form
+            return True
+    return False
 
 
 def _score_address(c: ImportCandidate, s: _Scorer) -> None:
@@ -406,8 +480,14 @@ def _score_notes(c: ImportCandidate, s: _Scorer) -> None:
     if not c.notes:
         return
     text = _fold(c.notes)
-    for term, weight in _phrase_hits(text, BUILDER_TERMS):
+    builder_hits = _phrase_hits(text, BUILDER_TERMS)
+    for term, weight in builder_hits:
         s.add(("Builder",), weight * 0.6, f"notes mention '{term}'")
+    counted = {w for term, _ in builder_hits for w in term.split()}
+    for hit in trades.find_trades(c.notes):
+        if not any(w in counted for w in _fold(hit.written).split()):
+            s.add(("Builder",), TRADE_WORD * 0.6,
+                  f"notes mention the trade '{hit.written}' ({hit.term.source})")
     for term, weight in _phrase_hits(text, BUSINESS_TERMS):
         s.add(("Business",), weight * 0.5, f"notes mention '{term}'")
     for term, weight in _phrase_hits(text, HOMEOWNER_NOTE_TERMS):
@@ -422,8 +502,12 @@ def suggest_customer_type(candidate: ImportCandidate) -> TypeSuggestion:
     _score_address(candidate, s)
     _score_notes(candidate, s)
 
-    # Builder words usually appear together with organisation evidence; a trade word
-    # alone ("Development") is also evidence of an organisation.
+    if s.trade_in_email and s.person_name:
+        # A person's name whose own e-mail address names a trade is a sole trader: the
+        # personal-name signals fit them as well as a homeowner, so they cancel out.
+        s.add(("Builder",), s.person_name,
+              f"a person's name with an e-mail address naming the trade "
+              f"'{s.trade_in_email}': a sole trader")
     best = max(CUSTOMER_TYPES, key=lambda t: (s.scores[t], -CUSTOMER_TYPES.index(t)))
     exps = {t: math.exp(s.scores[t] / SOFTMAX_TEMPERATURE) for t in CUSTOMER_TYPES}
     confidence = exps[best] / sum(exps.values())
