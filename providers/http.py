@@ -105,7 +105,7 @@ class ProviderHttp:
             return self._client.request(method, url, headers=merged, **kwargs)
         except httpx.TimeoutException as exc:
             reached = not isinstance(exc, httpx.ConnectTimeout)
-            if write:
+            if write and reached:
                 raise UnknownOutcome(f"{method} {url} timed out; the write may have been "
                                      "applied") from exc
             raise TransientProviderError(f"{method} {url} timed out",

@@ -75,9 +75,11 @@ class RateLimiter:
         self.throttled_total = 0
 
     def _prune(self, now: float) -> None:
-        while self._minute and self._minute[0] <= now - MINUTE_S:
+        # Written as `release + window <= now`, the same sum acquire() waits for, so
+        # rounding can never leave a slot both unexpired and due.
+        while self._minute and self._minute[0] + MINUTE_S <= now:
             self._minute.popleft()
-        while self._day and self._day[0] <= now - DAY_S:
+        while self._day and self._day[0] + DAY_S <= now:
             self._day.popleft()
         while self._day_buckets and (self._day_buckets[0][0] + 1) * 60 <= now - DAY_S:
             self._day_count -= self._day_buckets.popleft()[1]
@@ -95,27 +97,27 @@ class RateLimiter:
             while True:
                 now = self._clock()
                 self._prune(now)
-                wait = 0.0
-                scope = ""
+                ready = now  # when a slot may be free; calls in flight free nothing
+                scope = ""  # before their release + the window
                 day = self.limits.per_day
                 if day is not None and self._day_held() >= day:
-                    # Calls still in flight free nothing before their release + 24 h.
-                    wait, scope = (self._day[0] + DAY_S - now if self._day else DAY_S), "day"
+                    ready, scope = (self._day[0] if self._day else now) + DAY_S, "day"
                 elif self._minute_held() >= self.limits.per_minute:
-                    wait = self._minute[0] + MINUTE_S - now if self._minute else MINUTE_S
+                    ready = (self._minute[0] if self._minute else now) + MINUTE_S
                     scope = "minute"
                 elif self._in_flight >= self.limits.concurrent:
-                    wait, scope = 0.05, "concurrent"
+                    ready, scope = now + 0.05, "concurrent"
                 if not scope:
                     self._in_flight += 1
                     self._warn_if_near(now)
                     return
-                if now + wait > deadline:
+                if ready > deadline:
                     self.throttled_total += 1
-                    raise Throttled(f"local {scope} limit reached", retry_after=max(wait, 0.05),
-                                    scope=scope, status=None)
+                    raise Throttled(f"local {scope} limit reached",
+                                    retry_after=max(ready - now, 0.05), scope=scope,
+                                    status=None)
                 # A release wakes us early (concurrency); a window slot frees by time.
-                self._lock.wait(timeout=wait)
+                self._lock.wait(timeout=ready - now)
 
     def release(self) -> None:
         """The call's answer came back (or it failed after it may have been sent): its

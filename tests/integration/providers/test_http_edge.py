@@ -26,6 +26,7 @@ from providers.oauth import TokenSet
 from providers.ratelimit import RateLimiter, RateLimits
 from providers.testing import MemoryTokenStore
 from providers.tokens import ConnectionTokens
+from sandbox.serve import free_port
 from schemas.error_codes import ErrorCode
 
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -248,3 +249,44 @@ def test_concurrent_callers_share_one_refresh() -> None:
     assert errors == []
     assert calls == ["ref-1"]
     assert edge.limiter.usage()["in_flight"] == 0
+
+
+def test_a_call_that_never_connected_holds_no_window_slot() -> None:
+    """Nothing listens on the port: no provider counted the call, so our limiter does
+    not either (issue 12), and a write that never left is not an unknown outcome."""
+    port = free_port()
+    limiter = RateLimiter(RateLimits(per_minute=1, concurrent=1, per_day=1), max_wait_s=0)
+    store = MemoryTokenStore(TokenSet("tok-1", "ref-1",
+                                      dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)))
+    http = ProviderHttp(httpx.Client(timeout=2), ConnectionTokens(store, "acct-refused",
+                                                                 rotating_refresh),
+                        limiter, lambda r: None)
+    for _ in range(3):
+        with pytest.raises(TransientProviderError) as info:
+            http.request("POST", f"http://127.0.0.1:{port}/thing", write=True, json={"a": 1})
+        assert not isinstance(info.value, (Throttled, UnknownOutcome))
+    assert limiter.usage() == {"minute": 0, "day": 0, "in_flight": 0, "throttled": 0}
+
+
+def test_a_connect_timeout_on_a_write_is_not_an_unknown_outcome() -> None:
+    edge = Edge(_raise(httpx.ConnectTimeout("no route")),
+                limits=RateLimits(per_minute=1, concurrent=5))
+    for _ in range(2):
+        with pytest.raises(TransientProviderError) as info:
+            edge.post()
+        assert not isinstance(info.value, UnknownOutcome)  # no connection, nothing sent
+        assert info.value.code is ErrorCode.TIMEOUT
+    assert edge.limiter.usage()["minute"] == 0
+
+
+def test_a_call_that_was_sent_holds_its_slot_after_the_answer() -> None:
+    """A read timeout or an answer means the request was sent: the provider may have
+    counted it, so its minute slot stays taken (providers/ratelimit.py)."""
+    edge = Edge(_raise(httpx.ReadTimeout("slow")), limits=RateLimits(per_minute=1,
+                                                                      concurrent=5))
+    with pytest.raises(UnknownOutcome):
+        edge.post()
+    with pytest.raises(Throttled) as info:
+        edge.post()
+    assert info.value.status is None and info.value.scope == "minute"
+    assert len(edge.requests) == 1
