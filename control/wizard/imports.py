@@ -5,6 +5,7 @@ one transaction; the events are then published from the outbox.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from decimal import Decimal
@@ -30,6 +31,7 @@ from control.wizard.customer_types import (
     suggest_customer_type,
 )
 from control.wizard.duplicates import ExistingCustomer, find_duplicates
+from control.wizard.normalise import country_code
 from control.wizard.progress import (
     load_progress,
     mark_step,
@@ -38,13 +40,14 @@ from control.wizard.progress import (
 )
 from producers.inbound_changes import add_change_event, change_id_for
 from providers.port import RemoteCustomer, RemoteItem
-from schemas.records import Customer, Item
+from schemas.records import Address, Customer, Item
 from state import repository as repo
 from state.connections import ConnectionInfo
 from state.models import IncomeAccountMapping
 
 __all__ = [
     "Selection",
+    "company_country",
     "import_customers",
     "import_items",
     "list_customers",
@@ -70,6 +73,23 @@ def _candidate(c: RemoteCustomer) -> ImportCandidate:
                            email=c.email, phone=c.phone, address=c.address)
 
 
+def company_country(addresses: Iterable[Address | None]) -> str | None:
+    """The company's country as its customers' addresses give it: the country most of
+    them name (ISO alpha-2), or None when none names one or two countries tie.
+
+    The provider port does not expose the company's own country (QuickBooks'
+    CompanyInfo.Country, Xero's Organisation.CountryCode, FreshBooks' business address),
+    and the connection does not store it; a company's customers are overwhelmingly in
+    its own country, so their addresses are the best signal available here. None reads
+    numbers as US, the behaviour before issue 15."""
+    counts = Counter(code for a in addresses if a is not None
+                     for code in [country_code(a.country)] if code)
+    ranked = counts.most_common(2)
+    if not ranked or (len(ranked) == 2 and ranked[0][1] == ranked[1][1]):
+        return None
+    return ranked[0][0]
+
+
 def list_customers(ctx: ControlContext, account_id: str) -> dict[str, Any]:
     """Step 1: the provider's customers with a suggested type and possible duplicates."""
     info = active_connection(ctx, account_id)
@@ -83,7 +103,10 @@ def list_customers(ctx: ControlContext, account_id: str) -> dict[str, Any]:
     linked_ids = {lk.entity_id for lk in links}
     candidates = [_candidate(c) for c in remote]
     known = [ExistingCustomer.from_customer(c) for c in existing.values()]
-    matches = find_duplicates(candidates, known)
+    # Phones and postcodes written without a country are read in the company's country.
+    region = company_country([c.address for c in remote]
+                             + [c.billing_address for c in existing.values()])
+    matches = find_duplicates(candidates, known, default_region=region)
     by_candidate: dict[int, list[dict[str, Any]]] = {}
     for m in matches:
         target = existing[m.existing_id]

@@ -168,3 +168,63 @@ def test_labelled_set_accuracy_floor() -> None:
     assert report.per_class["Builder"] >= 0.78
     # The set is deliberately not trivially separable.
     assert report.accuracy < 1.0
+
+
+# --------------------------------------------------------------------------- issue 15:
+# trade words from public classifications (control/wizard/trade_vocabulary.tsv)
+
+from control.wizard import trades  # noqa: E402
+
+
+@pytest.mark.parametrize("family", [
+    ("roofer", "Roofers", "roofing"), ("plasterer", "Plasterers", "plastering"),
+    ("electrician", "electrical", "Électricité"), ("plombier", "Plomberie"),
+    ("tiler", "tiling", "tiles"), ("joiner", "Joinery"), ("bricklayer", "Bricklaying"),
+    ("excavator", "excavation", "Excavating"), ("concreter", "concreting", "concrete"),
+])
+def test_the_forms_of_one_trade_share_a_stem(family: tuple[str, ...]) -> None:
+    assert len({trades.trade_stem(w) for w in family}) == 1
+
+
+@pytest.mark.parametrize(("name", "source"), [
+    ("Barrett Bricklaying", "UKSOC 5312"),
+    ("Coastline Plasterers", "SOC 47-2161"),
+    ("Toitures Lapointe Inc.", "SCIAN 238160"),
+    ("Kauri Drainlayers", "ANZSCO 334113"),
+    ("鈴木塗装", "JSIC 07"),
+])
+def test_a_classified_trade_makes_a_builder_and_names_its_source(name: str,
+                                                                 source: str) -> None:
+    s = suggest_customer_type(ImportCandidate(name))
+    assert s.customer_type == "Builder"
+    assert any("trade word" in r and source in r for r in s.reasons)
+
+
+@pytest.mark.parametrize("name", ["Karen Carpenter", "Tom Painter", "Jennifer Mason"])
+def test_a_trade_surname_does_not_make_a_builder(name: str) -> None:
+    given, family = name.split()
+    s = suggest_customer_type(ImportCandidate(name, given, family, email="k@gmail.com"))
+    assert s.customer_type == "Homeowner"
+    assert not any("trade word" in r for r in s.reasons)
+
+
+def test_a_person_whose_email_names_a_trade_is_a_sole_trader() -> None:
+    s = suggest_customer_type(ImportCandidate("Dave Wilson", "Dave", "Wilson",
+                                              email="davewilsonplastering@gmail.com"))
+    assert s.customer_type == "Builder"
+    assert any("sole trader" in r for r in s.reasons)
+    assert any("plastering" in r for r in s.reasons)
+
+
+def test_a_homeowners_plus_tag_naming_a_trade_is_not_a_trade() -> None:
+    s = suggest_customer_type(ImportCandidate("Danny Kim", "Danny", "Kim",
+                                              email="dan.kim+plumbing@gmail.com"))
+    assert s.customer_type == "Homeowner"
+
+
+def test_the_vocabulary_names_its_sources() -> None:
+    header = trades.VOCABULARY_PATH.read_text(encoding="utf-8").split("\nSOC\t")[0]
+    for scheme in ("SOC", "NAICS", "UKSOC", "ANZSCO", "NOC", "JSIC"):
+        assert f"#   {scheme}" in header
+    assert all(t.source.split()[0] in {"SOC", "NAICS", "SCIAN", "UKSOC", "ANZSCO", "NOC",
+                                       "JSIC", "GBT"} for t in trades.load_terms())

@@ -350,3 +350,87 @@ def test_bench_prints_the_likely_and_possible_tiers_apart(
     out = capsys.readouterr().out
     assert "likely tier:" in out and "possible tier" in out
     assert "precision 0.9" in out and "recall of likely + possible:" in out
+
+
+# --------------------------------------------------------------------------- issue 15:
+# international phone numbers and whole postcodes
+
+from control.wizard.imports import company_country  # noqa: E402
+from control.wizard.normalise import normalise_postcode  # noqa: E402
+
+# One number each, written the three ways import files write it. The E.164 forms are the
+# country code followed by the national number without its trunk 0 (ITU-T E.164).
+SAME_NUMBER = [
+    ("GB", ("020 7946 0958", "+44 20 7946 0958", "0044 (0)20 7946 0958"), "+442079460958"),
+    # From Australia the international prefix is 0011 (ACMA numbering plan), not 00.
+    ("AU", ("(02) 5550 1234", "+61 2 5550 1234", "0011 61 2 5550 1234"), "+61255501234"),
+    ("JP", ("03-5555-0190", "+81 3-5555-0190", "+81 (0)3 5555 0190"), "+81355550190"),
+]
+
+
+@pytest.mark.parametrize(("region", "writings", "e164"), SAME_NUMBER)
+def test_one_number_written_three_ways_is_one_number(region: str, writings: tuple[str, ...],
+                                                     e164: str) -> None:
+    assert {normalise_phone(w, region) for w in writings} == {e164}
+
+
+@pytest.mark.parametrize(("region", "writings", "e164"), SAME_NUMBER)
+def test_one_number_written_three_ways_matches_on_the_phone(
+        region: str, writings: tuple[str, ...], e164: str) -> None:
+    first, second, third = writings
+    existing = [ExistingCustomer("x", "Morgan Ellery", phone=first)]
+    for other in (second, third):
+        found = find_duplicates([ImportCandidate("M. Ellery", phone=other)], existing,
+                                default_region=region)
+        assert [(m.existing_id, m.tier) for m in found] == [("x", "likely")]
+        assert any("same phone" in r for r in found[0].reasons)
+
+
+def test_numbers_sharing_their_last_ten_digits_are_different() -> None:
+    # London 020 7946 0958 and Maine (207) 946-0958: digits 2079460958 in both.
+    uk, us = "+44 20 7946 0958", "+1 (207) 946-0958"
+    assert normalise_phone(uk, "GB") != normalise_phone(us, "GB")
+    existing = [ExistingCustomer("x", "Morgan Ellery", phone=us)]
+    found = find_duplicates([ImportCandidate("M. Ellery", phone=uk)], existing,
+                            default_region="GB")
+    assert not any(m.tier == "likely" for m in found)
+    assert not any("same phone" in r for m in found for r in m.reasons)
+
+
+@pytest.mark.parametrize(("a", "b", "region"), [
+    ("SW1A 1AA", "SW1A 1AB", "GB"),  # first five characters "SW1A1" equal
+    ("K1A 0B1", "K1A 0B9", "CA"),  # first five "K1A0B" equal, whole codes differ
+    ("M14 5TB", "M14 5TD", "GB"),
+])
+def test_postcodes_are_compared_whole_not_by_prefix(a: str, b: str, region: str) -> None:
+    assert normalise_postcode(a, region) != normalise_postcode(b, region)
+
+
+@pytest.mark.parametrize(("written", "canonical", "region"), [
+    ("sw1a1aa", "SW1A 1AA", "GB"), ("SW1A 1AA", "SW1A 1AA", "GB"),
+    ("k1a0b1", "K1A 0B1", "CA"), ("K1A 0B1", "K1A 0B1", "CA"),
+])
+def test_one_postcode_written_two_ways_is_one_postcode(written: str, canonical: str,
+                                                       region: str) -> None:
+    postal = normalise_postcode(written, region)
+    assert postal is not None and postal.code == canonical
+
+
+def test_neighbouring_canadian_postcodes_do_not_make_an_address_match() -> None:
+    a = Address(line1="250 Queens Quay W", city="Toronto", postal_code="M5J 2N2")
+    b = Address(line1="250 Queens Quay W", city="Toronto", postal_code="M5J 2N5")
+    same = Address(line1="250 Queens Quay West", city="Toronto", postal_code="m5j2n2")
+    existing = [ExistingCustomer("x", "Morgan Ellery", address=a)]
+    near = find_duplicates([ImportCandidate("Morgan Ellery", address=b)], existing,
+                           default_region="CA")
+    exact = find_duplicates([ImportCandidate("Morgan Ellery", address=same)], existing,
+                            default_region="CA")
+    assert not any("same address" in r for m in near for r in m.reasons)
+    assert any("same address" in r for m in exact for r in m.reasons)
+
+
+def test_company_country_is_what_most_customer_addresses_say() -> None:
+    gb = Address(city="Leeds", country="United Kingdom")
+    assert company_country([gb, Address(country="GB"), Address(country="US"), None]) == "GB"
+    assert company_country([Address(country="AU"), Address(country="NZ")]) is None  # a tie
+    assert company_country([Address(city="Leeds"), None]) is None

@@ -450,3 +450,32 @@ def test_sync_now(api: TestClient, services: Services, sandbox_url: str, topics:
     assert synced["results"] == {"synced": 2} and synced["still_waiting"] == 0
     names = _customer_names(w.books(), provider)
     assert "Sync Now Customer A2" in names and "Sync Now Customer A" not in names
+
+
+def test_duplicates_read_phones_in_the_company_country(
+        api: TestClient, services: Services, sandbox_url: str, kafka_bootstrap: str,
+        topics: Topics) -> None:
+    """A UK Xero organisation: its contacts' addresses say GB, so a BlueClerk customer's
+    national "020 7946 0958" is read as the London number the contact writes as
+    "+44 20 7946 0958" (read as US, it would be a different number and no likely match)."""
+    w = World(api, services, sandbox_url, "xero", topics)
+    w.connect()
+    uk_street = {"AddressType": "STREET", "City": "London", "Country": "GB"}
+    contacts = [
+        {"Name": "Eleanor Voss", "FirstName": "Eleanor", "LastName": "Voss",
+         "Phones": [{"PhoneType": "DEFAULT", "PhoneCountryCode": "44",
+                     "PhoneAreaCode": "20", "PhoneNumber": "7946 0958"}],
+         "Addresses": [dict(uk_street, AddressLine1="4 Elm Row", PostalCode="NW3 1AA")]},
+        {"Name": "Harrow Road Dental", "Addresses": [dict(uk_street, PostalCode="W9 3RJ")]},
+    ]
+    r = httpx.post(f"{sandbox_url}/xero/_sandbox/seed/{w.tenant}",
+                   json={"Contacts": contacts}, timeout=10)
+    assert r.status_code == 200, r.text
+    voss = Customer(id="cust-voss", display_name="E. Voss", phone="020 7946 0958",
+                    customer_type="Homeowner")
+    w.existing(voss)
+
+    rows = {r["display_name"]: r for r in w.call("GET", "/wizard/customers")["customers"]}
+    dup = rows["Eleanor Voss"]["duplicates"]
+    assert [(d["blueclerk_id"], d["tier"]) for d in dup] == [("cust-voss", "likely")]
+    assert any("+44 20 7946 0958" in reason for reason in dup[0]["reasons"])
