@@ -2,8 +2,9 @@
 
 Writes send one element in an array with `summarizeErrors=false` (per-element
 ValidationErrors come back in a 200) and an `Idempotency-Key` (Xero replays the
-response for 6 minutes). Past those 6 minutes a replay would create a second record,
-so after an unknown outcome the record is looked up by its external key first
+response for 6 minutes); `write_batch` sends up to 50 customers or items in one such
+request, each element's outcome its own. Past those 6 minutes a replay would create a
+second record, so after an unknown outcome the record is looked up by its external key first
 (contacts by ContactNumber, items by Code, invoices by InvoiceNumber, payments by the
 "BC-<id>" Reference among the invoice's payments) and adopted; the adopting write uses
 a derived key, since Xero refuses a key reused with another URL or body.
