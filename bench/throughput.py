@@ -37,7 +37,6 @@ import datetime as dt
 import gc
 import math
 import os
-import platform
 import resource
 import sys
 import tempfile
@@ -48,6 +47,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,11 +56,19 @@ if str(ROOT) not in sys.path:  # allow `python bench/throughput.py`
 
 import httpx  # noqa: E402
 from confluent_kafka import Consumer, KafkaException, Message  # noqa: E402
-from confluent_kafka import libversion as librdkafka_version  # noqa: E402
 from confluent_kafka.admin import AdminClient  # noqa: E402
 from sqlalchemy import Engine, create_engine, event, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
+from bench.procs import (  # noqa: E402
+    CpuSampler,
+    PgBackends,
+    SandboxProcess,
+    cpu_s,
+    fmt,
+    thread_cpu_s,
+)
+from bench.procs import machine_line as procs_machine_line  # noqa: E402
 from consumers.engine import Origin  # noqa: E402
 from producers.dead_letters import KafkaDeadLetterSink  # noqa: E402
 from producers.kafka import ensure_topics, make_producer  # noqa: E402
@@ -178,6 +186,7 @@ class Result:
     statements: int = 0  # SQL statements the service's engine executed over publish..done
     transactions: int = 0  # its commits + rollbacks over publish..done
     checkouts: int = 0  # its pool checkouts over publish..done
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU s per process, same interval
     load_before: str = ""
     load_after: str = ""
     outcomes: Counter[str] = field(default_factory=Counter)
@@ -213,6 +222,10 @@ class Env:
     database_url: str | None  # None: a fresh SQLite file per mode
     tmp: Path
     token_key: str
+    provider: str = "quickbooks"
+    sandbox_pid: int | None = None  # the simulators' own process
+    broker_pid: int | None = None  # None: an external broker (its CPU is not read)
+    databases: dict[str, str] = field(default_factory=dict)  # mode -> PostgreSQL db name
     run: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
     cleanups: list[Callable[[], None]] = field(default_factory=list)
 
@@ -220,7 +233,8 @@ class Env:
         if self.database_url is None:
             url = f"sqlite:///{self.tmp / f'{mode}.db'}"
         else:
-            url = self._fresh_postgres(f"bench_{self.run}_{mode}")
+            self.databases[mode] = f"bench_{self.run}_{mode}"
+            url = self._fresh_postgres(self.databases[mode])
         migrate(url)
         return url
 
@@ -247,10 +261,11 @@ def _sqlalchemy_url(url: str) -> str:
 
 
 @contextlib.contextmanager
-def _kafka() -> Iterator[tuple[str, str]]:
+def _kafka() -> Iterator[tuple[str, str, int | None]]:
+    """(bootstrap servers, description, the broker JVM's pid or None when external)."""
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if external:
-        yield external, f"external broker at {external}"
+        yield external, f"external broker at {external}", None
         return
     from sandbox.kafka_broker import KAFKA_VERSION, KafkaBroker
 
@@ -258,15 +273,17 @@ def _kafka() -> Iterator[tuple[str, str]]:
     with KafkaBroker() as broker:
         print(f"  Apache Kafka {KAFKA_VERSION} (KRaft, single node, Maven jars) started in "
               f"{time.monotonic() - started:.1f} s at {broker.bootstrap_servers}", flush=True)
-        yield broker.bootstrap_servers, f"Apache Kafka {KAFKA_VERSION} (local KRaft node)"
+        yield (broker.bootstrap_servers, f"Apache Kafka {KAFKA_VERSION} (local KRaft node)",
+               broker.pid)
 
 
-def _settings(env: Env, topics: Topics, db_url: str, group: str, max_in_flight: int,
+def _settings(env: Env, topics: Topics, db_url: str, group: str, max_in_flight: int | None,
               log_level: str) -> Settings:
+    base = Settings.from_env()
     return dataclasses.replace(
-        Settings.from_env(), kafka_bootstrap=env.bootstrap, database_url=db_url,
+        base, kafka_bootstrap=env.bootstrap, database_url=db_url,
         token_key=env.token_key, topics=topics, consumer_group=group,
-        max_in_flight=max_in_flight, log_level=log_level)
+        max_in_flight=max_in_flight or base.max_in_flight, log_level=log_level)
 
 
 def _topics(env: Env, mode: str) -> Topics:
@@ -278,11 +295,38 @@ def _topics(env: Env, mode: str) -> Topics:
 
 def _connect(env: Env, db_url: str, accounts: list[str], latency_s: float) -> None:
     for account in accounts:
-        realm = f"r-{account}"
-        connect_sandbox_account(db_url, env.token_key, env.sandbox_url, "quickbooks",
-                                account, realm)
-        httpx.put(f"{env.sandbox_url}/quickbooks/_sandbox/faults/{realm}",
+        tenant = f"r-{account}"
+        connect_sandbox_account(db_url, env.token_key, env.sandbox_url, env.provider,
+                                account, tenant)
+        httpx.put(f"{env.sandbox_url}/{env.provider}/_sandbox/faults/{tenant}",
                   json={"latency_s": latency_s}, timeout=10).raise_for_status()
+
+
+def _worker_cpu_s() -> float:
+    """CPU of this process minus its main thread: the consumer and engine threads and
+    librdkafka's, not the main thread that publishes the burst and waits for the end."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime - thread_cpu_s(threading.main_thread().native_id
+                                                          or os.getpid())
+
+
+def _sampler(env: Env, mode: str, counter: _FinalCounter | None) -> CpuSampler:
+    """CPU of the worker (this process), the simulators, the broker and, on PostgreSQL,
+    the backends serving the mode's database (the benchmark's own counter excluded)."""
+    sandbox_pid, broker_pid = env.sandbox_pid, env.broker_pid
+    sources: dict[str, Callable[[], float]] = {
+        "worker": _worker_cpu_s,
+        "simulator": partial(cpu_s, sandbox_pid) if sandbox_pid else _nan,
+        "broker": partial(cpu_s, broker_pid) if broker_pid else _nan}
+    pg = None
+    if mode in env.databases and env.database_url is not None:
+        pg = PgBackends(_sqlalchemy_url(env.database_url), env.databases[mode],
+                        exclude=counter.backend_pids if counter else set)
+    return CpuSampler(sources, pg)
+
+
+def _nan() -> float:
+    return float("nan")
 
 
 def _accounts(env: Env, mode: str, tenants: int) -> list[str]:
@@ -335,22 +379,32 @@ def _publish(env: Env, topics: Topics, accounts: list[str],
 
 
 class _FinalCounter:
-    """Counts processed_events rows with a final status, on its own read-only engine."""
+    """Counts processed_events rows with a final status, on its own read-only engine
+    (one connection: on PostgreSQL its backend is left out of the server's CPU)."""
 
     def __init__(self, db_url: str) -> None:
-        self._engine = create_engine(_sqlalchemy_url(db_url))
+        self._engine = create_engine(_sqlalchemy_url(db_url), pool_size=1, max_overflow=0)
         self._query = text("SELECT count(*) FROM processed_events WHERE status IN ("
                            + ", ".join(f"'{s}'" for s in FINAL) + ")")
+        self._pids: set[int] = set()
+        if self._engine.dialect.name == "postgresql":
+            with self._engine.connect() as conn:
+                self._pids.add(int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one()))
+
+    def backend_pids(self) -> set[int]:
+        return self._pids
 
     def count(self) -> int:
         with self._engine.connect() as conn:
             return int(conn.execute(self._query).scalar_one())
 
-    def wait(self, n: int, timeout: float, alive: Callable[[], bool]) -> int:
+    def wait(self, n: int, timeout: float, alive: Callable[[], bool],
+             tick: Callable[[], None] = lambda: None) -> int:
         deadline = time.monotonic() + timeout
         done = self.count()
         while done < n and time.monotonic() < deadline and alive():
             time.sleep(0.1)
+            tick()
             done = self.count()
         return done
 
@@ -420,9 +474,12 @@ def run_raw(env: Env, args: argparse.Namespace) -> Result:
     thread.start()
     _wait_assigned(env.bootstrap, group, len(topics.changes) * 3)
     clock = _Clock()
+    sampler = _sampler(env, "raw", None)
+    sampler.start()
     started, _ = _publish(env, topics, accounts, args.events_per_tenant)
     thread.join(timeout=args.timeout)
     result.cpu_pct = clock.cpu_pct()
+    result.cpu = sampler.stop()
     stop.set()
     thread.join()
     consumer.close()
@@ -494,10 +551,14 @@ def run_naive(env: Env, args: argparse.Namespace) -> Result:
     thread.start()
     _wait_assigned(env.bootstrap, group, len(topics.changes) * 3)
     clock = _Clock()
+    sampler = _sampler(env, "naive", counter)
+    sampler.start()
     db_counter.reset()
     started, _ = _publish(env, topics, accounts, args.events_per_tenant)
-    result.done = counter.wait(result.events, args.timeout, thread.is_alive)
+    result.done = counter.wait(result.events, args.timeout, thread.is_alive, sampler.tick)
     result.cpu_pct, result.cpu_s = clock.cpu_pct(), clock.cpu_s()
+    result.cpu = sampler.stop()
+    sampler.close()
     result.statements, result.transactions = db_counter.statements, db_counter.transactions
     result.checkouts = db_counter.checkouts
     db_counter.close()
@@ -546,10 +607,14 @@ def run_worker(env: Env, args: argparse.Namespace) -> Result:
     thread.start()
     _wait_assigned(env.bootstrap, group, len(topics.changes) * 3)
     clock = _Clock()
+    sampler = _sampler(env, "worker", counter)
+    sampler.start()
     db_counter.reset()
     started, _ = _publish(env, topics, accounts, args.events_per_tenant)
-    result.done = counter.wait(result.events, args.timeout, thread.is_alive)
+    result.done = counter.wait(result.events, args.timeout, thread.is_alive, sampler.tick)
     result.cpu_pct, result.cpu_s = clock.cpu_pct(), clock.cpu_s()
+    result.cpu = sampler.stop()
+    sampler.close()
     result.statements, result.transactions = db_counter.statements, db_counter.transactions
     result.checkouts = db_counter.checkouts
     db_counter.close()
@@ -575,16 +640,35 @@ RUNNERS: dict[str, Callable[[Env, argparse.Namespace], Result]] = {
 
 
 def machine_line(kafka: str) -> str:
-    return (f"{platform.platform()}; {platform.processor() or platform.machine()}; "
-            f"{os.cpu_count()} CPUs; Python {platform.python_version()}; {kafka}; "
-            f"librdkafka {librdkafka_version()[0]}; load avg {_load()}")
+    return procs_machine_line(kafka)
+
+
+SPLIT = ("worker", "simulator", "broker", "postgres")
+
+
+def _split_rows(results: list[Result]) -> list[str]:
+    """CPU ms per event of each process over the same interval, and database work."""
+    rows = [f"  {'per event':<24}{'worker':>8}{'simulator':>11}{'broker':>8}{'postgres':>10}"
+            f"{'statements':>12}{'transactions':>14}{'checkouts':>11}"]
+    for r in results:
+        if not r.done:
+            continue
+        ms = {k: r.cpu.get(k, float("nan")) / r.done * 1000 for k in SPLIT}
+        db = ("" if r.mode == "raw" else
+              f"{r.statements / r.done:>12.1f}{r.transactions / r.done:>14.2f}"
+              f"{r.checkouts / r.done:>11.2f}")
+        rows.append(f"  {MODES[r.mode]:<24}{fmt(ms['worker'], '.2f'):>8}"
+                    f"{fmt(ms['simulator'], '.2f'):>11}{fmt(ms['broker'], '.2f'):>8}"
+                    f"{fmt(ms['postgres'], '.2f'):>10}{db}")
+    return rows
 
 
 def _report(results: list[Result], args: argparse.Namespace, env: Env) -> None:
     db = "SQLite (a file per mode)" if env.database_url is None else "PostgreSQL"
     print(f"\nThroughput: {args.tenants} tenants x {args.events_per_tenant} customer events "
-          f"(creates + updates), QuickBooks simulator +{args.latency_ms:g} ms per request, "
-          f"3 partitions, {db}")
+          f"(creates + updates), {env.provider} simulator (own process) "
+          f"+{args.latency_ms:g} ms per request, 3 partitions, {db}, "
+          f"max_in_flight {args.max_in_flight_used}")
     print(f"  machine: {machine_line(env.kafka)}")
     print(HEADER)
     for r in results:
@@ -595,24 +679,29 @@ def _report(results: list[Result], args: argparse.Namespace, env: Env) -> None:
             if r.heap_peak_mb is not None else ""
         print(f"  {MODES[r.mode]}: {outcomes or 'no final statuses'}{extra}"
               + (f"; {r.note}" if r.note else ""))
-    for r in results:
-        if r.mode != "raw" and r.done:
-            print(f"  per event, {MODES[r.mode]}: {r.statements / r.done:.1f} SQL statements, "
-                  f"{r.transactions / r.done:.2f} transactions, "
-                  f"{r.checkouts / r.done:.2f} pool checkouts, process CPU "
-                  f"{r.cpu_s / r.done * 1000:.1f} ms (sandbox and Kafka client included)")
+    print("  CPU ms per event from /proc over publish..done: worker = this process's "
+          "consumer/engine/librdkafka threads; simulator, broker = their processes; "
+          "postgres = the backends serving the mode's database")
+    for line in _split_rows(results):
+        print(line)
     by_mode = {r.mode: r for r in results}
     if "naive" in by_mode and "worker" in by_mode:
         naive, worker = by_mode["naive"], by_mode["worker"]
-        print(f"  speed-up of C (Worker, max_in_flight {args.max_in_flight}) over B (naive "
-              f"sequential): {worker.rate / naive.rate:.1f}x events/s")
-    if "raw" in by_mode and "worker" in by_mode:
-        print(f"  C reaches {by_mode['worker'].rate / by_mode['raw'].rate * 100:.1f}% of "
-              f"the raw Kafka ceiling A")
+        print(f"  speed-up of C (Worker, max_in_flight {args.max_in_flight_used}) over B "
+              f"(naive sequential): {worker.rate / naive.rate:.1f}x events/s "
+              f"({worker.rate:.1f} vs {naive.rate:.1f})")
+    if "raw" in by_mode:
+        raw = by_mode["raw"]
+        for mode in ("naive", "worker"):
+            if mode in by_mode:
+                print(f"  {MODES[mode]} reaches {by_mode[mode].rate / raw.rate * 100:.1f}% "
+                      f"of the raw consume-and-decode loop A ({by_mode[mode].rate:.1f} of "
+                      f"{raw.rate:.0f} events/s, same run)")
     lifetime = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"  process peak RSS over the whole run (ru_maxrss): {lifetime:.0f} MB; the "
-          f"RSS column is each mode's own peak and includes the in-process sandbox",
+          f"RSS column is each mode's own peak (the simulators run in their own process)",
           flush=True)
+    print(f"  load avg at the end: {_load()}")
     if any(r.done < r.events for r in results):
         print("  NOTE: some mode did not finish every event within --timeout; its figures "
               "cover what finished")
@@ -631,7 +720,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--events-per-tenant", type=int, default=50)
     parser.add_argument("--latency-ms", type=float, default=20.0,
                         help="latency added to every simulator request of every realm")
-    parser.add_argument("--max-in-flight", type=int, default=32, help="the Worker's cap")
+    parser.add_argument("--max-in-flight", type=int, default=None,
+                        help="the Worker's cap (default: the service's MAX_IN_FLIGHT default)")
+    parser.add_argument("--provider", choices=("quickbooks", "xero"), default="quickbooks",
+                        help="the simulator every tenant is connected to (its documented "
+                             "limits apply in the service's limiter)")
     parser.add_argument("--database-url", default=None,
                         help="PostgreSQL URL (a fresh database is created per mode and "
                              "dropped after); default: a fresh SQLite file per mode")
@@ -645,6 +738,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--smoke", action="store_true",
                         help="tiny numbers (3 tenants x 4 events, 5 ms) for a bounded test")
     args = parser.parse_args(argv)
+    args.max_in_flight_used = args.max_in_flight or Settings.max_in_flight
     if args.smoke:
         args.tenants, args.events_per_tenant, args.latency_ms = 3, 4, 5.0
         args.timeout = min(args.timeout, 120.0)
@@ -653,23 +747,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown mode(s): {', '.join(unknown)}")
 
-    from sandbox.app import create_sandbox
-    from sandbox.serve import serve_in_thread
     from service.logging import configure_logging
 
     configure_logging(args.log_level)
     token_key = generate_key()
     print(f"Throughput benchmark (load avg at start {_load()})", flush=True)
     with contextlib.ExitStack() as stack:
-        bootstrap, kafka = stack.enter_context(_kafka())
-        sandbox_url = stack.enter_context(serve_in_thread(create_sandbox(fast_limits=True)))
+        bootstrap, kafka, broker_pid = stack.enter_context(_kafka())
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-tp-")))
+        sandbox = stack.enter_context(SandboxProcess(tmp / "sandbox.log"))
+        sandbox_url = sandbox.url
         # Settings.from_env() builds the provider endpoints from SANDBOX_URL; both
         # variables are put back as they were when the run ends.
         for name, value in (("SANDBOX_URL", sandbox_url), ("TOKEN_ENCRYPTION_KEY", token_key)):
             stack.callback(_restore_env, name, os.environ.get(name))
             os.environ[name] = value
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-tp-")))
-        env = Env(bootstrap, kafka, sandbox_url, args.database_url, tmp, token_key)
+        env = Env(bootstrap, kafka, sandbox_url, args.database_url, tmp, token_key,
+                  provider=args.provider, sandbox_pid=sandbox.pid, broker_pid=broker_pid)
         stack.callback(lambda: [cleanup() for cleanup in env.cleanups])
         results = []
         for mode in modes:
