@@ -12,6 +12,10 @@ This is what the client's limiter is built against (providers/ratelimit.py, issu
 
 A fixed (calendar) minute would let a burst at the end of one minute and another at the
 start of the next through; the checks below tell the two apart.
+
+Neither provider says whether a refused call counts against its window; the simulators
+count only admitted calls (ASSUMPTION, as before this test). The client's limiter does
+not depend on it: it never sends a call it has no slot for.
 """
 
 from __future__ import annotations
