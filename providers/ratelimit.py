@@ -4,7 +4,7 @@ The aim is that the provider's 429 is the exception: calls wait briefly for a sl
 when the wait would be long the limiter raises `Throttled` so the engine defers the
 tenant's work (freeing the worker thread) instead of blocking other tenants.
 
-When a window slot is free again. The provider counts a call when it receives it, in a
+When a window slot is free again: the provider counts a call when it receives it, in a
 window that slides with its own clock (Xero: "60 calls in a rolling 60 second window",
 "5000 calls in a rolling 24 hour window", developer.xero.com API limits page as quoted
 in xero-node issue #634 and #262; Intuit: 500 requests per minute per realm,
@@ -14,7 +14,9 @@ from `acquire` until `release` plus the window: at any instant T, every call the
 provider counted in its window (T - w, T] was admitted by T and released after T - w,
 hence is still held here, and we never hold more than the limit. Counting from
 admission instead (the old rule) frees the slot while a slow call may not even have
-arrived, and the provider sees limit + 1 at each window turnover.
+arrived, and the provider sees more than its limit at window turnovers. The argument
+assumes the provider has the request by the time we give up on it; a request still
+queued in the network after our client timed out could arrive later (not handled).
 
 The price is the round trip: at steady state a slot turns over every w + latency
 instead of every w (0.5% of Xero's minute at 300 ms).
