@@ -43,7 +43,7 @@ from providers.port import (
     WriteIntent,
 )
 from providers.quickbooks import translate
-from providers.ratelimit import Limiter
+from providers.ratelimit import Limiter, give_back
 from providers.taxes import ProviderTaxRate
 from schemas.error_codes import ErrorCode
 from schemas.money import quantize_money
@@ -429,9 +429,19 @@ class QuickBooksAdapter:
             response = self._http.request(
                 "POST", f"{self._base}/batch", json={"BatchItemRequest": requests},
                 params={"minorversion": MINOR_VERSION, "requestid": request_id}, write=True)
-        finally:
+        except Throttled as exc:
+            if self._batch_limiter is not None:
+                if exc.status is None:  # our connection limiter stopped it: never sent
+                    give_back(self._batch_limiter)
+                else:
+                    self._batch_limiter.release()
+            raise
+        except BaseException:
             if self._batch_limiter is not None:
                 self._batch_limiter.release()
+            raise
+        if self._batch_limiter is not None:
+            self._batch_limiter.release()
         answers = response.json().get("BatchItemResponse") or []
         return {str(a.get("bId")): a for a in answers if isinstance(a, Mapping)}
 

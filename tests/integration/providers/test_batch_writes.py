@@ -286,6 +286,22 @@ def test_qbo_batch_limiter_keeps_batch_calls_under_quickbooks_limit(tight_qbo: s
     assert bare_wire.statuses.count(429) == 1
 
 
+def test_qbo_batch_stopped_by_the_connection_limiter_gives_its_batch_slot_back(
+        qco: Company) -> None:
+    # The connection's own limiter refuses before anything is sent: the batch slot (40 a
+    # minute) taken for that call must be free again, not held for a minute.
+    batch = RateLimiter(RateLimits(per_minute=2, concurrent=10), max_wait_s=0.1)
+    wire = Wire()
+    connection = RateLimits(per_minute=1, concurrent=10)
+    adapter = qbo_adapter(qco, wire, batch_limiter=batch, limits=connection)
+    first = adapter.write_batch([cw("g1", "Given Back 1"), cw("g2", "Given Back 2")])
+    assert len(records(first)) == 2 and len(qbo_batches(wire)) == 1
+    with pytest.raises(Throttled) as refused:
+        adapter.write_batch([cw("g3", "Given Back 3"), cw("g4", "Given Back 4")])
+    assert refused.value.status is None and len(qbo_batches(wire)) == 1
+    assert batch.usage()["minute"] == 1  # the refused call's slot was given back
+
+
 # ---- Xero ----------------------------------------------------------------------------------
 
 
