@@ -15,11 +15,13 @@ of customer events (bench.throughput's: creates then updates, tenants interleave
      through bench/worker_proc.py; the service's code is otherwise the same).
 
 Each change topic gets `--partitions` partitions (default: twice the largest worker
-count, the rule bench/README.md states). The workers join and hold every partition
-before the burst is published, so group joins are not timed. For each run it prints
-events per worker CPU-second (events / the workers' CPU from /proc over publish..done),
-the simulator's, the broker's and PostgreSQL's CPU per event, and per worker: the
-partitions it holds per topic and the events it finished (its bc_sync_events_total).
+count). As when a deployment scales out, the second worker joins a group whose first
+worker already holds every partition (`--together` starts them at once). Every member
+holds its partitions before the burst is published, so group joins are not timed.
+For each run it prints events per worker CPU-second (events / the workers' CPU from
+/proc over publish..done), the simulator's, the broker's and PostgreSQL's CPU per
+event, and per worker: the partitions it holds per topic and the events it finished
+(its bc_sync_events_total).
 Target: two workers' events per worker CPU-second >= 90% of one worker's.
 """
 
@@ -189,9 +191,13 @@ def run_one(run: Run, args: argparse.Namespace, bootstrap: str, broker_pid: int 
     counter = _FinalCounter(db_url)
     pg = PgBackends(admin_url, name, exclude=counter.backend_pids)
     try:
-        workers = [_Worker(env, run.assignor, tmp / f"workers-{tag}.log")
-                   for _ in range(run.workers)]
-        _wait_stable(bootstrap, group, run.workers, len(topics.changes) * args.partitions)
+        # Scaling out is adding a worker to a running group: each joins once the ones
+        # before it hold every partition (--together: all start at once).
+        total = len(topics.changes) * args.partitions
+        for n in range(1, run.workers + 1):
+            workers.append(_Worker(env, run.assignor, tmp / f"workers-{tag}.log"))
+            if not args.together or n == run.workers:
+                _wait_stable(bootstrap, group, n, total)
         sources: dict[str, Callable[[], float]] = {
             f"worker{i}": partial(cpu_s, w.proc.pid) for i, w in enumerate(workers)}
         sources["simulator"] = partial(cpu_s, sandbox.pid)
@@ -227,7 +233,8 @@ def run_one(run: Run, args: argparse.Namespace, bootstrap: str, broker_pid: int 
 def _report(runs: list[Run], args: argparse.Namespace, kafka: str) -> None:
     print(f"\nScale-out: {args.tenants} tenants x {args.events_per_tenant} customer events, "
           f"QuickBooks simulator (own process) +{args.latency_ms:g} ms per request, "
-          f"PostgreSQL, 4 change topics x {args.partitions} partitions")
+          f"PostgreSQL, 4 change topics x {args.partitions} partitions, workers "
+          f"{'started together' if args.together else 'joining one after the other'}")
     print(f"  machine: {machine_line(kafka)}")
     print(f"  {'run':<34}{'final/sent':>11}{'wall s':>8}{'events/s':>10}{'worker CPU s':>14}"
           f"{'events/worker CPU-s':>21}   CPU ms/event: simulator broker postgres   "
@@ -267,6 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="partitions per change topic (default: 2 x --workers)")
     parser.add_argument("--assignor", default="range",
                         help="the per-topic strategy of run 2r ('' to skip that run)")
+    parser.add_argument("--together", action="store_true",
+                        help="start a run's workers at once instead of one after the other")
     parser.add_argument("--max-in-flight", type=int, default=None)
     parser.add_argument("--database-url", default=os.environ.get("TEST_POSTGRES_URL", ""))
     parser.add_argument("--timeout", type=float, default=600.0)
