@@ -766,7 +766,10 @@ class SyncEngine:
                 else:
                     got.update((p.index, exc) for p in chunk)  # no per-record outcome
                 break
-            got.update((p.index, answer) for p, answer in zip(chunk, answers, strict=True))
+            for p, answer in zip(chunk, answers, strict=True):
+                got[p.index] = answer
+                if isinstance(answer, Throttled) and answer.status is None:
+                    unsent.append(p)  # our own limiter stopped its request: never sent
         with self.db.transaction() as s:
             outcomes.release_intents(s, [p.write.key for p in unsent])
             written = [p for p in planned if isinstance(got.get(p.index), ProviderRecord)]
@@ -787,6 +790,12 @@ class SyncEngine:
                         s, b.event, info, SyncStatus.SYNCED, started, b.attempt, new=True,
                         record_id=answer.id, operation=p.operation)
                     final.append(p.index)
+                    continue
+                if isinstance(answer, Throttled) and answer.status is None:
+                    # Our own limiter held its request back: back-pressure, as in _failed.
+                    results[p.index] = EngineResult(
+                        retry_after_s=max(answer.retry_after or 0.05, 0.05),
+                        spend_attempt=False)
                     continue
                 log.warning("provider_error", error_code=answer.code.value,
                             transient=answer.transient, attempt=b.attempt, error=str(answer),

@@ -258,6 +258,22 @@ def test_a_single_event_own_throttle_releases_its_intent_but_a_timeout_does_not(
     assert [c.write.after_unknown_outcome for c in provider.calls[2:]] == [False, True]
 
 
+def test_a_record_our_limiter_held_back_inside_a_batch_is_not_looked_up(
+        world: World) -> None:
+    """A batch taking several requests (Xero: contacts, then items) whose later request
+    our own limiter stopped: those records carry Throttled(status=None), were never sent,
+    and their retry must not look them up as if they might have landed."""
+    _acct, f, fake = tenant(world)
+    fake.answers = [{1: Throttled("local", retry_after=0.1, status=None)}]
+    events = [f.customer("c0", "C0"), f.customer("c1", "C1")]
+    first = run(world, events)
+    assert status_of(first[0]) == (SyncStatus.SYNCED, None)
+    assert first[1].statuses == () and first[1].spend_attempt is False
+    assert intent_rows(world)["c1"].state == "unsent"
+    world.engine.process(events[1], payload(events[1]))
+    assert fake.calls[-1].write.after_unknown_outcome is False
+
+
 def test_an_own_throttle_after_a_write_went_out_keeps_the_intent_uncertain(
         world: World) -> None:
     _acct, f, fake = tenant(world)
