@@ -7,15 +7,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
-from sqlalchemy import delete, event, select, update
+from sqlalchemy import Table, bindparam, delete, event, select, update
 from sqlalchemy.orm import Session
 
 from providers.errors import ReconnectRequired
 from providers.oauth import TokenSet
 from state.crypto import TokenCipher
-from state.db import Database
+from state.db import Database, flush_orm
 from state.models import (
     Connection,
     InboundCursor,
@@ -66,10 +66,22 @@ def _info(row: Connection) -> ConnectionInfo:
                           row.connected_at, row.status_reason, row.tenant_name)
 
 
+_CONNECTIONS = cast(Table, Connection.__table__)
+# Core statements built once (issue 12: the ORM's load cost more than the query itself).
+_CONNECTION_INFO = select(
+    _CONNECTIONS.c.account_id, _CONNECTIONS.c.provider, _CONNECTIONS.c.tenant_id,
+    _CONNECTIONS.c.status, _CONNECTIONS.c.connected_at, _CONNECTIONS.c.status_reason,
+    _CONNECTIONS.c.tenant_name).where(_CONNECTIONS.c.account_id == bindparam("a"))
+_MARK_SYNCED = update(_CONNECTIONS).where(
+    _CONNECTIONS.c.account_id == bindparam("a")).values(last_sync_at=bindparam("at"))
+
+
 def connection_info(s: Session, account_id: str) -> ConnectionInfo | None:
-    """The connection as seen inside the caller's transaction."""
-    row = s.get(Connection, account_id)
-    return _info(row) if row else None
+    """The connection as seen inside the caller's transaction (ORM changes to it in the
+    same session included: they are flushed first)."""
+    flush_orm(s)
+    row = s.execute(_CONNECTION_INFO, {"a": account_id}).first()
+    return ConnectionInfo(*row) if row else None
 
 
 # last_sync_at is shown to people ("last synced 2 minutes ago"); writing it on every event
@@ -89,8 +101,8 @@ def mark_synced(s: Session, account_id: str, *,
         last = _sync_marks.get(account_id)
     if last is not None and now - last < SYNC_MARK_INTERVAL_S:
         return
-    s.execute(update(Connection).where(Connection.account_id == account_id)
-              .values(last_sync_at=dt.datetime.now(dt.UTC)))
+    flush_orm(s)
+    s.execute(_MARK_SYNCED, {"a": account_id, "at": dt.datetime.now(dt.UTC)})
 
     def committed(_session: Session) -> None:  # a rolled-back write does not count
         with _sync_marks_lock:

@@ -2,20 +2,53 @@
 
 Callers own the transaction: every function here runs inside the caller's unit of work,
 so an outcome, its link, its processed-event row and its status commit together.
+
+The per-event functions use prebuilt SQLAlchemy Core statements on the tables, not ORM
+entity loads and unit-of-work flushes (issue 12: the ORM around them cost most of a
+worker's CPU per event). Two things the ORM did keep holding:
+
+- Program order. Core statements skip the ORM's autoflush, so each function first
+  flushes what the caller added or changed through the ORM in the same session
+  (`_sync`); a Core read sees it, a Core write lands after it.
+- Mutation of returned rows. Links are returned as `LinkRow`; a column set on one (the
+  engine sets `written_state`/`written_hash` on what save_link returns) is written by
+  one UPDATE before the session commits, or before this module's next statement in the
+  session. Settings and income-account mappings, which the control API edits in place,
+  are returned as ORM entities attached to the session without the ORM's load.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any, Protocol, TypeVar, cast
 
-from sqlalchemy import delete, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    and_,
+    bindparam,
+    case,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.orm import Session, SessionTransaction, make_transient_to_detached
+from sqlalchemy.sql.dml import Insert, Update
+from sqlalchemy.sql.selectable import Select
 
 from providers.taxes import BlueClerkTaxRate, ProviderTaxRate
 from state.connections import Company
+from state.db import dialect_of, flush_orm
 from state.models import (
+    Base,
     DeadLetter,
     EntityLink,
     IncomeAccountMapping,
@@ -29,6 +62,9 @@ from state.models import (
 )
 
 __all__ = [
+    "Link",
+    "LinkRow",
+    "SnapshotRow",
     "add_dead_letter",
     "add_outbox",
     "begin_intent",
@@ -47,6 +83,7 @@ __all__ = [
     "parked_before",
     "parked_for",
     "processed_status",
+    "release_intent",
     "save_link",
     "save_snapshot",
     "save_tax_mapping",
@@ -56,77 +93,319 @@ __all__ = [
 ]
 
 
+def _table(model: type[Base]) -> Table:
+    return cast(Table, model.__table__)
+
+
+_LINKS = _table(EntityLink)
+_SNAPSHOTS = _table(Snapshot)
+_PROCESSED = _table(ProcessedEvent)
+_INTENTS = _table(Intent)
+_PARKED = _table(ParkedEvent)
+_OUTBOX = _table(OutboxMessage)
+_SETTINGS = _table(SyncSettings)
+_MAPPINGS = _table(IncomeAccountMapping)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+# -- returned rows -----------------------------------------------------------------------
+
+class Link(Protocol):
+    """What callers read (and may set) on a link: a LinkRow, or an EntityLink entity."""
+
+    account_id: str
+    entity_type: str
+    entity_id: str
+    provider: str
+    tenant_id: str | None
+    provider_id: str
+    provider_version: str | None
+    last_applied_version: int
+    payload_hash: str | None
+    written_hash: str | None
+    written_state: str | None
+
+
+_LINK_KEY = ("account_id", "entity_type", "entity_id")
+_LINK_COLUMNS = tuple(c.name for c in _LINKS.c)
+_LINK_SETTABLE = frozenset(_LINK_COLUMNS) - set(_LINK_KEY) - {"updated_at"}
+_PENDING = "blueclerk.pending_link_writes"
+
+
+class LinkRow:
+    """An entity link read or written with Core (see the module's docstring): setting a
+    column on it queues one UPDATE of the changed columns in its session."""
+
+    __slots__ = (*_LINK_COLUMNS, "_session", "_dirty")
+    account_id: str
+    entity_type: str
+    entity_id: str
+    provider: str
+    tenant_id: str | None
+    provider_id: str
+    provider_version: str | None
+    last_applied_version: int
+    payload_hash: str | None
+    updated_at: dt.datetime
+    written_hash: str | None
+    written_state: str | None
+    _session: Session
+    _dirty: set[str]
+
+    def __init__(self, session: Session, row: RowMapping) -> None:
+        for name in _LINK_COLUMNS:
+            object.__setattr__(self, name, row[name])
+        object.__setattr__(self, "_session", session)
+        object.__setattr__(self, "_dirty", set())
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name not in _LINK_SETTABLE:
+            raise AttributeError(f"{name} of a link cannot be set")
+        object.__setattr__(self, name, value)
+        self._dirty.add(name)
+        self._session.info.setdefault(_PENDING, {})[id(self)] = self
+
+    def __repr__(self) -> str:
+        return (f"LinkRow({self.account_id!r}, {self.entity_type!r}, {self.entity_id!r}, "
+                f"provider_id={self.provider_id!r}, "
+                f"last_applied_version={self.last_applied_version!r})")
+
+
+_UPDATES: dict[frozenset[str], Update] = {}  # by the set of columns written
+
+
+def _write_pending(s: Session) -> None:
+    pending: dict[int, LinkRow] = s.info.pop(_PENDING)
+    for row in pending.values():
+        columns = frozenset(row._dirty)
+        if not columns:
+            continue
+        stmt = _UPDATES.get(columns)
+        if stmt is None:
+            # Built once per set of columns (the engine's is always the same one).
+            stmt = _UPDATES[columns] = update(_LINKS).where(
+                _LINKS.c.account_id == bindparam("k_account"),
+                _LINKS.c.entity_type == bindparam("k_type"),
+                _LINKS.c.entity_id == bindparam("k_id"),
+            ).values({name: bindparam(f"v_{name}") for name in (*sorted(columns),
+                                                                "updated_at")})
+        params: dict[str, Any] = {f"v_{name}": getattr(row, name) for name in columns}
+        params.update(k_account=row.account_id, k_type=row.entity_type, k_id=row.entity_id,
+                      v_updated_at=_now())
+        row._dirty.clear()
+        s.execute(stmt, params)
+
+
+@event.listens_for(Session, "before_commit")
+def _before_commit(s: Session) -> None:
+    if s.info.get(_PENDING):
+        _write_pending(s)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _after_transaction_end(s: Session, transaction: SessionTransaction) -> None:
+    # A rolled-back transaction takes its queued writes with it.
+    if transaction.parent is None and _PENDING in s.info:
+        del s.info[_PENDING]
+
+
+def _sync(s: Session) -> None:
+    """Before a Core statement: the queued link writes, then what the caller changed
+    through the ORM (see the module's docstring)."""
+    if s.info.get(_PENDING):
+        _write_pending(s)
+    flush_orm(s)
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRow:
+    account_id: str
+    entity_type: str
+    entity_id: str
+    entity_version: int
+    payload: bytes
+    record_created_at: dt.datetime
+
+
+_M = TypeVar("_M", bound=Base)
+
+
+def _attached(s: Session, model: type[_M], pk: tuple[str, ...], query: Select[Any],
+              params: Mapping[str, Any]) -> _M | None:
+    """The entity of `pk`, read with a Core statement and attached to the session as if
+    the ORM had loaded it, so a caller's change to it is flushed as the ORM's would be."""
+    key = model.__mapper__.identity_key_from_primary_key(pk)
+    if key in s.identity_map:
+        return s.get(model, pk)  # already in the session: that instance, as the ORM would
+    row = s.execute(query, params).first()
+    if row is None:
+        return None
+    entity = model(**row._mapping)
+    make_transient_to_detached(entity)
+    s.add(entity)
+    return entity
+
+
+def _upserts(table: Table, build: Callable[[Any], tuple[dict[str, Any],
+                                                         ColumnElement[bool] | None]],
+             returning: bool = False) -> dict[str, Insert]:
+    """INSERT ... ON CONFLICT (primary key) DO UPDATE for each supported dialect;
+    `build(excluded)` gives the SET clause and the optional condition of the update."""
+    keys = [c.name for c in table.primary_key.columns]
+    out: dict[str, Insert] = {}
+    for name, dialect_insert in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert)):
+        stmt = dialect_insert(table)
+        set_, where = build(stmt.excluded)
+        upsert: Insert = stmt.on_conflict_do_update(index_elements=keys, set_=set_,
+                                                    where=where)
+        out[name] = upsert.returning(*table.c) if returning else upsert
+    return out
+
+
+# -- processed events --------------------------------------------------------------------
+
+_PROCESSED_STATUS = select(_PROCESSED.c.status).where(
+    _PROCESSED.c.account_id == bindparam("a"), _PROCESSED.c.event_id == bindparam("e"))
+_INSERT_PROCESSED = insert(_PROCESSED)
+_UPSERT_PROCESSED = _upserts(_PROCESSED, lambda ex: (
+    {"status": ex.status, "processed_at": ex.processed_at}, None))
+
+
 def processed_status(s: Session, account_id: str, event_id: str) -> str | None:
-    row = s.get(ProcessedEvent, (account_id, event_id))
-    return row.status if row else None
+    _sync(s)
+    return cast(str | None, s.execute(_PROCESSED_STATUS,
+                                      {"a": account_id, "e": event_id}).scalar())
 
 
 def mark_processed(s: Session, event_id: str, account_id: str, status: str, *,
                    new: bool = False) -> None:
     """Record the event's status; `new`: the caller knows there is no row yet (it read
     none earlier under the tenant lock), so it is inserted without being looked up."""
-    row = None if new else s.get(ProcessedEvent, (account_id, event_id))
-    if row is None:
-        s.add(ProcessedEvent(event_id=event_id, account_id=account_id, status=status))
-    else:
-        row.status = status
-        row.processed_at = dt.datetime.now(dt.UTC)
+    _sync(s)
+    params = {"account_id": account_id, "event_id": event_id, "status": status,
+              "processed_at": _now()}
+    s.execute(_INSERT_PROCESSED if new else _UPSERT_PROCESSED[dialect_of(s)], params)
+
+
+# -- links -------------------------------------------------------------------------------
+
+_GET_LINK = select(_LINKS).where(_LINKS.c.account_id == bindparam("a"),
+                                 _LINKS.c.entity_type == bindparam("t"),
+                                 _LINKS.c.entity_id == bindparam("i"))
 
 
 def get_link(s: Session, company: Company, entity_type: str, entity_id: str
-             ) -> EntityLink | None:
+             ) -> Link | None:
     """The record's link, only if it points into `company`: a link made for another
     company (an earlier connection of the account) is as good as none."""
-    link = s.get(EntityLink, (company.account_id, entity_type, entity_id))
-    if link is None or (link.provider, link.tenant_id) != (company.provider, company.tenant_id):
+    _sync(s)
+    row = s.execute(_GET_LINK, {"a": company.account_id, "t": entity_type,
+                                "i": entity_id}).first()
+    if row is None or (row.provider, row.tenant_id) != (company.provider, company.tenant_id):
         return None
-    return link
+    return LinkRow(s, row._mapping)
+
+
+def _link_set(excluded: Any, written: bool) -> tuple[dict[str, Any], None]:
+    same_company = and_(_LINKS.c.provider == excluded.provider,
+                        _LINKS.c.tenant_id == excluded.tenant_id)
+    previous = func.coalesce(_LINKS.c.last_applied_version, 0)
+    set_: dict[str, Any] = {
+        # Never back in version within one company; a link for another company (an
+        # earlier connection) starts afresh: its history means nothing here. The SET
+        # expressions read the row as it was before this statement.
+        "last_applied_version": case(
+            (and_(same_company, previous > excluded.last_applied_version), previous),
+            else_=excluded.last_applied_version),
+        **{name: excluded[name] for name in ("provider", "tenant_id", "provider_id",
+                                             "provider_version", "payload_hash",
+                                             "updated_at")},
+    }
+    if written:
+        set_.update(written_state=excluded.written_state, written_hash=excluded.written_hash)
+    return set_, None
+
+
+_SAVE_LINK = _upserts(_LINKS, lambda ex: _link_set(ex, False), returning=True)
+_SAVE_LINK_WRITTEN = _upserts(_LINKS, lambda ex: _link_set(ex, True), returning=True)
 
 
 def save_link(s: Session, company: Company, entity_type: str, entity_id: str,
               provider_id: str, provider_version: str | None, applied_version: int,
-              payload_hash: str | None) -> EntityLink:
-    link = s.get(EntityLink, (company.account_id, entity_type, entity_id))
-    if link is None or (link.provider, link.tenant_id) != (company.provider, company.tenant_id):
-        # A new link, or one for another company whose history means nothing here.
-        if link is None:
-            link = EntityLink(account_id=company.account_id, entity_type=entity_type,
-                              entity_id=entity_id)
-            s.add(link)
-        link.last_applied_version = 0
-    link.provider = company.provider
-    link.tenant_id = company.tenant_id
-    link.provider_id = provider_id
-    link.provider_version = provider_version
-    link.last_applied_version = max(link.last_applied_version or 0, applied_version)
-    link.payload_hash = payload_hash
-    return link
+              payload_hash: str | None, *,
+              written: tuple[str | None, str | None] | None = None) -> Link:
+    """Create or update the link in one statement. `written`: (written_state,
+    written_hash), what this write left in the books, saved in the same statement;
+    without it they are kept as they were (a caller may still set them on the row
+    returned, which costs a second statement)."""
+    _sync(s)
+    params: dict[str, Any] = {
+        "account_id": company.account_id, "entity_type": entity_type,
+        "entity_id": entity_id, "provider": company.provider, "tenant_id": company.tenant_id,
+        "provider_id": provider_id, "provider_version": provider_version,
+        # A new link (or one started afresh) begins at version 0.
+        "last_applied_version": max(0, applied_version), "payload_hash": payload_hash,
+        "updated_at": _now()}
+    statements = _SAVE_LINK
+    if written is not None:
+        params["written_state"], params["written_hash"] = written
+        statements = _SAVE_LINK_WRITTEN
+    row = s.execute(statements[dialect_of(s)], params).one()
+    return LinkRow(s, row._mapping)
+
+
+# -- snapshots ---------------------------------------------------------------------------
+
+_UPSERT_SNAPSHOT = _upserts(_SNAPSHOTS, lambda ex: (
+    {"entity_version": ex.entity_version, "payload": ex.payload,
+     "record_created_at": ex.record_created_at},
+    _SNAPSHOTS.c.entity_version < ex.entity_version))
+_GET_SNAPSHOT = select(_SNAPSHOTS).where(_SNAPSHOTS.c.account_id == bindparam("a"),
+                                         _SNAPSHOTS.c.entity_type == bindparam("t"),
+                                         _SNAPSHOTS.c.entity_id == bindparam("i"))
 
 
 def save_snapshot(s: Session, account_id: str, entity_type: str, entity_id: str, version: int,
                   payload: bytes, record_created_at: dt.datetime) -> None:
-    """Keep the newest snapshot per record; an older version never overwrites a newer."""
-    row = s.get(Snapshot, (account_id, entity_type, entity_id))
+    """Keep the newest snapshot per record; an older version never overwrites a newer
+    (one statement: the update's condition)."""
+    _sync(s)
+    s.execute(_UPSERT_SNAPSHOT[dialect_of(s)], {
+        "account_id": account_id, "entity_type": entity_type, "entity_id": entity_id,
+        "entity_version": version, "payload": payload,
+        "record_created_at": record_created_at})
+
+
+def get_snapshot(s: Session, account_id: str, entity_type: str, entity_id: str
+                 ) -> SnapshotRow | None:
+    _sync(s)
+    row = s.execute(_GET_SNAPSHOT, {"a": account_id, "t": entity_type,
+                                    "i": entity_id}).first()
     if row is None:
-        s.add(Snapshot(account_id=account_id, entity_type=entity_type, entity_id=entity_id,
-                       entity_version=version, payload=payload,
-                       record_created_at=record_created_at))
-    elif version > row.entity_version:
-        row.entity_version = version
-        row.payload = payload
-        row.record_created_at = record_created_at
+        return None
+    return SnapshotRow(row.account_id, row.entity_type, row.entity_id, row.entity_version,
+                       bytes(row.payload), row.record_created_at)
 
 
-def get_snapshot(s: Session, account_id: str, entity_type: str, entity_id: str) -> Snapshot | None:
-    return s.get(Snapshot, (account_id, entity_type, entity_id))
+# -- settings and mappings ---------------------------------------------------------------
+
+_GET_SETTINGS = select(_SETTINGS).where(_SETTINGS.c.account_id == bindparam("a"))
+_GET_MAPPING = select(_MAPPINGS).where(_MAPPINGS.c.account_id == bindparam("a"),
+                                       _MAPPINGS.c.item_id == bindparam("i"))
 
 
 def get_settings(s: Session, account_id: str) -> SyncSettings | None:
-    return s.get(SyncSettings, account_id)
+    _sync(s)
+    return _attached(s, SyncSettings, (account_id,), _GET_SETTINGS, {"a": account_id})
 
 
 def get_mapping(s: Session, account_id: str, item_id: str) -> IncomeAccountMapping | None:
-    return s.get(IncomeAccountMapping, (account_id, item_id))
+    _sync(s)
+    return _attached(s, IncomeAccountMapping, (account_id, item_id), _GET_MAPPING,
+                     {"a": account_id, "i": item_id})
 
 
 def get_tax_mapping(s: Session, account_id: str, tax_key: str) -> TaxRateMapping | None:
@@ -186,46 +465,65 @@ def get_parked(s: Session, account_id: str, event_id: str) -> ParkedEvent | None
                      ).scalar_one_or_none()
 
 
+_HAS_PARKED = select(_PARKED.c.id).where(_PARKED.c.account_id == bindparam("a")).limit(1)
+_PARKED_ID = select(_PARKED.c.id).where(_PARKED.c.account_id == bindparam("a"),
+                                        _PARKED.c.event_id == bindparam("e"))
+_PARKED_BEFORE_WHERE = (
+    _PARKED.c.account_id == bindparam("a"), _PARKED.c.entity_type == bindparam("t"),
+    _PARKED.c.entity_id == bindparam("i"), _PARKED.c.event_id != bindparam("e"),
+    _PARKED.c.reason != "pending_manual")
+_PARKED_BEFORE = select(_PARKED.c.id).where(*_PARKED_BEFORE_WHERE).limit(1)
+_PARKED_BEFORE_MINE = select(_PARKED.c.id).where(
+    *_PARKED_BEFORE_WHERE, _PARKED.c.id < bindparam("mine")).limit(1)
+_UNPARK = delete(_PARKED).where(_PARKED.c.account_id == bindparam("a"),
+                                _PARKED.c.event_id == bindparam("e"))
+
+
 def has_parked(s: Session, account_id: str) -> bool:
     """Whether any event of the account is parked (one indexed probe)."""
-    return s.execute(select(ParkedEvent.id).where(ParkedEvent.account_id == account_id)
-                     .limit(1)).first() is not None
+    _sync(s)
+    return s.execute(_HAS_PARKED, {"a": account_id}).first() is not None
 
 
 def is_parked(s: Session, account_id: str, event_id: str) -> bool:
-    return s.execute(select(ParkedEvent.id).where(ParkedEvent.account_id == account_id,
-                                                  ParkedEvent.event_id == event_id)
-                     ).first() is not None
+    _sync(s)
+    return s.execute(_PARKED_ID, {"a": account_id, "e": event_id}).first() is not None
 
 
 def parked_before(s: Session, account_id: str, entity_type: str, entity_id: str,
                   event_id: str) -> bool:
     """Whether an earlier-parked event of the same record is still waiting. `event_id` is
     the asking event when it is itself parked (a re-drive), else ""."""
-    mine = s.execute(select(ParkedEvent.id).where(ParkedEvent.account_id == account_id,
-                                                  ParkedEvent.event_id == event_id)
-                     ).scalar_one_or_none() if event_id else None
-    query = select(ParkedEvent.id).where(
-        ParkedEvent.account_id == account_id, ParkedEvent.entity_type == entity_type,
-        ParkedEvent.entity_id == entity_id, ParkedEvent.event_id != event_id,
-        ParkedEvent.reason != "pending_manual")
-    if mine is not None:
-        query = query.where(ParkedEvent.id < mine)
-    return s.execute(query.limit(1)).first() is not None
+    _sync(s)
+    mine = s.execute(_PARKED_ID, {"a": account_id, "e": event_id}).scalar() \
+        if event_id else None
+    params: dict[str, Any] = {"a": account_id, "t": entity_type, "i": entity_id,
+                              "e": event_id}
+    if mine is None:
+        return s.execute(_PARKED_BEFORE, params).first() is not None
+    params["mine"] = mine
+    return s.execute(_PARKED_BEFORE_MINE, params).first() is not None
 
 
 def unpark(s: Session, account_id: str, event_id: str) -> None:
-    s.execute(delete(ParkedEvent).where(ParkedEvent.account_id == account_id,
-                                        ParkedEvent.event_id == event_id))
+    _sync(s)
+    s.execute(_UNPARK, {"a": account_id, "e": event_id})
+
+
+_INSERT_OUTBOX = insert(_OUTBOX)
 
 
 def add_outbox(s: Session, *, account_id: str, topic_kind: str, key: str, value: bytes,
                status: str | None = None, error_code: str | None = None,
                entity_type: str | None = None, entity_id: str | None = None,
                message: str | None = None) -> None:
-    s.add(OutboxMessage(account_id=account_id, topic_kind=topic_kind, key=key, value=value,
-                        status=status, error_code=error_code, entity_type=entity_type,
-                        entity_id=entity_id, message=message))
+    _sync(s)
+    # Every column but the id (the database's) and published_at (set on publishing), so
+    # one compiled statement serves every call.
+    s.execute(_INSERT_OUTBOX, {
+        "account_id": account_id, "topic_kind": topic_kind, "key": key, "value": value,
+        "status": status, "error_code": error_code, "entity_type": entity_type,
+        "entity_id": entity_id, "message": message, "created_at": _now()})
 
 
 def unpublished(s: Session, limit: int = 500, *, claim: bool = False) -> list[OutboxMessage]:
@@ -252,31 +550,42 @@ def add_dead_letter(s: Session, *, account_id: str | None, entity_type: str | No
                      reason=reason, payload=payload))
 
 
+_INTENT_STATE = select(_INTENTS.c.state).where(_INTENTS.c.idempotency_key == bindparam("k"))
+_INSERT_INTENT = insert(_INTENTS)
+_RETRY_INTENT = update(_INTENTS).where(_INTENTS.c.idempotency_key == bindparam("k")).values(
+    attempts=_INTENTS.c.attempts + 1, state=bindparam("st"))
+_RELEASE_INTENT = update(_INTENTS).where(_INTENTS.c.idempotency_key == bindparam("k"),
+                                         _INTENTS.c.state == "pending").values(state="unsent")
+_COMPLETE_INTENT = update(_INTENTS).where(_INTENTS.c.idempotency_key == bindparam("k")
+                                          ).values(state="done", provider_id=bindparam("p"))
+
+
 def begin_intent(s: Session, *, key: str, account_id: str, entity_type: str, entity_id: str,
                  operation: str) -> bool:
     """Record an attempt; True when an earlier attempt of this intent may have landed."""
-    intent = s.get(Intent, key)
-    if intent is None:
-        s.add(Intent(idempotency_key=key, account_id=account_id, entity_type=entity_type,
-                     entity_id=entity_id, operation=operation, attempts=1, state="pending"))
+    _sync(s)
+    state = s.execute(_INTENT_STATE, {"k": key}).scalar()
+    if state is None:
+        s.execute(_INSERT_INTENT, {
+            "idempotency_key": key, "account_id": account_id, "entity_type": entity_type,
+            "entity_id": entity_id, "operation": operation, "attempts": 1,
+            "state": "pending", "created_at": _now()})
         return False
-    intent.attempts += 1
     # "pending": an attempt may have reached the provider; "unsent" (release_intent):
-    # every attempt so far was stopped before sending. This attempt may send.
-    uncertain = intent.state == "pending"
-    if intent.state == "unsent":
-        intent.state = "pending"
-    return uncertain
+    # every attempt so far was stopped before sending. This attempt may send. The caller
+    # holds the tenant lock, so the state read is still the row's when it is written.
+    s.execute(_RETRY_INTENT, {"k": key, "st": "pending" if state == "unsent" else state})
+    return bool(state == "pending")
 
 
 def release_intent(s: Session, key: str) -> None:
     """The attempt just begun sent nothing (our own limiter deferred it): the next
     attempt need not look the record up first."""
-    s.execute(update(Intent).where(Intent.idempotency_key == key, Intent.state == "pending")
-              .values(state="unsent"))
+    _sync(s)
+    s.execute(_RELEASE_INTENT, {"k": key})
 
 
 def complete_intent(s: Session, key: str, provider_id: str | None) -> None:
     # One UPDATE (no row: nothing to complete), not a read then a write.
-    s.execute(update(Intent).where(Intent.idempotency_key == key)
-              .values(state="done", provider_id=provider_id))
+    _sync(s)
+    s.execute(_COMPLETE_INTENT, {"k": key, "p": provider_id})
