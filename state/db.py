@@ -30,6 +30,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _begin_immediate(conn: Any) -> None:
+    # On the driver's connection, not through conn.exec_driver_sql: SQLAlchemy's statement
+    # machinery (events, result setup) cost more than SQLite's BEGIN itself, once per
+    # transaction (issue 12). before_cursor_execute listeners therefore no longer see it.
+    conn.connection.driver_connection.execute("BEGIN IMMEDIATE")
+
+
 # PostgreSQL: a pooled connection is pinged before use only if it sat idle in the pool
 # for longer than this (a server restart, an idle timeout of a proxy); one in steady use
 # is not (pool_pre_ping cost a round trip on every checkout, several per event). A
@@ -86,7 +93,7 @@ class Database:
             # Take SQLite's write lock when a transaction begins (SQLAlchemy's documented
             # recipe): a deferred read-then-write upgrade between two writers fails at
             # once with "database is locked" instead of waiting on busy_timeout.
-            event.listen(self.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+            event.listen(self.engine, "begin", _begin_immediate)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @property

@@ -9,8 +9,9 @@ slow tenant would hold up the other.
 - In a process: one ``threading.Lock`` per account id (exact, created on demand and
   dropped when nobody holds or waits for it), taken first, so threads of one process
   queue there rather than on the OS lock (fcntl locks are per process, not per thread).
-- PostgreSQL: a session advisory lock on a 64-bit key derived from the account id
-  (SHA-256, first 8 bytes, namespaced). Two tenants wait for each other only if their
+- PostgreSQL: a session advisory lock, on a pooled connection in autocommit held from
+  before the event's first transaction to after its last, on a 64-bit key derived from
+  the account id (SHA-256, first 8 bytes, namespaced). Two tenants wait for each other only if their
   keys collide: with n tenants the chance that any two of them do is about
   n² / 2⁶⁵ (10⁶ tenants: 3·10⁻⁸), and even then it costs only latency, never order or
   correctness (the lock is still exclusive for each tenant).
@@ -28,8 +29,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-
-from sqlalchemy import text
 
 from state.db import Database
 
@@ -65,6 +64,8 @@ class TenantLocks:
         self._guard = threading.Lock()
         self._local: dict[str, _Local] = {}
         self._dir: Path | None = None
+        # The same pool, its connections in autocommit while they hold a lock.
+        self._autocommit = db.engine.execution_options(isolation_level="AUTOCOMMIT")
         if db.is_sqlite:
             path = db.url.split("///", 1)[-1] if "///" in db.url else ""
             base = Path(path).parent if path and path != ":memory:" else Path("var")
@@ -111,11 +112,13 @@ class TenantLocks:
     @contextmanager
     def _advisory_lock(self, account_id: str) -> Iterator[None]:
         key = advisory_key(account_id)
-        with self._db.engine.connect() as conn:
-            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
-            conn.commit()
+        # A session lock on a connection of its own, held across the provider call: a
+        # transaction lock (pg_advisory_xact_lock) would end with the engine's first
+        # transaction, before the call. Autocommit: the lock needs no transaction, so
+        # taking and releasing it are one round trip each, with no BEGIN or COMMIT.
+        with self._autocommit.connect() as conn:
+            conn.exec_driver_sql("SELECT pg_advisory_lock(%s)", (key,))
             try:
                 yield
             finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                conn.commit()
+                conn.exec_driver_sql("SELECT pg_advisory_unlock(%s)", (key,))
