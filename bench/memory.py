@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
 import queue
@@ -197,6 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             child.checkpoint_now()
         _report(args, child, kafka, published, elapsed)
         reached = child.processed
+        del producer  # before the broker stops, so its client does not retry a closed port
+        gc.collect()
     return 0 if reached >= min(args.events, 1) and child.checkpoints else 1
 
 
