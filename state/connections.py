@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from providers.errors import ReconnectRequired
 from providers.oauth import TokenSet
 from state.crypto import TokenCipher
-from state.db import Database, flush_orm
+from state.db import Database
 from state.models import (
     Connection,
     InboundCursor,
@@ -78,8 +78,7 @@ _MARK_SYNCED = update(_CONNECTIONS).where(
 
 def connection_info(s: Session, account_id: str) -> ConnectionInfo | None:
     """The connection as seen inside the caller's transaction (ORM changes to it in the
-    same session included: they are flushed first)."""
-    flush_orm(s)
+    same session included: Session.execute autoflushes before Core statements too)."""
     row = s.execute(_CONNECTION_INFO, {"a": account_id}).first()
     return ConnectionInfo(*row) if row else None
 
@@ -101,7 +100,6 @@ def mark_synced(s: Session, account_id: str, *,
         last = _sync_marks.get(account_id)
     if last is not None and now - last < SYNC_MARK_INTERVAL_S:
         return
-    flush_orm(s)
     s.execute(_MARK_SYNCED, {"a": account_id, "at": dt.datetime.now(dt.UTC)})
 
     def committed(_session: Session) -> None:  # a rolled-back write does not count

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, exc, text
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["Database", "dialect_of", "flush_orm", "migrate"]
+__all__ = ["Database", "dialect_of", "migrate"]
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -154,14 +154,6 @@ class Database:
 def dialect_of(s: Session) -> str:
     """The session's database dialect: "sqlite" or "postgresql"."""
     return s.get_bind().dialect.name
-
-
-def flush_orm(s: Session) -> None:
-    """What a Core statement needs before it runs in a session the ORM also writes
-    through: the ORM's autoflush, which Core statements on tables skip. A clean session
-    flushes nothing (a few attribute checks); `no_autoflush` blocks are respected."""
-    if s.autoflush:
-        s.flush()
 
 
 def migrate(url: str, revision: str = "head") -> None:

@@ -11,8 +11,8 @@ slow tenant would hold up the other.
   queue there rather than on the OS lock (fcntl locks are per process, not per thread).
 - PostgreSQL: a session advisory lock, on a pooled connection in autocommit held from
   before the event's first transaction to after its last, on a 64-bit key derived from
-  the account id (SHA-256, first 8 bytes, namespaced). Two tenants wait for each other only if their
-  keys collide: with n tenants the chance that any two of them do is about
+  the account id (SHA-256, first 8 bytes, namespaced). Two tenants wait for each other
+  only if their keys collide: with n tenants the chance that any two of them do is about
   n² / 2⁶⁵ (10⁶ tenants: 3·10⁻⁸), and even then it costs only latency, never order or
   correctness (the lock is still exclusive for each tenant).
 - SQLite (one machine): an fcntl lock on a file per tenant beside the database, named by

@@ -7,9 +7,10 @@ The per-event functions use prebuilt SQLAlchemy Core statements on the tables, n
 entity loads and unit-of-work flushes (issue 12: the ORM around them cost most of a
 worker's CPU per event). Two things the ORM did keep holding:
 
-- Program order. Core statements skip the ORM's autoflush, so each function first
-  flushes what the caller added or changed through the ORM in the same session
-  (`_sync`); a Core read sees it, a Core write lands after it.
+- Program order. Session.execute autoflushes before a Core statement as before an ORM
+  one (SQLAlchemy #9809), so what the caller added or changed through the ORM in the
+  same session is seen by a Core read and lands before a Core write. (Executing on
+  `s.connection()` instead would skip that: don't.)
 - Mutation of returned rows. Links are returned as `LinkRow`; a column set on one (the
   engine sets `written_state`/`written_hash` on what save_link returns) is written by
   one UPDATE before the session commits, or before this module's next statement in the
@@ -46,7 +47,7 @@ from sqlalchemy.sql.selectable import Select
 
 from providers.taxes import BlueClerkTaxRate, ProviderTaxRate
 from state.connections import Company
-from state.db import dialect_of, flush_orm
+from state.db import dialect_of
 from state.models import (
     Base,
     DeadLetter,
@@ -213,11 +214,9 @@ def _after_transaction_end(s: Session, transaction: SessionTransaction) -> None:
 
 
 def _sync(s: Session) -> None:
-    """Before a Core statement: the queued link writes, then what the caller changed
-    through the ORM (see the module's docstring)."""
+    """Before a statement of this module: the link writes queued in the session."""
     if s.info.get(_PENDING):
         _write_pending(s)
-    flush_orm(s)
 
 
 @dataclass(frozen=True, slots=True)

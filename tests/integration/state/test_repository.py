@@ -225,3 +225,126 @@ def test_dead_letters_and_settings(db: Database) -> None:
         (row,) = s.query(DeadLetter).all()
         assert (row.topic, row.partition, row.offset, bytes(row.payload or b"")) == (
             "blueclerk.items", 3, 2**40, b"\x07")
+
+
+# -- Core statements in place of the ORM (issue 12): what callers relied on still holds --
+
+
+def _statements(db: Database) -> list[str]:
+    from sqlalchemy import event
+
+    seen: list[str] = []
+    event.listen(db.engine, "before_cursor_execute",
+                 lambda _c, _cur, sql, *_: seen.append(" ".join(sql.split())))
+    return seen
+
+
+def test_a_change_set_on_a_saved_link_is_written_at_commit(db: Database) -> None:
+    """The engine sets what its write left in the books on the link save_link returns,
+    as it did on the ORM entity: the change lands with the transaction, is seen by a
+    read later in the same transaction, and goes nowhere if the transaction fails."""
+    with db.transaction() as s:
+        link = repo.save_link(s, A_REALM1, "customer", "c1", "58", "0", 1, "h1")
+        link.written_state, link.written_hash = '{"name": "Ada"}', "w1"
+        seen = repo.get_link(s, A_REALM1, "customer", "c1")
+        assert seen is not None and (seen.written_state, seen.written_hash) == (
+            '{"name": "Ada"}', "w1")
+    with db.transaction() as s:
+        link = repo.save_link(s, A_REALM1, "customer", "c1", "58", "1", 2, "h2")
+        link.written_hash = "w2"  # the last statement of the transaction: flushed at commit
+    with pytest.raises(RuntimeError), db.transaction() as s:
+        link = repo.save_link(s, A_REALM1, "customer", "c1", "58", "2", 3, "h3")
+        link.written_hash = "lost"
+        raise RuntimeError("crash before the commit")
+    with db.transaction() as s:
+        after = repo.get_link(s, A_REALM1, "customer", "c1")
+        assert after is not None
+        assert (after.provider_version, after.last_applied_version, after.payload_hash,
+                after.written_state, after.written_hash) == ("1", 2, "h2",
+                                                             '{"name": "Ada"}', "w2")
+    with pytest.raises(AttributeError):
+        after.entity_id = "c2"  # the key of a link is not a column one may set
+
+
+def test_a_rolled_back_link_change_is_not_written_by_the_next_commit(db: Database) -> None:
+    """One session, a transaction rolled back, then another committed: the change queued
+    in the first is not carried into the second."""
+    s = db.session()
+    try:
+        repo.save_link(s, A_REALM1, "customer", "c3", "60", None, 1, None)
+        s.commit()
+        link = repo.get_link(s, A_REALM1, "customer", "c3")  # begins the second transaction
+        assert link is not None
+        link.written_hash = "from-the-rolled-back-transaction"
+        s.rollback()
+        repo.mark_processed(s, "e9", "a", "synced")
+        s.commit()
+    finally:
+        s.close()
+    with db.transaction() as s:
+        after = repo.get_link(s, A_REALM1, "customer", "c3")
+        assert after is not None and after.written_hash is None
+
+
+def test_save_link_with_what_was_written_is_one_statement(db: Database) -> None:
+    with db.transaction() as s:
+        repo.save_link(s, A_REALM1, "item", "i1", "7", "0", 1, "h", written=('{"a": 1}', "w"))
+    statements = _statements(db)
+    with db.transaction() as s:
+        statements.clear()
+        repo.save_link(s, A_REALM1, "item", "i1", "7", "1", 2, "h2", written=('{"a": 2}', "w2"))
+        assert [q.split()[0] for q in statements if not q.startswith("BEGIN")] == ["INSERT"]
+        # Without `written`, what an earlier write left in the books is kept.
+        repo.save_link(s, A_REALM1, "item", "i1", "7", "2", 3, "h3")
+    with db.transaction() as s:
+        link = repo.get_link(s, A_REALM1, "item", "i1")
+        assert link is not None
+        assert (link.provider_version, link.last_applied_version, link.written_state,
+                link.written_hash) == ("2", 3, '{"a": 2}', "w2")
+
+
+def test_settings_and_mappings_changed_in_place_are_saved(db: Database) -> None:
+    """The control API edits what get_settings and get_mapping return, as ORM entities."""
+    from state.models import IncomeAccountMapping, SyncSettings
+
+    with db.transaction() as s:
+        s.add(SyncSettings(account_id="a", sync_customers=True, sync_items=True,
+                           sync_invoices=True, sync_payments=True, auto_sync=True))
+        s.add(IncomeAccountMapping(account_id="a", item_id="i1", provider_account_id="79"))
+    with db.transaction() as s:
+        settings = repo.get_settings(s, "a")
+        assert settings is not None and settings.auto_sync is True
+        settings.auto_sync = False
+        assert repo.get_settings(s, "a") is settings  # one entity per row in a session
+        mapping = repo.get_mapping(s, "a", "i1")
+        assert mapping is not None and mapping.provider_account_id == "79"
+        mapping.provider_account_id = "80"
+    with db.transaction() as s:
+        settings = repo.get_settings(s, "a")
+        mapping = repo.get_mapping(s, "a", "i1")
+        assert settings is not None and mapping is not None
+        assert (settings.auto_sync, settings.sync_items, mapping.provider_account_id) == (
+            False, True, "80")
+
+
+def test_reads_see_what_the_same_session_changed_through_the_orm(db: Database) -> None:
+    """Core statements skip the ORM's autoflush; the repository flushes first, so a row
+    added or changed through the ORM earlier in the transaction is seen."""
+    from state.connections import connection_info
+    from state.models import Connection, ProcessedEvent, SyncSettings
+
+    with db.transaction() as s:
+        s.add(ProcessedEvent(account_id="a", event_id="e1", status="waiting_dependency"))
+        assert repo.processed_status(s, "a", "e1") == "waiting_dependency"
+        s.add(SyncSettings(account_id="a", sync_customers=False, sync_items=True,
+                           sync_invoices=True, sync_payments=True, auto_sync=True))
+        settings = repo.get_settings(s, "a")
+        assert settings is not None and settings.sync_customers is False
+        s.add(Connection(account_id="a", provider="xero", tenant_id="org-1", status="active",
+                         connected_at=T, access_expires_at=T, token_version=1))
+        row = s.get(Connection, "a")
+        assert row is not None
+        row.status = "reconnect_required"
+        info = connection_info(s, "a")
+        assert info is not None and (info.provider, info.status) == ("xero",
+                                                                   "reconnect_required")
