@@ -198,6 +198,8 @@ class ParkedEvent(Base):
     __table_args__ = (
         UniqueConstraint("account_id", "event_id", name="uq_parked_event"),
         Index("ix_parked_wait", "account_id", "reason", "waits_for"),
+        # repository.parked_before: earlier parked changes of one record (migration 0008).
+        Index("ix_parked_record", "account_id", "entity_type", "entity_id"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     event_id: Mapped[str] = mapped_column(String(64))
