@@ -5,7 +5,7 @@ so an outcome, its link, its processed-event row and its status commit together.
 
 The per-event functions use prebuilt SQLAlchemy Core statements on the tables, not ORM
 entity loads and unit-of-work flushes (issue 12: the ORM around them cost most of a
-worker's CPU per event). Two things the ORM did keep holding:
+worker's CPU per event). Two things the ORM gave callers still hold:
 
 - Program order. Session.execute autoflushes before a Core statement as before an ORM
   one (SQLAlchemy #9809), so what the caller added or changed through the ORM in the
@@ -14,7 +14,8 @@ worker's CPU per event). Two things the ORM did keep holding:
 - Mutation of returned rows. Links are returned as `LinkRow`; a column set on one (the
   engine sets `written_state`/`written_hash` on what save_link returns) is written by
   one UPDATE before the session commits, or before this module's next statement in the
-  session. Settings and income-account mappings, which the control API edits in place,
+  session (an ORM query of entity_links elsewhere in between does not see it yet; none
+  reads what it sets). Settings and income-account mappings, which the control API edits in place,
   are returned as ORM entities attached to the session without the ORM's load.
 """
 
@@ -208,7 +209,8 @@ def _before_commit(s: Session) -> None:
 
 @event.listens_for(Session, "after_transaction_end")
 def _after_transaction_end(s: Session, transaction: SessionTransaction) -> None:
-    # A rolled-back transaction takes its queued writes with it.
+    # A rolled-back transaction takes its queued writes with it (a savepoint's rollback
+    # does not: nothing here uses savepoints).
     if transaction.parent is None and _PENDING in s.info:
         del s.info[_PENDING]
 
