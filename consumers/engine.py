@@ -73,6 +73,22 @@ class Origin:
     offset: int
 
 
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(slots=True)
+class _Rows:
+    """New processed_events and outbox rows of a batch's events, inserted together."""
+
+    processed: list[dict[str, object]] = field(default_factory=list)
+    outbox: list[dict[str, object]] = field(default_factory=list)
+
+    def insert(self, s: Session) -> None:
+        outcomes.insert_processed(s, self.processed)
+        outcomes.insert_outbox(s, self.outbox)
+
+
 @dataclass(frozen=True, slots=True)
 class BatchEvent:
     """One event of a tenant's batch (SyncEngine.process_batch)."""
@@ -778,6 +794,7 @@ class SyncEngine:
                 for p in written])
             completed: list[tuple[str, str | None]] = []
             final: list[int] = []  # synced or ended: what waits for them may proceed
+            rows = _Rows()  # no statement inside the loop: the links' inserts flush together
             for p in planned:
                 if p.index not in got:
                     continue
@@ -788,7 +805,7 @@ class SyncEngine:
                     completed.append((p.write.key, answer.id))
                     results[p.index] = self._finish(
                         s, b.event, info, SyncStatus.SYNCED, started, b.attempt, new=True,
-                        record_id=answer.id, operation=p.operation)
+                        record_id=answer.id, operation=p.operation, rows=rows)
                     final.append(p.index)
                     continue
                 if isinstance(answer, Throttled) and answer.status is None:
@@ -816,6 +833,7 @@ class SyncEngine:
                 results[p.index] = result
                 if result.retry_after_s is None:
                     final.append(p.index)
+            rows.insert(s)
             outcomes.complete_intents(s, completed)
             if completed:
                 mark_synced(s, info.account_id)
@@ -956,15 +974,15 @@ class SyncEngine:
                    known: dict[tuple[str, str], EntityLink] | None = None) -> None:
         """The link and what the write left in the books; `known`: the links a batch
         loaded (outcomes.load_links), so none is read again."""
-        if known is None:
-            link = repo.save_link(s, info, event.entity_type.value, event.entity_id,
-                                  record.id, record.version, event.entity_version, digest)
-        else:
-            link = outcomes.save_link(s, known, info, event.entity_type.value,
-                                      event.entity_id, record.id, record.version,
-                                      event.entity_version, digest)
         # What this write left in the books, for the inbound poller's echo suppression.
-        link.written_state, link.written_hash = written_state(info.provider, event)
+        written = written_state(info.provider, event)
+        if known is None:  # one upsert carrying everything
+            repo.save_link(s, info, event.entity_type.value, event.entity_id, record.id,
+                           record.version, event.entity_version, digest, written=written)
+            return
+        link = outcomes.save_link(s, known, info, event.entity_type.value, event.entity_id,
+                                  record.id, record.version, event.entity_version, digest)
+        link.written_state, link.written_hash = written
 
     def _status(self, event: ChangeEvent, info: ConnectionInfo | None, status: SyncStatus,
                 started: float, attempt: int, *, code: ErrorCode | None = None,
@@ -982,13 +1000,21 @@ class SyncEngine:
     def _finish(self, s: Session, event: ChangeEvent, info: ConnectionInfo | None,
                 status: SyncStatus, started: float, attempt: int, *, new: bool = False,
                 code: ErrorCode | None = None, message: str | None = None,
-                record_id: str | None = None, operation: str = "none") -> EngineResult:
+                record_id: str | None = None, operation: str = "none",
+                rows: _Rows | None = None) -> EngineResult:
         """Record the event's outcome and its status in the caller's transaction; `new`:
-        the event has no processed_events row yet (known from the first transaction)."""
+        the event has no processed_events row yet (known from the first transaction).
+        `rows`: a new event's rows are collected there, for the caller to insert with
+        the batch's others in one statement each before its transaction commits."""
         result = self._status(event, info, status, started, attempt, code=code,
                               message=message, record_id=record_id, operation=operation)
-        repo.mark_processed(s, event.event_id, event.account_id, status.value, new=new)
-        self._add_status(s, result)
+        if rows is not None and new:
+            rows.processed.append({"account_id": event.account_id, "event_id": event.event_id,
+                                   "status": status.value, "processed_at": _utcnow()})
+            rows.outbox.append(self._outbox_row(result))
+        else:
+            repo.mark_processed(s, event.event_id, event.account_id, status.value, new=new)
+            self._add_status(s, result)
         EVENTS.labels(event.entity_type.value, status.value, result.provider or "none").inc()
         SYNC_SECONDS.labels(event.entity_type.value).observe(time.monotonic() - started)
         log.info("event_finished", status=status.value,
@@ -997,12 +1023,15 @@ class SyncEngine:
                  version=event.entity_version)
         return EngineResult((result,))
 
+    def _outbox_row(self, status: SyncStatusEvent) -> dict[str, object]:
+        return {"account_id": status.account_id, "topic_kind": "status", "key": status.key,
+                "value": self._codec.encode("SyncStatusEvent", status.to_avro()),
+                "status": status.status.value,
+                "error_code": status.error_code.value if status.error_code else None,
+                "entity_type": status.entity_type, "entity_id": status.entity_id,
+                "message": status.message, "created_at": _utcnow()}
+
     def _add_status(self, s: Session, status: SyncStatusEvent) -> None:
-        repo.add_outbox(s, account_id=status.account_id, topic_kind="status", key=status.key,
-                        value=self._codec.encode("SyncStatusEvent", status.to_avro()),
-                        status=status.status.value,
-                        error_code=status.error_code.value if status.error_code else None,
-                        entity_type=status.entity_type, entity_id=status.entity_id,
-                        message=status.message)
+        outcomes.insert_outbox(s, [self._outbox_row(status)])
 
 

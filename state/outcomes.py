@@ -14,16 +14,27 @@ from sqlalchemy import Table, bindparam, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from state.connections import Company
-from state.models import EntityLink, IncomeAccountMapping, Intent, ProcessedEvent, Snapshot
+from state.models import (
+    EntityLink,
+    IncomeAccountMapping,
+    Intent,
+    OutboxMessage,
+    ProcessedEvent,
+    Snapshot,
+)
 
 # Core table for executemany: an ORM update() with a list of parameters would be the
 # ORM's bulk-update-by-primary-key, which refuses WHERE criteria of ours.
 _INTENTS: Table = Intent.__table__  # type: ignore[assignment]
+_PROCESSED: Table = ProcessedEvent.__table__  # type: ignore[assignment]
+_OUTBOX: Table = OutboxMessage.__table__  # type: ignore[assignment]
 
 __all__ = [
     "begin_intents",
     "complete_intents",
     "income_accounts",
+    "insert_outbox",
+    "insert_processed",
     "load_links",
     "load_snapshots",
     "processed_statuses",
@@ -164,3 +175,17 @@ def release_intents(s: Session, keys: Sequence[str]) -> None:
     if keys:
         s.execute(update(Intent).where(Intent.idempotency_key.in_(list(keys)),
                                        Intent.state == "pending").values(state="unsent"))
+
+
+def insert_processed(s: Session, rows: Sequence[dict[str, object]]) -> None:
+    """New processed_events rows (account_id, event_id, status, processed_at), in one
+    executemany: the caller read, under the tenant lock, that none of them exists."""
+    if rows:
+        s.execute(insert(_PROCESSED), list(rows))
+
+
+def insert_outbox(s: Session, rows: Sequence[dict[str, object]]) -> None:
+    """Outbox rows (the columns of repository.add_outbox) in one executemany; their ids
+    follow the list's order, which is the order the publisher sends them in."""
+    if rows:
+        s.execute(insert(_OUTBOX), list(rows))

@@ -299,9 +299,10 @@ def test_a_batch_costs_a_few_statements_not_a_few_per_event(world: World) -> Non
     results = run(world, [f.customer(f"c{i}", f"C{i}") for i in range(20)])
     assert all(status_of(r)[0] is SyncStatus.SYNCED for r in results)
     work = [s for s in statements if not s.startswith(("BEGIN", "COMMIT"))]
-    # The outbox rows are the repository's (one INSERT each on SQLite, where the ORM
-    # needs each new id back); everything else is per batch.
+    # The statuses too: one executemany into the outbox for the batch, not one per event.
     per_batch = [s for s in work if not s.startswith("INSERT INTO outbox")]
     assert len(per_batch) <= 14, per_batch
-    assert len(work) - len(per_batch) <= 20
+    assert len(work) - len(per_batch) == 1
+    assert sum(s.startswith("INSERT INTO processed_events") for s in work) == 1, work
+    assert sum(s.startswith("INSERT INTO entity_links") for s in work) == 1, work
     assert sum(s.startswith("SELECT processed_events") for s in work) == 1, work
