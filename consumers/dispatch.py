@@ -381,11 +381,7 @@ class KeyOrderedDispatcher(Generic[T]):
             state.head = None
             self._running.discard(key)
             self._pending -= 1
-            if state.queue:
-                state.status = _Status.READY
-                self._ready.append(key)
-            else:
-                del self._keys[key]
+            self._requeue(key, state)
             self._pump()
             self._cv.notify_all()
 
@@ -429,21 +425,29 @@ class KeyOrderedDispatcher(Generic[T]):
                 if delays:
                     state.head.attempts += 1
                     state.status = _Status.DEFERRED
-                    self._timer_seq += 1
-                    heapq.heappush(self._timers,
-                                   (time.monotonic() + max(delays), self._timer_seq, key))
+                    self._arm_timer(key, max(delays))
                 else:
                     state.status = _Status.READY
                     self._ready.append(key)
             else:
                 state.head = None
-                if state.queue:
-                    state.status = _Status.READY
-                    self._ready.append(key)
-                else:
-                    del self._keys[key]
+                self._requeue(key, state)
             self._pump()
             self._cv.notify_all()
+
+    def _requeue(self, key: str, state: _KeyState[T]) -> None:
+        """A key whose head just completed: ready for its next item, or gone. Caller
+        holds ``_cv``."""
+        if state.queue:
+            state.status = _Status.READY
+            self._ready.append(key)
+        else:
+            del self._keys[key]
+
+    def _arm_timer(self, key: str, delay_s: float) -> None:
+        """The key's deferred head becomes ready after ``delay_s``. Caller holds ``_cv``."""
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (time.monotonic() + delay_s, self._timer_seq, key))
 
     def _defer(self, key: str, item: _Item[T], delay_s: float) -> None:
         with self._cv:
@@ -452,8 +456,7 @@ class KeyOrderedDispatcher(Generic[T]):
             item.attempts += 1
             state.status = _Status.DEFERRED
             self._running.discard(key)
-            self._timer_seq += 1
-            heapq.heappush(self._timers, (time.monotonic() + delay_s, self._timer_seq, key))
+            self._arm_timer(key, delay_s)
             self._pump()
             self._cv.notify_all()  # wakes the scheduler (new timer) and wait_idle/quiesce
 
