@@ -18,6 +18,7 @@ __all__ = [
     "TotalMismatch",
     "TransientProviderError",
     "UnknownOutcome",
+    "not_sent",
 ]
 
 
@@ -105,3 +106,13 @@ class TotalMismatch(PermanentProviderError):
             f"(provider record {provider_id})"
         )
         self.ours, self.theirs, self.provider_id = ours, theirs, provider_id
+
+
+def not_sent(exc: ProviderError) -> ProviderError:
+    """The outcome of writes a batch never sent because an earlier request of it failed
+    with `exc` (providers' write_batch)."""
+    if isinstance(exc, Throttled | AuthExpired | ReconnectRequired):
+        return exc  # the same holds for them: wait, refresh, or reconnect
+    return TransientProviderError(f"not sent: an earlier request of the batch failed ({exc})",
+                                  code=exc.code if exc.transient else None,
+                                  retry_after=getattr(exc, "retry_after", None))

@@ -24,13 +24,13 @@ from providers.errors import (
     DuplicateName,
     PermanentProviderError,
     ProviderError,
-    ReconnectRequired,
     RecordNotFound,
     StaleVersion,
     Throttled,
     TotalMismatch,
     TransientProviderError,
     UnknownOutcome,
+    not_sent,
 )
 from providers.http import ProviderHttp, retry_after_seconds
 from providers.port import (
@@ -757,15 +757,6 @@ def batch_request_id(writes: Sequence[BatchWrite]) -> str:
     return f"bcb-{digest[:32]}"
 
 
-def _not_sent(exc: ProviderError) -> ProviderError:
-    """The outcome of writes a batch never sent because an earlier request of it failed."""
-    if isinstance(exc, Throttled | AuthExpired | ReconnectRequired):
-        return exc  # the same holds for them: wait, refresh, or reconnect
-    return TransientProviderError(f"not sent: an earlier request of the batch failed ({exc})",
-                                  code=exc.code if exc.transient else None,
-                                  retry_after=getattr(exc, "retry_after", None))
-
-
 def _in_requests(writes: Sequence[BatchWrite], size: int,
                  send: Callable[[Sequence[BatchWrite]], list[ProviderRecord | ProviderError]]
                  ) -> list[ProviderRecord | ProviderError]:
@@ -781,7 +772,7 @@ def _in_requests(writes: Sequence[BatchWrite], size: int,
             if not outcomes:
                 raise
             outcomes.extend([exc] * len(part))
-            outcomes.extend([_not_sent(exc)] * (len(writes) - start - len(part)))
+            outcomes.extend([not_sent(exc)] * (len(writes) - start - len(part)))
             break
     return outcomes
 

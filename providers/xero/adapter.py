@@ -48,12 +48,12 @@ from providers.errors import (
     DuplicateName,
     PermanentProviderError,
     ProviderError,
-    ReconnectRequired,
     RecordNotFound,
     Throttled,
     TotalMismatch,
     TransientProviderError,
     UnknownOutcome,
+    not_sent,
 )
 from providers.http import ProviderHttp, retry_after_seconds
 from providers.port import (
@@ -412,7 +412,7 @@ class XeroAdapter:
             for n in in_flight:
                 done[n] = exc
             for n in range(len(writes)):
-                done.setdefault(n, _not_sent(exc))
+                done.setdefault(n, not_sent(exc))
         return [done[n] for n in range(len(writes))]
 
     def _plan_part(self, collection: str, part: Sequence[tuple[int, BatchWrite]]
@@ -841,15 +841,6 @@ def batch_idempotency_key(intent_keys: Sequence[str], method: str, collection: s
     request = hashlib.sha256(json.dumps([method, collection, list(elements)], sort_keys=True,
                                         default=str).encode()).hexdigest()[:16]
     return f"bcb:{writes}:{request}"
-
-
-def _not_sent(exc: ProviderError) -> ProviderError:
-    """The outcome of writes a batch never sent because an earlier request of it failed."""
-    if isinstance(exc, Throttled | AuthExpired | ReconnectRequired):
-        return exc  # the same holds for them: wait, refresh, or reconnect
-    return TransientProviderError(f"not sent: an earlier request of the batch failed ({exc})",
-                                  code=exc.code if exc.transient else None,
-                                  retry_after=getattr(exc, "retry_after", None))
 
 
 def _inbound(entity: str, rid: str, changed: dt.datetime, row: dict[str, Any]
