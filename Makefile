@@ -19,8 +19,11 @@ venv: $(STAMP)
 demo: venv
 	BLUECLERK_MODE=local $(PY) -m control.cli demo
 
+# PostgreSQL first: if it cannot be started the run stops here, saying why, rather than
+# every PostgreSQL test failing on an empty URL.
 test: venv
-	TEST_POSTGRES_URL="$$(scripts/ensure-postgres.sh)" BLUECLERK_MODE=local $(PY) -m pytest $(PYTEST_ARGS)
+	@url="$$(scripts/ensure-postgres.sh)" || { echo "make test: no PostgreSQL (see above)" >&2; exit 1; }; \
+	  TEST_POSTGRES_URL="$$url" BLUECLERK_MODE=local $(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: venv
 	BLUECLERK_MODE=local $(PY) -m pytest tests/unit $(PYTEST_ARGS)
@@ -34,7 +37,8 @@ bench: venv
 
 # The large chaos run (bench/chaos.py; a smaller configuration runs in `make test`).
 chaos: venv
-	TEST_POSTGRES_URL="$$(scripts/ensure-postgres.sh)" BLUECLERK_MODE=local $(PY) -m bench.chaos $(CHAOS_ARGS)
+	@url="$$(scripts/ensure-postgres.sh)" || { echo "make chaos: no PostgreSQL (see above)" >&2; exit 1; }; \
+	  TEST_POSTGRES_URL="$$url" BLUECLERK_MODE=local $(PY) -m bench.chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .cache var .pytest_cache .mypy_cache .ruff_cache .hypothesis
