@@ -9,10 +9,10 @@ worker`, the deployed command) on a fresh PostgreSQL database per run. The same 
 of customer events (bench.throughput's: creates then updates, tenants interleaved) runs:
 
   1  one worker process;
-  2  two worker processes in one consumer group, as deployed (the service's assignor,
-     cooperative-sticky);
-  2r two worker processes with a per-topic assignor (`--assignor`, default range,
-     through bench/worker_proc.py; the service's code is otherwise the same).
+  2  two worker processes in one consumer group, as deployed (CONSUMER_GROUP_PROTOCOL
+     "consumer": KIP-848 with the broker's per-topic range assignor);
+  2c the same under the classic protocol (CONSUMER_GROUP_PROTOCOL=classic, eager range),
+     the fallback for brokers older than Kafka 4.0 (`--no-classic` skips it).
 
 Each change topic gets `--partitions` partitions (default: twice the largest worker
 count). As when a deployment scales out, the second worker joins a group whose first
@@ -66,7 +66,7 @@ ROOT = Path(__file__).resolve().parents[1]
 class Run:
     label: str
     workers: int
-    assignor: str | None  # None: the service's own (control.cli worker)
+    protocol: str | None  # CONSUMER_GROUP_PROTOCOL; None: the service's default
     events: int = 0
     done: int = 0
     wall_s: float = float("nan")
@@ -91,14 +91,14 @@ class Run:
 
 
 class _Worker:
-    def __init__(self, env: dict[str, str], assignor: str | None, log: Path) -> None:
+    def __init__(self, env: dict[str, str], protocol: str | None, log: Path) -> None:
         self.metrics_port = free_port()
-        command = ([sys.executable, "-m", "bench.worker_proc", "--assignor", assignor]
-                   if assignor else [sys.executable, "-m", "control.cli", "worker"])
+        env = {**os.environ, **env, "METRICS_PORT": str(self.metrics_port)}
+        if protocol:
+            env["CONSUMER_GROUP_PROTOCOL"] = protocol
         with log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                command, cwd=ROOT, stdout=out, stderr=out,
-                env={**os.environ, **env, "METRICS_PORT": str(self.metrics_port)})
+            self.proc = subprocess.Popen([sys.executable, "-m", "control.cli", "worker"],
+                                         cwd=ROOT, stdout=out, stderr=out, env=env)
 
     def events(self) -> float:
         """Events this worker finished: the sum of its bc_sync_events_total samples."""
@@ -195,7 +195,7 @@ def run_one(run: Run, args: argparse.Namespace, bootstrap: str, broker_pid: int 
         # before it hold every partition (--together: all start at once).
         total = len(topics.changes) * args.partitions
         for n in range(1, run.workers + 1):
-            workers.append(_Worker(env, run.assignor, tmp / f"workers-{tag}.log"))
+            workers.append(_Worker(env, run.protocol, tmp / f"workers-{tag}.log"))
             if not args.together or n == run.workers:
                 _wait_stable(bootstrap, group, n, total)
         sources: dict[str, Callable[[], float]] = {
@@ -272,8 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="the larger group's size")
     parser.add_argument("--partitions", type=int, default=None,
                         help="partitions per change topic (default: 2 x --workers)")
-    parser.add_argument("--assignor", default="range",
-                        help="the per-topic strategy of run 2r ('' to skip that run)")
+    parser.add_argument("--no-classic", dest="classic", action="store_false",
+                        help="skip run 2c (the classic group protocol)")
     parser.add_argument("--together", action="store_true",
                         help="start a run's workers at once instead of one after the other")
     parser.add_argument("--max-in-flight", type=int, default=None)
@@ -290,10 +290,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.partitions = args.partitions or 2 * args.workers
     print(f"Scale-out benchmark (load avg at start {load()})", flush=True)
     runs = [Run("1 worker", 1, None),
-            Run(f"{args.workers} workers (service assignor)", args.workers, None)]
-    if args.assignor:
-        runs.append(Run(f"{args.workers} workers ({args.assignor} assignor)",
-                        args.workers, args.assignor))
+            Run(f"{args.workers} workers (KIP-848 range)", args.workers, None)]
+    if args.classic:
+        runs.append(Run(f"{args.workers} workers (classic range)", args.workers, "classic"))
     with contextlib.ExitStack() as stack:
         bootstrap, kafka, broker_pid = stack.enter_context(_kafka())
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-so-")))

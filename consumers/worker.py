@@ -39,7 +39,7 @@ from schemas.error_codes import ErrorCode
 from schemas.events import InvalidEvent
 from schemas.records import ChangeEvent
 
-__all__ = ["Delivery", "Redrive", "Worker", "WorkerOptions"]
+__all__ = ["GROUP_PROTOCOLS", "Delivery", "Redrive", "Worker", "WorkerOptions", "consumer_config"]
 
 log = structlog.get_logger("worker")
 
@@ -98,7 +98,48 @@ class WorkerOptions:
     max_overflow: int = 50_000
     commit_interval_s: float = 1.0
     drain_timeout_s: float = 20.0
+    # The consumer group protocol (CONSUMER_GROUP_PROTOCOL): "consumer" is KIP-848's
+    # (Kafka 4.0+), "classic" the older one for brokers without it. See consumer_config.
+    group_protocol: str = "consumer"
     consumer_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+GROUP_PROTOCOLS = ("consumer", "classic")
+
+
+def consumer_config(options: WorkerOptions) -> dict[str, Any]:
+    """The Kafka consumer's configuration.
+
+    Partitions are assigned per topic (range) under either protocol, so with at least as
+    many partitions per change topic as workers every worker gets a share of every topic,
+    the busy one included. cooperative-sticky balanced only the total count: with two
+    workers on four topics it gave one worker all of customers and invoices and the other
+    all of items and payments, which left it idle under a customer-heavy load (bench/
+    scaleout.py, bench/README.md). KIP-848's server-side `range` assignor also moves
+    partitions incrementally, as cooperative-sticky did; under "classic" range is eager,
+    so a rebalance briefly stops every member (correct, only slower: revoked work is
+    withdrawn and replayed, replays are no-ops). Under KIP-848 the session timeout and
+    heartbeat interval are the broker's (group.consumer.session.timeout.ms, or the
+    group's consumer.session.timeout.ms), not the client's.
+    """
+    if options.group_protocol not in GROUP_PROTOCOLS:
+        raise ValueError(f"unknown consumer group protocol {options.group_protocol!r}; "
+                         f"expected one of {', '.join(GROUP_PROTOCOLS)}")
+    config: dict[str, Any] = {
+        "bootstrap.servers": options.bootstrap,
+        "group.id": options.group_id,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "max.poll.interval.ms": 300000,
+        "topic.metadata.refresh.interval.ms": 5000,
+    }
+    if options.group_protocol == "consumer":
+        config.update({"group.protocol": "consumer", "group.remote.assignor": "range"})
+    else:
+        config.update({"group.protocol": "classic", "partition.assignment.strategy": "range",
+                       "session.timeout.ms": 10000, "heartbeat.interval.ms": 1000})
+    config.update(options.consumer_overrides)
+    return config
 
 
 class Worker:
@@ -123,19 +164,7 @@ class Worker:
             self._handle, options.max_in_flight, self._on_done, thread_name_prefix="sync",
             max_batch=options.max_batch,
             batch_handler=self._handle_batch if options.max_batch > 1 else None)
-        config: dict[str, Any] = {
-            "bootstrap.servers": options.bootstrap,
-            "group.id": options.group_id,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "partition.assignment.strategy": "cooperative-sticky",
-            "session.timeout.ms": 10000,
-            "heartbeat.interval.ms": 1000,
-            "max.poll.interval.ms": 300000,
-            "topic.metadata.refresh.interval.ms": 5000,
-        }
-        config.update(options.consumer_overrides)
-        self._consumer = Consumer(config)
+        self._consumer = Consumer(consumer_config(options))
         self.processed = 0
         # When the poll loop last turned (monotonic; 0: not started). Read by the health
         # probes (service/health.py).

@@ -136,6 +136,13 @@ class KafkaBroker:
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
+            # KIP-848 groups: the session timeout and heartbeat are the broker's. The
+            # defaults (45 s, 5 s) would leave a killed worker's partitions idle for 45 s;
+            # these match what the classic protocol's clients ask for (10 s, 1 s).
+            "group.consumer.min.session.timeout.ms": "6000",
+            "group.consumer.session.timeout.ms": "10000",
+            "group.consumer.min.heartbeat.interval.ms": "1000",
+            "group.consumer.heartbeat.interval.ms": "1000",
             "auto.create.topics.enable": "true",
             "log.flush.interval.messages": "9223372036854775807",
         }

@@ -71,4 +71,5 @@ def build_worker(services: Services) -> Worker:
     outbox = OutboxPublisher(services.db, producer, s.topics)
     return Worker(engine, outbox, WorkerOptions(
         bootstrap=s.kafka_bootstrap, group_id=s.consumer_group, topics=s.topics.changes,
-        max_in_flight=s.max_in_flight, max_batch=s.max_batch))
+        max_in_flight=s.max_in_flight, max_batch=s.max_batch,
+        group_protocol=s.consumer_group_protocol))

@@ -140,6 +140,9 @@ class Settings:
     topics: Topics = field(default_factory=Topics)
     schema_registry_url: str | None = None
     consumer_group: str = "blueclerk-accounting-sync"
+    # CONSUMER_GROUP_PROTOCOL: "consumer" (KIP-848, Kafka 4.0+) or "classic"; both assign
+    # partitions per topic (consumers/worker.py consumer_config).
+    consumer_group_protocol: str = "consumer"
     # Engine threads per worker (MAX_IN_FLIGHT). Little's law: threads ~= runs per second
     # wanted x seconds per run, where a run is one event or one tenant's batch and its
     # time is mostly provider latency (one to three requests). 8 keeps ~130 runs/s in
@@ -181,6 +184,7 @@ class Settings:
             topics=Topics(_env("TOPIC_PREFIX", "blueclerk.")),
             schema_registry_url=os.environ.get("SCHEMA_REGISTRY_URL") or None,
             consumer_group=_env("CONSUMER_GROUP", "blueclerk-accounting-sync"),
+            consumer_group_protocol=_env("CONSUMER_GROUP_PROTOCOL", "consumer").strip().lower(),
             max_in_flight=int(_env("MAX_IN_FLIGHT", "8")),
             max_batch=int(_env("MAX_BATCH", "50")),
             retry_max_attempts=int(_env("RETRY_MAX_ATTEMPTS", "8")),

@@ -69,16 +69,23 @@ def test_scaleout_benchmark_smoke_run_reports_each_worker(
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
     assert scaleout.main(["--smoke", "--database-url", postgres_url]) == 0
     out = capsys.readouterr().out
-    labels = ("1 worker", "2 workers (service assignor)", "2 workers (range assignor)")
+    labels = ("1 worker", "2 workers (KIP-848 range)", "2 workers (classic range)")
     for label in labels:
         assert re.search(rf"^  {re.escape(label)}\s+16/16\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}"
                          rf"\s+{NUMBER}\s", out, flags=re.M), (label, out)
         # every group member's partitions, per topic, and every worker's events
         assert len(re.findall(rf"^  {re.escape(label)}: group member \d holds .*customers \d",
                               out, flags=re.M)) >= 1, out
-    finished = re.findall(r"^  2 workers \(range assignor\): worker \d finished (\d+) events",
-                          out, flags=re.M)
-    assert len(finished) == 2 and sum(int(n) for n in finished) == 16, out
+    for label in labels[1:]:
+        # Partitions are assigned per topic: each of the two workers holds half of every
+        # change topic, the busy customers topic included (cooperative-sticky gave one
+        # worker whole topics and the other none of customers).
+        held = re.findall(rf"^  {re.escape(label)}: group member \d holds (.*)$", out,
+                          flags=re.M)
+        assert held == ["customers 2, invoices 2, items 2, payments 2"] * 2, out
+        finished = re.findall(rf"^  {re.escape(label)}: worker \d finished (\d+) events",
+                              out, flags=re.M)
+        assert len(finished) == 2 and sum(int(n) for n in finished) == 16, out
     assert len(re.findall(rf"events per worker CPU-second {NUMBER} = {NUMBER}% of one "
                           rf"worker's", out)) == 2, out
     assert "4 change topics x 4 partitions" in out  # twice the largest worker count

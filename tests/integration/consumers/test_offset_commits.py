@@ -13,7 +13,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from consumers.engine import EngineResult, Origin
-from consumers.worker import Worker, WorkerOptions
+from consumers.worker import Worker, WorkerOptions, consumer_config
 from producers.kafka import ensure_topics
 from sandbox.scenario import EventFactory
 from schemas.codec import AvroCodec
@@ -116,9 +116,7 @@ def test_commits_stop_at_the_lowest_unfinished_offset_even_across_a_rebalance(
 
     # A second member joins: the worker must give up a partition while event 10 is still
     # in flight; what it commits on revoke must not pass it either.
-    other = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group,
-                      "partition.assignment.strategy": "cooperative-sticky",
-                      "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    other = Consumer(consumer_config(WorkerOptions(kafka_bootstrap, group, [topic])))
     other.subscribe([topic])
     deadline = time.monotonic() + 60
     while not other.assignment() and time.monotonic() < deadline:
