@@ -73,6 +73,7 @@ from consumers.engine import Origin  # noqa: E402
 from producers.dead_letters import KafkaDeadLetterSink  # noqa: E402
 from producers.kafka import ensure_topics, make_producer  # noqa: E402
 from producers.outbox import OutboxPublisher  # noqa: E402
+from providers.http import PROVIDER_REQUESTS  # noqa: E402
 from sandbox.harness import connect_sandbox_account  # noqa: E402
 from sandbox.scenario import EventFactory, publish  # noqa: E402
 from schemas.codec import AvroCodec  # noqa: E402
@@ -190,6 +191,9 @@ class Result:
     load_before: str = ""
     load_after: str = ""
     outcomes: Counter[str] = field(default_factory=Counter)
+    # The provider HTTP calls the service made over publish..done, by outcome ("ok",
+    # "throttled" for a provider's 429, ...): bc_provider_requests_total's increase.
+    provider_calls: Counter[str] = field(default_factory=Counter)
     note: str = ""
 
     @property
@@ -323,6 +327,16 @@ def _sampler(env: Env, mode: str, counter: _FinalCounter | None) -> CpuSampler:
         pg = PgBackends(_sqlalchemy_url(env.database_url), env.databases[mode],
                         exclude=counter.backend_pids if counter else set)
     return CpuSampler(sources, pg)
+
+
+def _provider_calls() -> Counter[str]:
+    """bc_provider_requests_total by outcome, summed over providers (this process's)."""
+    calls: Counter[str] = Counter()
+    for metric in PROVIDER_REQUESTS.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total"):
+                calls[sample.labels["outcome"]] += int(sample.value)
+    return calls
 
 
 def _nan() -> float:
@@ -554,8 +568,10 @@ def run_naive(env: Env, args: argparse.Namespace) -> Result:
     sampler = _sampler(env, "naive", counter)
     sampler.start()
     db_counter.reset()
+    calls_before = _provider_calls()
     started, _ = _publish(env, topics, accounts, args.events_per_tenant)
     result.done = counter.wait(result.events, args.timeout, thread.is_alive, sampler.tick)
+    result.provider_calls = _provider_calls() - calls_before
     result.cpu_pct, result.cpu_s = clock.cpu_pct(), clock.cpu_s()
     result.cpu = sampler.stop()
     sampler.close()
@@ -610,8 +626,10 @@ def run_worker(env: Env, args: argparse.Namespace) -> Result:
     sampler = _sampler(env, "worker", counter)
     sampler.start()
     db_counter.reset()
+    calls_before = _provider_calls()
     started, _ = _publish(env, topics, accounts, args.events_per_tenant)
     result.done = counter.wait(result.events, args.timeout, thread.is_alive, sampler.tick)
+    result.provider_calls = _provider_calls() - calls_before
     result.cpu_pct, result.cpu_s = clock.cpu_pct(), clock.cpu_s()
     result.cpu = sampler.stop()
     sampler.close()
@@ -679,6 +697,11 @@ def _report(results: list[Result], args: argparse.Namespace, env: Env) -> None:
             if r.heap_peak_mb is not None else ""
         print(f"  {MODES[r.mode]}: {outcomes or 'no final statuses'}{extra}"
               + (f"; {r.note}" if r.note else ""))
+        if r.mode != "raw":
+            calls = ", ".join(f"{k} {v}" for k, v in sorted(r.provider_calls.items()))
+            print(f"  {MODES[r.mode]}: provider calls {sum(r.provider_calls.values())} "
+                  f"({calls or 'none'}); provider 429s {r.provider_calls['throttled']}; "
+                  f"{r.done / r.wall_s * 60 / args.tenants:.0f} records/min per tenant")
     print("  CPU ms per event from /proc over publish..done: worker = this process's "
           "consumer/engine/librdkafka threads; simulator, broker = their processes; "
           "postgres = the backends serving the mode's database")

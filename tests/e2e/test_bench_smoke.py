@@ -47,6 +47,11 @@ def test_throughput_benchmark_smoke_run_finishes_every_event(
         assert re.search(rf"{mode} reaches {NUMBER}% of the raw consume-and-decode loop A",
                          out), out
     assert re.search(rf"speed-up of C .* over B .*: {NUMBER}x events/s", out), out
+    for mode in ("B naive sequential", "C service Worker"):
+        # the provider calls the service made, the 429s among them, records per minute
+        calls = re.search(rf"^  {mode}: provider calls (\d+) \(.*ok (\d+).*\); provider 429s "
+                          rf"(\d+); (\d+) records/min per tenant$", out, flags=re.M)
+        assert calls and int(calls[2]) > 0 and int(calls[1]) >= int(calls[2]), (mode, out)
 
 
 def test_throughput_benchmark_on_postgresql_reports_the_servers_cpu(
