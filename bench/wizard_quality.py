@@ -675,6 +675,20 @@ def _timing(n: int, naive_subset: int, *baselines: Engine | None) -> None:
     print(f"  on that subset blocking kept {agree}/{len(naive_set)} of the all-pairs matches")
 
 
+def _print_untuned(rev: str, before: Engine | None, errors: bool) -> None:
+    records = load_holdout3()
+    print(f"UNTUNED: HELD-OUT set 3 (written and committed at {rev[:8]} "
+          f"before the rule changes it measures), {len(records)} records, "
+          f"{DATA_HOLDOUT3.name}")
+    print(f"columns: {before.name if before else '(no before)'} -> after")
+    _print_breakdown("", breakdown(records, before) if before else None,
+                     breakdown(records))
+    if errors:
+        _print_types(evaluate_types(records))
+        _print_duplicates(evaluate_duplicates(records))
+    print()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--n", type=int, default=5000, help="synthetic population size")
@@ -693,6 +707,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--holdout3-before", default=HOLDOUT3_REV,
                         help="git revision whose rules are the 'before' of the untuned "
                              "set (default: %(default)s, the commit that added it)")
+    parser.add_argument("--no-untuned", action="store_true",
+                        help="leave the untuned set out (while rules are being changed: "
+                             "it is measured once, after the last change)")
     args = parser.parse_args(argv)
     baseline = load_baseline(args.baseline)
     if baseline is None:
@@ -702,17 +719,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if h3_before is None:
         print(f"(revision {args.holdout3_before[:8]} not available from git)")
 
-    records = load_holdout3()
-    print(f"UNTUNED: HELD-OUT set 3 (written and committed at {args.holdout3_before[:8]} "
-          f"before the rule changes it measures), {len(records)} records, "
-          f"{DATA_HOLDOUT3.name}")
-    print(f"columns: {h3_before.name if h3_before else '(no before)'} -> after")
-    _print_breakdown("", breakdown(records, h3_before) if h3_before else None,
-                     breakdown(records))
-    if args.holdout_errors:
-        _print_types(evaluate_types(records))
-        _print_duplicates(evaluate_duplicates(records))
-    print()
+    if not args.no_untuned:
+        _print_untuned(args.holdout3_before, h3_before, args.holdout_errors)
 
     names = [baseline.name if baseline else "",
              middle.name.replace("before", "libraries, no trade vocabulary") if middle
