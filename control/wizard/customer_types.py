@@ -422,7 +422,7 @@ def _score_email(c: ImportCandidate, s: _Scorer) -> None:
         # "dan.kim+plumbing@" is a homeowner's tag for the plumber's mail, not a trade.
         mailbox = local.split("+")[0]
         if not _trade_in_email(c, re.sub(r"[._\-]", "", mailbox), f"e-mail address {mailbox}@",
-                               s):
+                               s, short_at_end=False):
             s.add(("Homeowner",), 1.4, f"free e-mail domain {domain}")
     elif domain.endswith((".edu", ".gov", ".org", ".church")) or ".gov." in domain:
         s.add(("Business",), 1.6, f"institutional e-mail domain {domain}")
@@ -437,27 +437,30 @@ def _score_email(c: ImportCandidate, s: _Scorer) -> None:
             s.add(("Builder",), 1.6, f"e-mail domain {domain} contains '{b_hits[0][0]}'")
             s.trade_in_email = b_hits[0][0]
         else:
-            _trade_in_email(c, label, f"e-mail domain {domain}", s)
+            _trade_in_email(c, label, f"e-mail domain {domain}", s, short_at_end=True)
         if o_hits:
             s.add(("Business",), 1.2, f"e-mail domain {domain} contains '{o_hits[0][0]}'")
     if local.split("+")[0] in ROLE_MAILBOXES:
         s.add(_ORG, 1.2, f"role mailbox '{local}@'")
 
 
-def _trade_in_email(c: ImportCandidate, label: str, where: str, s: _Scorer) -> bool:
+def _trade_in_email(c: ImportCandidate, label: str, where: str, s: _Scorer,
+                    short_at_end: bool) -> bool:
     """A classified trade glued into an address (``daveclarkeplastering@``,
-    ``@mendezpaintingco.com``) names the sender's trade: True if one does. It is counted
-    once, and not again if the name already named it."""
+    ``@mendezpaintingco.com``, ``@boychukhvac.ca``) names the sender's trade: True if one
+    does. It is counted once, and not again if the name already named it. Short forms
+    ("hvac") count only at the end of a company's own domain (``short_at_end``)."""
     name = _fold(" ".join(x for x in (c.display_name, c.company_name) if x))
     name_stems = {trades.trade_stem(w) for w in name.split()}
-    for form, term in trades.surface_forms():
-        if form in label:
-            if not (set(term.stems) & name_stems):
-                s.add(("Builder",), TRADE_IN_EMAIL, f"{where} names the trade '{form}' "
-                                                    f"({term.source})")
-                s.trade_in_email = form
-            return True
-    return False
+    found = trades.trade_in_label(label, short_at_end)
+    if found is None:
+        return False
+    form, term = found
+    if not (set(term.stems) & name_stems):
+        s.add(("Builder",), TRADE_IN_EMAIL, f"{where} names the trade '{form}' "
+                                            f"({term.source})")
+        s.trade_in_email = form
+    return True
 
 
 def _score_address(c: ImportCandidate, s: _Scorer) -> None:

@@ -28,6 +28,7 @@ __all__ = [
     "find_trades",
     "load_terms",
     "surface_forms",
+    "trade_in_label",
     "trade_stem",
 ]
 
@@ -75,6 +76,10 @@ class TradeTerm:
     term: str  # as written in the vocabulary ("roofer", "air conditioning", "工務店")
     stems: tuple[str, ...]  # stemmed words; empty for a CJK term (matched as a substring)
     source: str  # "UKSOC 5313 Roofers, roof tilers and slaters"
+    # Every way the vocabulary writes a term with these stems, ``term`` first, each with
+    # the source that writes it (("electrician", "SOC 47-2111 ..."), ("electrical",
+    # "UKSOC 5241 ...")): e-mail addresses are matched on all of them.
+    forms: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +95,10 @@ def _is_cjk(text: str) -> bool:
 
 @lru_cache(maxsize=1)
 def load_terms(path: Path = VOCABULARY_PATH) -> tuple[TradeTerm, ...]:
-    """Every term of the vocabulary file, first source kept for a term named twice."""
-    seen: dict[str, TradeTerm] = {}
+    """Every term of the vocabulary file, first source kept for a term named twice (by
+    its stems); every written form of it kept in ``forms``."""
+    first: dict[str, TradeTerm] = {}
+    forms: dict[str, dict[str, str]] = {}  # key -> written form -> its first source
     for line in path.read_text(encoding="utf-8").splitlines():
         if not line.strip() or line.startswith("#"):
             continue
@@ -103,8 +110,10 @@ def load_terms(path: Path = VOCABULARY_PATH) -> tuple[TradeTerm, ...]:
             stems = () if _is_cjk(term) else tuple(
                 trade_stem(w) for w in re.split(r"[\s\-]+", term) if w)
             key = term if not stems else " ".join(stems)
-            seen.setdefault(key, TradeTerm(term, stems, f"{scheme} {title}"))
-    return tuple(seen.values())
+            first.setdefault(key, TradeTerm(term, stems, f"{scheme} {title}"))
+            forms.setdefault(key, {}).setdefault(term, f"{scheme} {title}")
+    return tuple(TradeTerm(t.term, t.stems, t.source, tuple(forms[k].items()))
+                 for k, t in first.items())
 
 
 @lru_cache(maxsize=1)
@@ -152,21 +161,48 @@ def find_trades(text: str) -> tuple[TradeHit, ...]:
     return tuple(hits)
 
 
+# A form glued into an e-mail address is looked for anywhere in it from this length;
+# a shorter one (4-5 letters: "hvac", "tiler") only at the end of a company's own domain
+# label, after a name of at least three letters ("boychukhvac.ca"), where a trading name
+# puts it. Inside a longer word, or in a free-mail handle ("joeversatile@"), a short form
+# is too often a piece of another word.
+SURFACE_ANYWHERE = 6
+SURFACE_AT_END = 4
+
+
 @lru_cache(maxsize=1)
 def surface_forms() -> tuple[tuple[str, TradeTerm], ...]:
     """Single trade words in the forms they are glued into e-mail addresses and domains
-    ('plastering' in daveclarkeplastering@...), at least six letters, longest first."""
+    ('plastering' in daveclarkeplastering@...), from every way the vocabulary writes a
+    term ('electrician' and 'electrical'), at least four letters, longest first."""
     forms: dict[str, TradeTerm] = {}
     for t in load_terms():
         if len(t.stems) != 1:
             continue
-        word = re.sub(r"[^a-z]", "", _fold(t.term))
-        variants = {word, word + "s"}
-        if word.endswith("ier"):
-            variants.add(word[:-3] + "ing")
-        elif word.endswith("er"):
-            variants |= {word[:-2] + "ing", word + "s"}
-        for v in variants:
-            if len(v) >= 6:
-                forms.setdefault(v, t)
+        for written, source in t.forms or ((t.term, t.source),):
+            # the form's own wording and source, so a reason cites the list it is from
+            written_term = TradeTerm(written, t.stems, source, t.forms)
+            word = re.sub(r"[^a-z]", "", _fold(written))
+            variants = {word, word + "s"}
+            if word.endswith("ier"):
+                variants.add(word[:-3] + "ing")
+            elif word.endswith("er"):
+                variants |= {word[:-2] + "ing", word + "s"}
+            for v in variants:
+                if len(v) >= SURFACE_AT_END:
+                    forms.setdefault(v, written_term)
     return tuple(sorted(forms.items(), key=lambda kv: -len(kv[0])))
+
+
+def trade_in_label(label: str, short_at_end: bool = False) -> tuple[str, TradeTerm] | None:
+    """The longest trade form glued into an e-mail local part or domain label
+    (``mattkellyelectrical``, ``boychukhvac``), or None: a form of six letters or more
+    anywhere; with ``short_at_end`` (a company's own domain label) also a shorter one at
+    the end after at least three letters."""
+    for form, term in surface_forms():
+        if len(form) >= SURFACE_ANYWHERE:
+            if form in label:
+                return form, term
+        elif short_at_end and label.endswith(form) and len(label) - len(form) >= 3:
+            return form, term
+    return None
