@@ -582,16 +582,24 @@ class SyncEngine:
     def process_batch(self, batch: Sequence[BatchEvent]) -> list[EngineResult]:
         """Consecutive ready events of one tenant, one result per event, in order.
 
-        One transaction reads, gates and deduplicates the first change of each customer
-        and item in the batch and begins the intents of those that need a write; those
-        writes go to the provider together (`adapter.write_batch`, `batch_size` at a
-        time); one transaction records their outcomes. Every other event (invoices,
-        payments, a record's second change in the batch, a redelivery of an event in
-        it) then runs the single path, in order. Customers and items depend on nothing,
-        so writing them before an invoice that arrived earlier reorders nothing that
-        matters, and the invoice finds them linked. Once any event of the batch must wait
-        for a retry, the events not yet run wait too (without spending an attempt), so no
-        later change overtakes one that waits. One event: the single path, unchanged."""
+        The customer and item changes go to the provider in rounds (`_rounds`): round k
+        holds the k-th change in the batch of each such record. For each round, one
+        transaction reads, gates and deduplicates its changes and begins the intents of
+        those that need a write; those writes go to the provider together
+        (`adapter.write_batch`, `batch_size` at a time); one transaction records their
+        outcomes. A round starts only once the one before it is recorded, so a record's
+        changes reach the books in order and each finds the link its previous change
+        left. Rounds stop at the first with fewer than two changes, and at any event
+        that must wait (below). Every other event (invoices, payments, a change left out
+        of the rounds, a redelivery of an event in the batch) then runs the single path,
+        in order. Customers and items depend on nothing, so writing a record's first
+        change before an invoice that arrived earlier reorders nothing that matters, and
+        the invoice finds it linked; a record's later changes join a round only while no
+        invoice or payment precedes them in the batch (moving, say, a deactivation ahead
+        of an earlier invoice of that customer could fail the invoice). Once any event of
+        the batch must wait for a retry, the events not yet run wait too (without
+        spending an attempt), so no later change overtakes one that waits. One event:
+        the single path, unchanged."""
         if not batch:
             return []
         account = batch[0].event.account_id
@@ -608,47 +616,74 @@ class SyncEngine:
         finally:
             structlog.contextvars.unbind_contextvars("account_id")
 
+    @staticmethod
+    def _rounds(batch: Sequence[BatchEvent]) -> list[list[int]]:
+        """The batch's customer/item changes that may be written in rounds: round k holds
+        the k-th change of each record, in batch order. A record leaves the rounds at a
+        second copy of an event (a redelivery) and at a change that follows an invoice
+        or payment in the batch (its first change excepted, see process_batch); its
+        later changes then run the single path, after the rounds."""
+        rounds: list[list[int]] = []
+        depth: dict[tuple[str, str], int] = {}
+        left: set[tuple[str, str]] = set()
+        event_ids: set[str] = set()
+        dependent_seen = False  # an invoice or payment came earlier in the batch
+        for n, b in enumerate(batch):
+            e = b.event
+            copy = e.event_id in event_ids
+            event_ids.add(e.event_id)
+            if e.entity_type not in (EntityType.CUSTOMER, EntityType.ITEM):
+                dependent_seen = True
+                continue
+            record = (e.entity_type.value, e.entity_id)
+            k = depth.get(record, 0)
+            if copy or record in left or (k > 0 and dependent_seen):
+                left.add(record)
+                continue
+            depth[record] = k + 1
+            if k == len(rounds):
+                rounds.append([])
+            rounds[k].append(n)
+        return rounds
+
     def _process_batch(self, batch: Sequence[BatchEvent]) -> list[EngineResult]:
         started = time.monotonic()
         account = batch[0].event.account_id
         results: list[EngineResult | None] = [None] * len(batch)
-        # The first change of each customer/item record in the batch may be batched; any
-        # later change of it (or a second copy of an event) runs the single path after.
-        firsts: list[int] = []
-        records: set[tuple[str, str]] = set()
-        event_ids: set[str] = set()
-        for n, b in enumerate(batch):
-            e = b.event
-            record = (e.entity_type.value, e.entity_id)
-            if e.entity_type in (EntityType.CUSTOMER, EntityType.ITEM) and \
-                    record not in records and e.event_id not in event_ids:
-                firsts.append(n)
-            records.add(record)
-            event_ids.add(e.event_id)
-        planned: list[_Planned] = []
-        any_parked = False
-        info: ConnectionInfo | None = None
-        adapter: AccountingProvider | None = None
-        if len(firsts) > 1:
+        held: list[int] = []  # run later, after the retry the batch waits for
+        # A round's records all had their previous change in the round before, so a
+        # round is never larger than the one before it: the first round of one ends them.
+        for round_ in self._rounds(batch):
+            if len(round_) < 2:
+                break
+            planned: list[_Planned] = []
+            any_parked = False
+            info: ConnectionInfo | None = None
+            adapter: AccountingProvider | None = None
             with self.db.transaction() as s:
                 info = connection_info(s, account)
                 if info is not None and info.status == "active":
                     adapter = self._adapters(info)
                 if adapter is not None and adapter.batch_size > 1:
                     assert info is not None
-                    any_parked, planned = self._plan_batch(s, info, batch, firsts, results,
+                    any_parked, planned = self._plan_batch(s, info, batch, round_, results,
                                                            started)
-        held: list[int] = []  # run later, after the retry the batch waits for
-        if planned:
-            assert info is not None and adapter is not None
-            held = self._write_planned(info, adapter, batch, planned, results, started,
-                                       any_parked)
+            if adapter is None or adapter.batch_size <= 1:
+                break  # the single path for all of them
+            if planned:
+                assert info is not None
+                held = self._write_planned(info, adapter, batch, planned, results, started,
+                                           any_parked)
+            if held or any(r is not None and r.retry_after_s is not None for r in results):
+                break  # the next round's changes wait behind this one's
         retries = [r.retry_after_s for r in results
                    if r is not None and r.retry_after_s is not None]
         for n, b in enumerate(batch):
             if results[n] is not None or n in held:
                 continue
-            if retries:
+            if retries or held:
+                # Behind an event that waits: a later change of a held record must not
+                # overtake it, nor anything else of the tenant.
                 held.append(n)
                 continue
             result = self._process(b.event, b.payload, b.attempt, b.origin, False)
@@ -661,9 +696,10 @@ class SyncEngine:
     def _plan_batch(self, s: Session, info: ConnectionInfo, batch: Sequence[BatchEvent],
                     firsts: list[int], results: list[EngineResult | None], started: float
                     ) -> tuple[bool, list[_Planned]]:
-        """The first transaction of a batch: what the single path's first transaction and
-        handler decide for each first change of a customer/item, in a few statements for
-        all of them; the intents of the writes due are begun here."""
+        """The first transaction of a round: what the single path's first transaction and
+        handler decide for each of the round's changes (`firsts`: at most one per
+        record), in a few statements for all of them; the intents of the writes due are
+        begun here."""
         account = info.account_id
         own = [(batch[n].event.entity_type.value, batch[n].event.entity_id) for n in firsts]
         prior = outcomes.processed_statuses(s, account, [batch[n].event.event_id
