@@ -37,6 +37,15 @@ BENCHMARKS: list[tuple[str, str, list[str], list[str] | None]] = [
      "bench.throughput", ["--tenants", "50", "--events-per-tenant", "20", "--latency-ms", "20",
                           "--modes", "naive,worker", "--provider", "xero"],
      ["--smoke", "--modes", "naive,worker", "--provider", "xero"]),
+    ("Bulk: one tenant's burst through QuickBooks' batch endpoint at its documented "
+     "limits (records/min, the provider's 429s)",
+     "bench.throughput", ["--tenants", "1", "--events-per-tenant", "2400", "--latency-ms",
+                          "20", "--modes", "worker", "--timeout", "900"], None),
+    ("Bulk: one tenant's burst through Xero's multi-record requests at its documented "
+     "limits (records/min, the provider's 429s)",
+     "bench.throughput", ["--tenants", "1", "--events-per-tenant", "3000", "--latency-ms",
+                          "20", "--modes", "worker", "--provider", "xero", "--timeout", "900"],
+     None),
     ("Scale-out: one worker process vs two, PostgreSQL",
      "bench.scaleout", ["--database-url", PG], ["--smoke", "--database-url", PG]),
     ("Memory: RSS after 10k events vs after up to 1M (15 min budget)",
