@@ -161,6 +161,11 @@ BUSINESS_TERMS: dict[str, float] = {
     "depanneur": 3.0, "copropriete": 3.0, "syndicat": 2.2, "pub": 2.2,
 }  # fmt: skip
 
+# Business words that name another trade in the plural: "Kitchens" in a trading name
+# is a kitchen fitter or showroom ("Ashdown Kitchens & Bathrooms", "Hills Kitchens &
+# Joinery"); only "Kitchen" names a food business ("Midtown Kitchen").
+SINGULAR_ONLY = frozenset({"kitchen"})
+
 # Role mailboxes are used by organisations, rarely by households.
 ROLE_MAILBOXES = frozenset(
     {
@@ -244,13 +249,15 @@ def _stems(word: str) -> list[str]:
 
 def _phrase_hits(text: str, vocabulary: dict[str, float]) -> list[tuple[str, float]]:
     """Vocabulary entries present in ``text`` as whole words (or as substrings for CJK);
-    a single word also matches through its plain form ('Tilers' finds 'tiling')."""
+    a single word also matches through its plain form ('Tilers' finds 'tiling'), except
+    the words of ``SINGULAR_ONLY``."""
     hits: list[tuple[str, float]] = []
     padded = f" {text} "
     variants = {v for w in text.split() for v in _stems(w)}
     for term, weight in vocabulary.items():
         if term.isascii():
-            if f" {term} " in padded or (" " not in term and term in variants):
+            loose = " " not in term and term not in SINGULAR_ONLY and term in variants
+            if f" {term} " in padded or loose:
                 hits.append((term, weight))
         elif term in text:
             hits.append((term, weight))
@@ -265,6 +272,8 @@ def _domain_hits(label: str, vocabulary: dict[str, float]) -> list[tuple[str, fl
     for term, weight in vocabulary.items():
         word = term.replace(" ", "").replace("-", "")
         if len(word) >= 5 and word.isascii() and word in label:
+            if term in SINGULAR_ONLY and label.replace(word + "s", "").find(word) < 0:
+                continue  # only in its plural form ("hillskitchens")
             hits.append((term, weight))
     return hits
 
