@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -25,19 +23,9 @@ from control.wizard.duplicates import (
 )
 from schemas.records import Address, Customer
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def load_bench() -> ModuleType:
-    name = "bench_wizard_quality"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / "wizard_quality.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("bench.wizard_quality")
 
 
 def cand(name: str, **kw: object) -> ImportCandidate:

@@ -17,15 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def load_bench() -> ModuleType:
-    name = "bench_wizard_quality"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / "wizard_quality.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("bench.wizard_quality")
 
 
 def _non_latin(text: str) -> bool:
