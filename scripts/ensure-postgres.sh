@@ -23,10 +23,21 @@ as_pg() {
   else "$@" </dev/null; fi
 }
 
+# apt-get, waiting for another apt's lock and retrying a failed download.
+apt() {
+  local n
+  for n in 1 2 3; do
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 "$@" \
+      >&2 </dev/null && return 0
+    log "apt-get $* failed (try $n of 3)"; sleep $((n * 10))
+  done
+  return 1
+}
+
 if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
   log "installing PostgreSQL from Debian's packages"
-  as_root apt-get update -qq >&2
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2 </dev/null
+  apt update -qq
+  apt install -y -qq postgresql
 fi
 version=$(ls /usr/lib/postgresql | sort -V | tail -1)
 bin=/usr/lib/postgresql/$version/bin

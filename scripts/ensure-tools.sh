@@ -8,6 +8,16 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if ((${#missing[@]})); then
   echo "ensure-tools: installing ${missing[*]}" >&2
   as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo -n "$@"; fi; }
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  # Wait for another apt's lock; retry a failed download.
+  apt() {
+    local n
+    for n in 1 2 3; do
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 "$@" \
+        </dev/null && return 0
+      echo "ensure-tools: apt-get $* failed (try $n of 3)" >&2; sleep $((n * 10))
+    done
+    return 1
+  }
+  apt update -qq
+  apt install -y -qq "${missing[@]}"
 fi
