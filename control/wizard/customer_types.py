@@ -308,7 +308,9 @@ _ORG: tuple[CustomerType, ...] = ("Business", "Builder")
 def _score_names(c: ImportCandidate, s: _Scorer) -> None:
     company = (c.company_name or "").strip()
     display = (c.display_name or "").strip()
-    org_text = " ".join(x for x in (company, display) if x)
+    # The same name in both fields is one piece of evidence, not two.
+    same = _fold(company) == _fold(display)
+    org_text = " ".join(x for x in (company, "" if same else display) if x)
     folded = _fold(org_text)
     words = _tokens(folded)
 

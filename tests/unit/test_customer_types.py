@@ -216,3 +216,12 @@ def test_the_vocabulary_names_its_sources() -> None:
         assert f"#   {scheme}" in header
     assert all(t.source.split()[0] in {"SOC", "NAICS", "SCIAN", "UKSOC", "ANZSCO", "NOC",
                                        "JSIC", "GBT"} for t in trades.load_terms())
+
+
+def test_a_name_in_both_company_and_display_fields_counts_once() -> None:
+    """The same trade name in company_name and display_name (as most imports have it) is
+    one piece of evidence: its trade word is counted, and listed, once."""
+    both = suggest("Harbour Glaziers", company_name="HARBOUR GLAZIERS")
+    assert both.customer_type == "Builder"
+    assert [r for r in both.reasons if r.startswith("trade word")] == [
+        "trade word 'GLAZIERS' in the name (SOC 47-2121 Glaziers)"]
