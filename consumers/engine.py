@@ -12,7 +12,7 @@ import datetime as dt
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 import tenacity
@@ -43,7 +43,7 @@ from state import repository as repo
 from state.connections import ConnectionInfo, ConnectionStore, connection_info, mark_synced
 from state.db import Database
 from state.locks import TenantLocks
-from state.models import EntityLink, ParkedEvent, SyncSettings
+from state.models import ParkedEvent, SyncSettings
 
 __all__ = ["BatchEvent", "DeadLetterSink", "EngineResult", "Origin", "SyncEngine"]
 
@@ -79,12 +79,19 @@ def _utcnow() -> dt.datetime:
 
 @dataclass(slots=True)
 class _Rows:
-    """New processed_events and outbox rows of a batch's events, inserted together."""
+    """What a batch round writes for its events, collected and then written together
+    before its transaction commits, one statement (or executemany) per table: snapshot
+    and link upserts (one per record: a round holds one change of each) and the new
+    processed_events and outbox rows."""
 
+    snapshots: list[dict[str, Any]] = field(default_factory=list)
+    links: list[dict[str, Any]] = field(default_factory=list)
     processed: list[dict[str, object]] = field(default_factory=list)
     outbox: list[dict[str, object]] = field(default_factory=list)
 
     def insert(self, s: Session) -> None:
+        repo.save_snapshots(s, self.snapshots)
+        repo.save_links(s, self.links)
         outcomes.insert_processed(s, self.processed)
         outcomes.insert_outbox(s, self.outbox)
 
@@ -166,10 +173,12 @@ class _Context(SyncContext):
         # its item's income account, both from the first transaction.
         self._begun = begun
         self._income = income
-        # Every intent begun for this event and its dependencies, with writes_sent() at
-        # that moment: shared with the dependencies' contexts.
-        self.intents: list[tuple[str, int]] = [] if begun is None else [
-            (begun[1].key, begun[2])]
+        # Every intent begun for this event and its dependencies that no earlier attempt
+        # left uncertain, with writes_sent() at that moment: shared with the
+        # dependencies' contexts. An uncertain one (an earlier attempt may have landed)
+        # stays so whatever this attempt does: it is never released.
+        self.intents: list[tuple[str, int]] = [] if begun is None or \
+            begun[1].after_unknown_outcome else [(begun[1].key, begun[2])]
 
     def release_unsent(self) -> None:
         """Our own limiter stopped the write: the intents begun since this thread last
@@ -224,7 +233,8 @@ class _Context(SyncContext):
             uncertain = repo.begin_intent(s, key=key, account_id=e.account_id,
                                           entity_type=e.entity_type.value,
                                           entity_id=e.entity_id, operation=operation)
-        self.intents.append((key, writes_sent()))
+        if not uncertain:
+            self.intents.append((key, writes_sent()))
         return WriteIntent(key, after_unknown_outcome=uncertain)
 
     def applied_version(self, entity_type: str, entity_id: str) -> int:
@@ -358,8 +368,10 @@ class SyncEngine:
                  origin: Origin | None, redrive: bool) -> EngineResult:
         started = time.monotonic()
         with self.db.transaction() as s:
-            info = connection_info(s, event.account_id)
-            prior = repo.processed_status(s, event.account_id, event.event_id)
+            # One statement: connection, processed status, parked probe, settings, link.
+            look = repo.first_look(s, event.account_id, event.event_id,
+                                   event.entity_type.value, event.entity_id)
+            info, prior = look.info, look.prior
             # The parked table is the truth for re-drives: a parked event may carry an
             # interim status (waiting, pending_manual, or failed while disconnected).
             if prior is not None and not (
@@ -369,13 +381,12 @@ class SyncEngine:
             # Only the engine parks or records an event, and only under the tenant lock
             # held until this event is done, so both stay true until then.
             new = prior is None  # no processed_events row yet: the outcome is an INSERT
-            any_parked = repo.has_parked(s, event.account_id)
+            any_parked = look.any_parked
             repo.save_snapshot(s, event.account_id, event.entity_type.value, event.entity_id,
                                event.entity_version, payload, event.record_created_at)
             # Only a link into the connected company counts: history made in another
-            # company says nothing about this one.
-            link = repo.get_link(s, info, event.entity_type.value, event.entity_id) \
-                if info is not None else None
+            # company says nothing about this one (first_look filters it so).
+            link = look.link
             if link is not None and link.last_applied_version >= event.entity_version:
                 return self._finish(s, event, info, SyncStatus.SKIPPED, started, attempt,
                                     new=new,
@@ -385,7 +396,8 @@ class SyncEngine:
             own_link = (ProviderRecord(link.provider_id, link.provider_version),
                         link.payload_hash) if link is not None else None
             gate = self._gate(s, event, info, payload, started, attempt,
-                              linked=link is not None, redrive=redrive, new=new)
+                              linked=link is not None, redrive=redrive, new=new,
+                              settings=look.settings or repo.Switches())
             if gate is not None:
                 return gate
             # Only a re-driven event is in the parked table itself (a redelivery of a
@@ -484,36 +496,37 @@ class SyncEngine:
 
     def _gate(self, s: Session, event: ChangeEvent, info: ConnectionInfo | None,
               payload: bytes, started: float, attempt: int, *, linked: bool,
-              redrive: bool, new: bool = False, settings: SyncSettings | None = None
-              ) -> EngineResult | None:
-        """`settings`: the account's, read by the caller (a batch reads them once)."""
+              redrive: bool, settings: repo.Switches | SyncSettings, new: bool = False,
+              rows: _Rows | None = None) -> EngineResult | None:
+        """`settings`: the account's, read by the caller in its transaction (a batch
+        reads them once; repo.Switches() when the account has none: all on);
+        `rows`: where a batch collects its new rows (see _finish)."""
         if info is None or info.status == "disconnected":
             return self._finish(s, event, info, SyncStatus.SKIPPED, started, attempt, new=new,
-                                code=ErrorCode.NOT_CONNECTED)
-        settings = settings or repo.get_settings(s, event.account_id) or SyncSettings(
-            sync_customers=True, sync_items=True, sync_invoices=True, sync_payments=True,
-            auto_sync=True)
+                                code=ErrorCode.NOT_CONNECTED, rows=rows)
         if not getattr(settings, _SETTING_BY_ENTITY[event.entity_type]):
             return self._finish(s, event, info, SyncStatus.SKIPPED, started, attempt, new=new,
                                 code=ErrorCode.SYNC_DISABLED,
-                                message=f"syncing {event.entity_type.value}s is turned off")
+                                message=f"syncing {event.entity_type.value}s is turned off",
+                                rows=rows)
         if event.record_created_at < info.connected_at and not linked:
             # No retroactive sync; a record the wizard imported or linked stays in sync.
             return self._finish(s, event, info, SyncStatus.SKIPPED, started, attempt, new=new,
-                                code=ErrorCode.PRE_CONNECTION)
+                                code=ErrorCode.PRE_CONNECTION, rows=rows)
         if info.status == "reconnect_required":
             repo.park(s, event_id=event.event_id, account_id=event.account_id,
                       entity_type=event.entity_type.value, entity_id=event.entity_id,
                       reason="reconnect_required", waits_for="connection", payload=payload)
             return self._finish(s, event, info, SyncStatus.FAILED, started, attempt, new=new,
                                 code=ErrorCode.RECONNECT_REQUIRED,
-                                message=info.status_reason)
+                                message=info.status_reason, rows=rows)
         if not settings.auto_sync and not redrive:  # Sync Now re-drives these
             repo.park(s, event_id=event.event_id, account_id=event.account_id,
                       entity_type=event.entity_type.value, entity_id=event.entity_id,
                       reason="pending_manual", waits_for=None, payload=payload)
             return self._finish(s, event, info, SyncStatus.PENDING_MANUAL, started, attempt,
-                                new=new, message="auto-sync is off; this change waits for Sync Now")
+                                new=new, message="auto-sync is off; this change waits for Sync Now",
+                                rows=rows)
         return None
 
     def _failed(self, event: ChangeEvent, info: ConnectionInfo, payload: bytes,
@@ -706,19 +719,20 @@ class SyncEngine:
                                                          for n in firsts])
         any_parked = repo.has_parked(s, account)
         links = outcomes.load_links(s, account, own)
-        snapshots = outcomes.load_snapshots(s, account, own)
         settings = repo.get_settings(s, account)
         incomes = outcomes.income_accounts(s, account, [i for t, i in own if t == "item"])
         due: list[tuple[int, str, str, ProviderRecord | None, str | None]] = []
         unchanged: list[int] = []
+        rows = _Rows()  # written after the loop, one statement per table
         for n in firsts:
             b = batch[n]
             e = b.event
             if e.event_id in prior:
                 results[n] = EngineResult()  # a redelivery: its status was already recorded
                 continue
-            outcomes.save_snapshot(s, snapshots, account, e.entity_type.value, e.entity_id,
-                                   e.entity_version, b.payload, e.record_created_at)
+            rows.snapshots.append(repo.snapshot_values(
+                account, e.entity_type.value, e.entity_id, e.entity_version, b.payload,
+                e.record_created_at))
             row = links.get((e.entity_type.value, e.entity_id))
             if row is not None and (row.provider, row.tenant_id) != (info.provider,
                                                                      info.tenant_id):
@@ -728,11 +742,11 @@ class SyncEngine:
                     s, e, info, SyncStatus.SKIPPED, started, b.attempt, new=True,
                     code=ErrorCode.STALE_VERSION, record_id=row.provider_id,
                     message=f"version {e.entity_version} is not newer than the applied "
-                    f"version {row.last_applied_version}")
+                    f"version {row.last_applied_version}", rows=rows)
                 continue
             gate = self._gate(s, e, info, b.payload, started, b.attempt,
                               linked=row is not None, redrive=False, new=True,
-                              settings=settings)
+                              settings=settings or repo.Switches(), rows=rows)
             if gate is not None:
                 results[n] = gate
                 continue
@@ -745,7 +759,8 @@ class SyncEngine:
                 results[n] = self._finish(
                     s, e, info, SyncStatus.WAITING_DEPENDENCY, started, b.attempt, new=True,
                     code=ErrorCode.MISSING_DEPENDENCY,
-                    message="queued behind an earlier change of this record that is waiting")
+                    message="queued behind an earlier change of this record that is waiting",
+                    rows=rows)
                 continue
             link = ProviderRecord(row.provider_id, row.provider_version) if row else None
             income = incomes.get(e.entity_id) if e.entity_type is EntityType.ITEM else None
@@ -759,17 +774,18 @@ class SyncEngine:
                           payload=b.payload)
                 results[n] = self._finish(s, e, info, SyncStatus.WAITING_DEPENDENCY, started,
                                           b.attempt, new=True, code=parked.code,
-                                          message=str(parked))
+                                          message=str(parked), rows=rows)
                 continue
             if operation == "none":
                 assert link is not None
-                self._save_link(s, info, e, link, digest, links)
+                self._save_link(s, info, e, link, digest, rows)
                 results[n] = self._finish(s, e, info, SyncStatus.SKIPPED, started, b.attempt,
                                           new=True, code=ErrorCode.UNCHANGED,
-                                          record_id=link.id)
+                                          record_id=link.id, rows=rows)
                 unchanged.append(n)
                 continue
             due.append((n, operation, digest, link, income))
+        rows.insert(s)
         keys = {n: idempotency_key(account, batch[n].event.entity_type.value,
                                    batch[n].event.entity_id, batch[n].event.entity_version,
                                    operation) for n, operation, *_ in due}
@@ -823,11 +839,10 @@ class SyncEngine:
                 if isinstance(answer, Throttled) and answer.status is None:
                     unsent.append(p)  # our own limiter stopped its request: never sent
         with self.db.transaction() as s:
-            outcomes.release_intents(s, [p.write.key for p in unsent])
-            written = [p for p in planned if isinstance(got.get(p.index), ProviderRecord)]
-            links = outcomes.load_links(s, info.account_id, [
-                (batch[p.index].event.entity_type.value, batch[p.index].event.entity_id)
-                for p in written])
+            # Never one an earlier attempt left uncertain: that attempt may have landed,
+            # whatever this one did.
+            outcomes.release_intents(s, [p.write.key for p in unsent
+                                         if not p.write.after_unknown_outcome])
             completed: list[tuple[str, str | None]] = []
             final: list[int] = []  # synced or ended: what waits for them may proceed
             rows = _Rows()  # no statement inside the loop: the links' inserts flush together
@@ -837,7 +852,7 @@ class SyncEngine:
                 b = batch[p.index]
                 answer = got[p.index]
                 if isinstance(answer, ProviderRecord):
-                    self._save_link(s, info, b.event, answer, p.digest, links)
+                    self._save_link(s, info, b.event, answer, p.digest, rows)
                     completed.append((p.write.key, answer.id))
                     results[p.index] = self._finish(
                         s, b.event, info, SyncStatus.SYNCED, started, b.attempt, new=True,
@@ -1006,19 +1021,19 @@ class SyncEngine:
 
     @staticmethod
     def _save_link(s: Session, info: ConnectionInfo, event: ChangeEvent,
-                   record: ProviderRecord, digest: str | None,
-                   known: dict[tuple[str, str], EntityLink] | None = None) -> None:
-        """The link and what the write left in the books; `known`: the links a batch
-        loaded (outcomes.load_links), so none is read again."""
+                   record: ProviderRecord, digest: str | None, rows: _Rows | None = None
+                   ) -> None:
+        """The link and what the write left in the books, in one upsert; `rows`: a
+        batch round's, where it is collected to be written with the round's others."""
         # What this write left in the books, for the inbound poller's echo suppression.
         written = written_state(info.provider, event)
-        if known is None:  # one upsert carrying everything
-            repo.save_link(s, info, event.entity_type.value, event.entity_id, record.id,
-                           record.version, event.entity_version, digest, written=written)
-            return
-        link = outcomes.save_link(s, known, info, event.entity_type.value, event.entity_id,
-                                  record.id, record.version, event.entity_version, digest)
-        link.written_state, link.written_hash = written
+        values = repo.link_values(info, event.entity_type.value, event.entity_id, record.id,
+                                  record.version, event.entity_version, digest)
+        values["written_state"], values["written_hash"] = written
+        if rows is None:
+            repo.save_links(s, [values])  # one upsert, nothing read back
+        else:
+            rows.links.append(values)
 
     def _status(self, event: ChangeEvent, info: ConnectionInfo | None, status: SyncStatus,
                 started: float, attempt: int, *, code: ErrorCode | None = None,

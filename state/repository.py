@@ -41,16 +41,17 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import RowMapping
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session, SessionTransaction, make_transient_to_detached
 from sqlalchemy.sql.dml import Insert, Update
 from sqlalchemy.sql.selectable import Select
 
 from providers.taxes import BlueClerkTaxRate, ProviderTaxRate
-from state.connections import Company
+from state.connections import Company, ConnectionInfo, connection_info
 from state.db import dialect_of
 from state.models import (
     Base,
+    Connection,
     DeadLetter,
     EntityLink,
     IncomeAccountMapping,
@@ -64,13 +65,16 @@ from state.models import (
 )
 
 __all__ = [
+    "FirstLook",
     "Link",
     "LinkRow",
     "SnapshotRow",
+    "Switches",
     "add_dead_letter",
     "add_outbox",
     "begin_intent",
     "complete_intent",
+    "first_look",
     "get_link",
     "get_mapping",
     "get_parked",
@@ -79,6 +83,7 @@ __all__ = [
     "get_tax_mapping",
     "has_parked",
     "is_parked",
+    "link_values",
     "mark_processed",
     "mark_published",
     "park",
@@ -87,8 +92,11 @@ __all__ = [
     "processed_status",
     "release_intent",
     "save_link",
+    "save_links",
     "save_snapshot",
+    "save_snapshots",
     "save_tax_mapping",
+    "snapshot_values",
     "tax_code_of",
     "unpark",
     "unpublished",
@@ -107,6 +115,7 @@ _PARKED = _table(ParkedEvent)
 _OUTBOX = _table(OutboxMessage)
 _SETTINGS = _table(SyncSettings)
 _MAPPINGS = _table(IncomeAccountMapping)
+_CONNECTIONS = _table(Connection)
 
 
 def _now() -> dt.datetime:
@@ -157,7 +166,7 @@ class LinkRow:
     _session: Session
     _dirty: set[str]
 
-    def __init__(self, session: Session, row: RowMapping) -> None:
+    def __init__(self, session: Session, row: Mapping[Any, Any]) -> None:
         for name in _LINK_COLUMNS:
             object.__setattr__(self, name, row[name])
         object.__setattr__(self, "_session", session)
@@ -332,6 +341,21 @@ def _link_set(excluded: Any, written: bool) -> tuple[dict[str, Any], None]:
 
 _SAVE_LINK = _upserts(_LINKS, lambda ex: _link_set(ex, False), returning=True)
 _SAVE_LINK_WRITTEN = _upserts(_LINKS, lambda ex: _link_set(ex, True), returning=True)
+# The same upsert without RETURNING, for an executemany of a batch's links.
+_SAVE_LINKS = _upserts(_LINKS, lambda ex: _link_set(ex, True))
+
+
+def link_values(company: Company, entity_type: str, entity_id: str, provider_id: str,
+                provider_version: str | None, applied_version: int,
+                payload_hash: str | None) -> dict[str, Any]:
+    """The parameters of one link's upsert (save_link, save_links)."""
+    return {
+        "account_id": company.account_id, "entity_type": entity_type,
+        "entity_id": entity_id, "provider": company.provider, "tenant_id": company.tenant_id,
+        "provider_id": provider_id, "provider_version": provider_version,
+        # A new link (or one started afresh) begins at version 0.
+        "last_applied_version": max(0, applied_version), "payload_hash": payload_hash,
+        "updated_at": _now()}
 
 
 def save_link(s: Session, company: Company, entity_type: str, entity_id: str,
@@ -343,19 +367,23 @@ def save_link(s: Session, company: Company, entity_type: str, entity_id: str,
     without it they are kept as they were (a caller may still set them on the row
     returned, which costs a second statement)."""
     _sync(s)
-    params: dict[str, Any] = {
-        "account_id": company.account_id, "entity_type": entity_type,
-        "entity_id": entity_id, "provider": company.provider, "tenant_id": company.tenant_id,
-        "provider_id": provider_id, "provider_version": provider_version,
-        # A new link (or one started afresh) begins at version 0.
-        "last_applied_version": max(0, applied_version), "payload_hash": payload_hash,
-        "updated_at": _now()}
+    params = link_values(company, entity_type, entity_id, provider_id, provider_version,
+                         applied_version, payload_hash)
     statements = _SAVE_LINK
     if written is not None:
         params["written_state"], params["written_hash"] = written
         statements = _SAVE_LINK_WRITTEN
     row = s.execute(statements[dialect_of(s)], params).one()
     return LinkRow(s, row._mapping)
+
+
+def save_links(s: Session, rows: Sequence[Mapping[str, Any]]) -> None:
+    """save_link(..., written=...) for several links of distinct records, in one
+    executemany: each row is link_values() plus written_state and written_hash."""
+    _sync(s)
+    if rows:
+        # One row: a plain execute (an executemany of one costs more on psycopg).
+        s.execute(_SAVE_LINKS[dialect_of(s)], rows[0] if len(rows) == 1 else list(rows))
 
 
 # -- snapshots ---------------------------------------------------------------------------
@@ -369,15 +397,29 @@ _GET_SNAPSHOT = select(_SNAPSHOTS).where(_SNAPSHOTS.c.account_id == bindparam("a
                                          _SNAPSHOTS.c.entity_id == bindparam("i"))
 
 
+def snapshot_values(account_id: str, entity_type: str, entity_id: str, version: int,
+                    payload: bytes, record_created_at: dt.datetime) -> dict[str, Any]:
+    """The parameters of one snapshot's upsert (save_snapshot, save_snapshots)."""
+    return {"account_id": account_id, "entity_type": entity_type, "entity_id": entity_id,
+            "entity_version": version, "payload": payload,
+            "record_created_at": record_created_at}
+
+
 def save_snapshot(s: Session, account_id: str, entity_type: str, entity_id: str, version: int,
                   payload: bytes, record_created_at: dt.datetime) -> None:
     """Keep the newest snapshot per record; an older version never overwrites a newer
     (one statement: the update's condition)."""
     _sync(s)
-    s.execute(_UPSERT_SNAPSHOT[dialect_of(s)], {
-        "account_id": account_id, "entity_type": entity_type, "entity_id": entity_id,
-        "entity_version": version, "payload": payload,
-        "record_created_at": record_created_at})
+    s.execute(_UPSERT_SNAPSHOT[dialect_of(s)], snapshot_values(
+        account_id, entity_type, entity_id, version, payload, record_created_at))
+
+
+def save_snapshots(s: Session, rows: Sequence[Mapping[str, Any]]) -> None:
+    """save_snapshot for several records (distinct ones: within one executemany the
+    order of two rows of a record is not the caller's to rely on), one executemany."""
+    _sync(s)
+    if rows:
+        s.execute(_UPSERT_SNAPSHOT[dialect_of(s)], rows[0] if len(rows) == 1 else list(rows))
 
 
 def get_snapshot(s: Session, account_id: str, entity_type: str, entity_id: str
@@ -407,6 +449,74 @@ def get_mapping(s: Session, account_id: str, item_id: str) -> IncomeAccountMappi
     _sync(s)
     return _attached(s, IncomeAccountMapping, (account_id, item_id), _GET_MAPPING,
                      {"a": account_id, "i": item_id})
+
+
+@dataclass(frozen=True, slots=True)
+class Switches:
+    """An account's sync settings as values (a read-only copy of SyncSettings)."""
+
+    sync_customers: bool = True
+    sync_items: bool = True
+    sync_invoices: bool = True
+    sync_payments: bool = True
+    auto_sync: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class FirstLook:
+    """What the engine reads first about an event, in one statement (first_look)."""
+
+    info: ConnectionInfo | None
+    prior: str | None  # the event's processed status, if any
+    any_parked: bool  # whether any event of the account is parked
+    settings: Switches | None  # None: the account has no settings row
+    link: Link | None  # the record's link, only if it points into the connection's company
+
+
+_SWITCHES = ("sync_customers", "sync_items", "sync_invoices", "sync_payments", "auto_sync")
+_FIRST_LOOK = (
+    select(
+        _CONNECTIONS.c.account_id, _CONNECTIONS.c.provider, _CONNECTIONS.c.tenant_id,
+        _CONNECTIONS.c.status, _CONNECTIONS.c.connected_at, _CONNECTIONS.c.status_reason,
+        _CONNECTIONS.c.tenant_name,
+        select(_PROCESSED.c.status).where(_PROCESSED.c.account_id == bindparam("a"),
+                                          _PROCESSED.c.event_id == bindparam("e"))
+        .scalar_subquery().label("prior"),
+        select(_PARKED.c.id).where(_PARKED.c.account_id == bindparam("a"))
+        .exists().label("any_parked"),
+        _SETTINGS.c.account_id.label("s_account_id"),
+        *(_SETTINGS.c[name].label(f"s_{name}") for name in _SWITCHES),
+        *(c.label(f"l_{c.name}") for c in _LINKS.c))
+    .select_from(
+        _CONNECTIONS
+        .outerjoin(_SETTINGS, _SETTINGS.c.account_id == _CONNECTIONS.c.account_id)
+        .outerjoin(_LINKS, and_(_LINKS.c.account_id == _CONNECTIONS.c.account_id,
+                                _LINKS.c.entity_type == bindparam("t"),
+                                _LINKS.c.entity_id == bindparam("i"))))
+    .where(_CONNECTIONS.c.account_id == bindparam("a")))
+
+
+def first_look(s: Session, account_id: str, event_id: str, entity_type: str,
+               entity_id: str) -> FirstLook:
+    """The connection, the event's processed status, whether the account has parked
+    events, its settings and the record's link (as get_link filters it), in one
+    statement for a connected account (each was a statement of its own; issue 12)."""
+    _sync(s)
+    row = s.execute(_FIRST_LOOK, {"a": account_id, "e": event_id, "t": entity_type,
+                                  "i": entity_id}).first()
+    if row is None:  # no connection: nothing else is joined to it
+        return FirstLook(connection_info(s, account_id),
+                         processed_status(s, account_id, event_id),
+                         has_parked(s, account_id), None, None)
+    m = row._mapping
+    info = ConnectionInfo(*row[:7])
+    settings = None if m["s_account_id"] is None else Switches(
+        *(bool(m[f"s_{name}"]) for name in _SWITCHES))
+    link: Link | None = None
+    if m["l_account_id"] is not None and \
+            (m["l_provider"], m["l_tenant_id"]) == (info.provider, info.tenant_id):
+        link = LinkRow(s, {name: m[f"l_{name}"] for name in _LINK_COLUMNS})
+    return FirstLook(info, m["prior"], bool(m["any_parked"]), settings, link)
 
 
 def get_tax_mapping(s: Session, account_id: str, tax_key: str) -> TaxRateMapping | None:
@@ -552,7 +662,11 @@ def add_dead_letter(s: Session, *, account_id: str | None, entity_type: str | No
 
 
 _INTENT_STATE = select(_INTENTS.c.state).where(_INTENTS.c.idempotency_key == bindparam("k"))
-_INSERT_INTENT = insert(_INTENTS)
+# A first attempt (the usual case) is one INSERT; only on conflict is the row read. Its
+# rowcount says which (SQLAlchemy keeps an INSERT's rowcount only when asked to).
+_INSERT_INTENT = {name: dialect_insert(_INTENTS).on_conflict_do_nothing(
+    index_elements=["idempotency_key"]).execution_options(preserve_rowcount=True)
+    for name, dialect_insert in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert))}
 _RETRY_INTENT = update(_INTENTS).where(_INTENTS.c.idempotency_key == bindparam("k")).values(
     attempts=_INTENTS.c.attempts + 1, state=bindparam("st"))
 _RELEASE_INTENT = update(_INTENTS).where(_INTENTS.c.idempotency_key == bindparam("k"),
@@ -565,13 +679,13 @@ def begin_intent(s: Session, *, key: str, account_id: str, entity_type: str, ent
                  operation: str) -> bool:
     """Record an attempt; True when an earlier attempt of this intent may have landed."""
     _sync(s)
+    inserted = s.execute(_INSERT_INTENT[dialect_of(s)], {
+        "idempotency_key": key, "account_id": account_id, "entity_type": entity_type,
+        "entity_id": entity_id, "operation": operation, "attempts": 1,
+        "state": "pending", "created_at": _now()})
+    if cast(CursorResult[Any], inserted).rowcount == 1:
+        return False  # the first attempt
     state = s.execute(_INTENT_STATE, {"k": key}).scalar()
-    if state is None:
-        s.execute(_INSERT_INTENT, {
-            "idempotency_key": key, "account_id": account_id, "entity_type": entity_type,
-            "entity_id": entity_id, "operation": operation, "attempts": 1,
-            "state": "pending", "created_at": _now()})
-        return False
     # "pending": an attempt may have reached the provider; "unsent" (release_intent):
     # every attempt so far was stopped before sending. This attempt may send. The caller
     # holds the tenant lock, so the state read is still the row's when it is written.
@@ -581,7 +695,9 @@ def begin_intent(s: Session, *, key: str, account_id: str, entity_type: str, ent
 
 def release_intent(s: Session, key: str) -> None:
     """The attempt just begun sent nothing (our own limiter deferred it): the next
-    attempt need not look the record up first."""
+    attempt need not look the record up first. Only for an intent this attempt began
+    certain (begin_intent returned False): one an earlier attempt left uncertain must
+    stay so (that attempt may have landed), and the engine never releases it."""
     _sync(s)
     s.execute(_RELEASE_INTENT, {"k": key})
 

@@ -1,23 +1,39 @@
 """SyncEngine.process_batch: a record's later changes in a batch go in further rounds of
-batch requests, each after the round before is recorded (issue 12)."""
+batch requests, each after the round before is recorded (issue 12). On SQLite and
+PostgreSQL: the batch path's statements (upserts, RETURNING, IN lists) differ by dialect."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
 from sqlalchemy import event as sa_event
 from sqlalchemy import select
 
-from providers.errors import PermanentProviderError, TransientProviderError
+from providers.errors import (
+    PermanentProviderError,
+    Throttled,
+    TransientProviderError,
+    UnknownOutcome,
+)
 from sandbox.scenario import build_invoice
 from schemas.error_codes import ErrorCode
 from schemas.records import Item
 from schemas.status import SyncStatus
 from state.models import Intent
-from tests.unit.test_engine_batches import run, status_of, tenant, world
+from tests.unit.test_engine_batches import run, status_of, tenant
 from tests.unit.test_engine_with_fakes import World
 
-__all__ = ["world"]  # the fixture, imported for pytest
+
+@pytest.fixture
+def world(database_url: str) -> World:
+    return World(database_url)
+
+
+def intents(world: World) -> list[tuple[str, str, str, int]]:
+    with world.db.transaction() as s:
+        return sorted((i.entity_id, i.operation, i.state, i.attempts)
+                      for i in s.execute(select(Intent)).scalars())
 
 
 def test_later_changes_of_several_records_go_in_further_batch_requests_in_order(
@@ -39,10 +55,7 @@ def test_later_changes_of_several_records_go_in_further_batch_requests_in_order(
         assert link is not None and link.last_applied_version == 3
         assert link.provider_version == "2"
     # One intent per change, each begun once and done.
-    with world.db.transaction() as s:
-        intents = [(i.entity_id, i.operation, i.state, i.attempts)
-                   for i in s.execute(select(Intent)).scalars()]
-    assert sorted(intents) == sorted(
+    assert intents(world) == sorted(
         [(f"c{i}", "create", "done", 1) for i in (1, 2)]
         + [(f"c{i}", "update", "done", 1) for i in (1, 2)] * 2)
 
@@ -129,3 +142,54 @@ def test_creates_then_updates_cost_a_few_statements_per_round(world: World) -> N
     assert [len(b) for b in fake.batches] == [20, 20]
     work = [s for s in statements if not s.startswith(("BEGIN", "COMMIT"))]
     assert len(work) <= 2 * 15, work
+
+
+def test_a_retried_round_begins_its_intents_again_as_the_single_path_does(
+        world: World) -> None:
+    """After a whole-call unknown outcome the retry's writes are uncertain (looked up);
+    after our own limiter stopped the call before sending, they are not; every attempt
+    counts once."""
+    _acct, f, fake = tenant(world)
+    fake.raises = [(UnknownOutcome("timed out; may have been applied"), True),
+                   (Throttled("local", retry_after=0.1, status=None), False)]
+    events = [f.customer(f"c{i}", f"C{i}") for i in range(3)]
+    run(world, events)
+    assert intents(world) == [(f"c{i}", "create", "pending", 1) for i in range(3)]
+    run(world, events, attempt=2)
+    assert [w.write.after_unknown_outcome for w in fake.batches[1]] == [True] * 3
+    assert intents(world) == [(f"c{i}", "create", "pending", 2) for i in range(3)]
+    results = run(world, events, attempt=2)
+    assert [status_of(r)[0] for r in results] == [SyncStatus.SYNCED] * 3
+    assert [w.write.after_unknown_outcome for w in fake.batches[2]] == [True] * 3
+    assert intents(world) == [(f"c{i}", "create", "done", 3) for i in range(3)]
+
+    others = [f.customer(f"d{i}", f"D{i}") for i in range(2)]
+    fake.raises = [(Throttled("local", retry_after=0.1, status=None), False)]
+    run(world, others)
+    assert [i[2:] for i in intents(world) if i[0].startswith("d")] == [("unsent", 1)] * 2
+    run(world, others)
+    assert [w.write.after_unknown_outcome for w in fake.batches[-1]] == [False, False]
+    assert [i[2:] for i in intents(world) if i[0].startswith("d")] == [("done", 2)] * 2
+
+
+def test_an_uncertain_intent_stays_uncertain_when_a_later_attempt_sends_nothing(
+        world: World) -> None:
+    """Attempt 1 times out (it may have landed); attempt 2 is stopped by our own limiter
+    before sending; attempt 3 must still look the record up before creating it."""
+    acct, f = world.account()
+    provider = world.provider(acct)
+    provider.failures = [UnknownOutcome("timed out"),
+                         Throttled("local", retry_after=0.1, status=None)]
+    event = f.customer("c1", "Ada")
+    for attempt in (1, 2, 3):
+        world.process(event, attempt=attempt)
+    assert [c.write.after_unknown_outcome for c in provider.calls] == [False, True, True]
+
+    _acct, f, fake = tenant(world)
+    fake.raises = [(UnknownOutcome("timed out"), True),
+                   (Throttled("local", retry_after=0.1, status=None), False)]
+    events = [f.customer(f"c{i}", f"C{i}") for i in range(2)]
+    for attempt in (1, 2, 3):
+        run(world, events, attempt=attempt)
+    assert [[w.write.after_unknown_outcome for w in b] for b in fake.batches] == [
+        [False, False], [True, True], [True, True]]
