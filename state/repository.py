@@ -63,6 +63,7 @@ from state.models import (
     SyncSettings,
     TaxRateMapping,
 )
+from state.unnest import distinct_keys, unnest_params, unnest_rows
 
 __all__ = [
     "FirstLook",
@@ -343,6 +344,18 @@ _SAVE_LINK = _upserts(_LINKS, lambda ex: _link_set(ex, False), returning=True)
 _SAVE_LINK_WRITTEN = _upserts(_LINKS, lambda ex: _link_set(ex, True), returning=True)
 # The same upsert without RETURNING, for an executemany of a batch's links.
 _SAVE_LINKS = _upserts(_LINKS, lambda ex: _link_set(ex, True))
+_RECORD_KEY = ("account_id", "entity_type", "entity_id")
+
+
+def _pg_upsert_many(table: Table, columns: Sequence[str],
+                    build: Callable[[Any], tuple[dict[str, Any], ColumnElement[bool] | None]]
+                    ) -> Insert:
+    """The upsert of _upserts for PostgreSQL, its rows from unnest (state/unnest.py)."""
+    stmt = postgresql.insert(table).from_select(list(columns), unnest_rows(table, columns))
+    set_, where = build(stmt.excluded)
+    return stmt.on_conflict_do_update(index_elements=[c.name for c in table.primary_key],
+                                      set_=set_, where=where)
+
 
 
 def link_values(company: Company, entity_type: str, entity_id: str, provider_id: str,
@@ -378,17 +391,41 @@ def save_link(s: Session, company: Company, entity_type: str, entity_id: str,
 
 
 def save_links(s: Session, rows: Sequence[Mapping[str, Any]]) -> None:
-    """save_link(..., written=...) for several links of distinct records, in one
-    executemany: each row is link_values() plus written_state and written_hash."""
+    """save_link(..., written=...) for several links: each row is link_values() plus
+    written_state and written_hash. An executemany on both databases: from unnest the
+    12 columns (a JSON written_state among them) cost psycopg more to quote, element by
+    element, than the executemany's pipeline (measured: 1.6-2.1 against 1.3-1.5 ms per
+    25 links)."""
+    _save_many(s, rows, _SAVE_LINKS, None, (), _RECORD_KEY)
+
+
+def _save_many(s: Session, rows: Sequence[Mapping[str, Any]], upserts: dict[str, Insert],
+               pg_many: Insert | None, columns: Sequence[str], key: Sequence[str]) -> None:
+    """One row: one plain upsert (an executemany of one costs more on psycopg). Several:
+    on PostgreSQL with `pg_many`, one upsert of them all from unnest when no two share a
+    key (the callers' rows are of distinct records; else row after row); otherwise an
+    executemany."""
     _sync(s)
-    if rows:
-        # One row: a plain execute (an executemany of one costs more on psycopg).
-        s.execute(_SAVE_LINKS[dialect_of(s)], rows[0] if len(rows) == 1 else list(rows))
+    if not rows:
+        return
+    dialect = dialect_of(s)
+    if len(rows) == 1:
+        s.execute(upserts[dialect], rows[0])
+    elif dialect == "postgresql" and pg_many is not None and distinct_keys(rows, key):
+        s.execute(pg_many, unnest_params(columns, rows))
+    else:
+        s.execute(upserts[dialect], list(rows))
 
 
 # -- snapshots ---------------------------------------------------------------------------
 
 _UPSERT_SNAPSHOT = _upserts(_SNAPSHOTS, lambda ex: (
+    {"entity_version": ex.entity_version, "payload": ex.payload,
+     "record_created_at": ex.record_created_at},
+    _SNAPSHOTS.c.entity_version < ex.entity_version))
+_SNAPSHOT_COLUMNS = ("account_id", "entity_type", "entity_id", "entity_version", "payload",
+                     "record_created_at")
+_UPSERT_SNAPSHOTS_PG = _pg_upsert_many(_SNAPSHOTS, _SNAPSHOT_COLUMNS, lambda ex: (
     {"entity_version": ex.entity_version, "payload": ex.payload,
      "record_created_at": ex.record_created_at},
     _SNAPSHOTS.c.entity_version < ex.entity_version))
@@ -415,11 +452,9 @@ def save_snapshot(s: Session, account_id: str, entity_type: str, entity_id: str,
 
 
 def save_snapshots(s: Session, rows: Sequence[Mapping[str, Any]]) -> None:
-    """save_snapshot for several records (distinct ones: within one executemany the
-    order of two rows of a record is not the caller's to rely on), one executemany."""
-    _sync(s)
-    if rows:
-        s.execute(_UPSERT_SNAPSHOT[dialect_of(s)], rows[0] if len(rows) == 1 else list(rows))
+    """save_snapshot for several records (rows of snapshot_values), in one statement."""
+    _save_many(s, rows, _UPSERT_SNAPSHOT, _UPSERT_SNAPSHOTS_PG, _SNAPSHOT_COLUMNS,
+               _RECORD_KEY)
 
 
 def get_snapshot(s: Session, account_id: str, entity_type: str, entity_id: str
