@@ -18,6 +18,17 @@ reports its RSS (VmRSS from /proc) and the retained size of its rate limiters
 stops at `--events` or when `--time-budget` is spent, whichever comes first; it then
 takes one more checkpoint. Nothing is extrapolated: the table shows the checkpoints the
 run reached. Target: the last RSS within 10% of the RSS after 10k events.
+
+A second table says where the RSS is at each checkpoint: anonymous and file-backed
+pages, the heap SQLite holds now and at most so far (its page caches, up to cache_size
+per connection: 2,000 KiB by default), glibc malloc's heap in use and free (what the
+process freed but keeps resident) and its arena count, the worker's threads and the
+database connections it has opened. Experiments, one at a time, without changing the
+service: --worker-env NAME=VALUE (e.g. MALLOC_ARENA_MAX=2) in the worker's environment;
+--sqlite-cache-kib N on its SQLite connections; --malloc-trim (malloc_trim(0) at each
+checkpoint, printing the RSS after it: how much of the RSS is free malloc memory);
+--tracemalloc FRAMES (Python's allocations, and the source lines that grew between
+checkpoints; slower, and the tracing itself takes memory).
 """
 
 from __future__ import annotations
@@ -71,11 +82,12 @@ def _events(accounts: list[str], customers: int) -> Iterator[ChangeEvent]:
 class _Child:
     """The worker process and the JSON lines it prints."""
 
-    def __init__(self, env: dict[str, str], checkpoints: list[int], log: Path) -> None:
+    def __init__(self, env: dict[str, str], checkpoints: list[int], log: Path,
+                 extra: Sequence[str] = ()) -> None:
         self._log = log.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bench.memory_worker",
-             "--checkpoints", ",".join(str(c) for c in checkpoints)],
+             "--checkpoints", ",".join(str(c) for c in checkpoints), *extra],
             cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=self._log)
         self.processed = 0
         self.checkpoints: list[dict[str, Any]] = []
@@ -152,7 +164,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="PostgreSQL URL (a fresh database); default a SQLite file")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny numbers (10 tenants, 400 events) for a bounded test")
+    parser.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="experiment: set in the worker's environment only "
+                             "(e.g. MALLOC_ARENA_MAX=2); repeatable")
+    parser.add_argument("--sqlite-cache-kib", type=int, default=0,
+                        help="experiment: PRAGMA cache_size=-N on the worker's SQLite "
+                             "connections (the service sets none: SQLite's default 2000)")
+    parser.add_argument("--tracemalloc", type=int, default=0, metavar="FRAMES",
+                        help="trace the worker's Python allocations (slower) and print "
+                             "the source lines that grew between checkpoints")
+    parser.add_argument("--malloc-trim", action="store_true",
+                        help="experiment: the worker calls malloc_trim(0) at each "
+                             "checkpoint and reports its RSS after it as well")
     args = parser.parse_args(argv)
+    worker_env = dict(item.split("=", 1) for item in args.worker_env)
     checkpoints = [c for c in CHECKPOINTS if c <= args.events]
     if args.smoke:
         args.events, args.tenants, args.time_budget, args.ahead = 400, 10, 120.0, 400
@@ -173,8 +198,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "DATABASE_URL": db_url,
                "TOKEN_ENCRYPTION_KEY": key, "SANDBOX_URL": sandbox.url,
                "BLUECLERK_MODE": "local", "TOPIC_PREFIX": topics.prefix,
-               "CONSUMER_GROUP": f"bench-mem-{topics.prefix}", "LOG_LEVEL": "warning"}
-        child = _Child(env, checkpoints, tmp / "worker.log")
+               "CONSUMER_GROUP": f"bench-mem-{topics.prefix}", "LOG_LEVEL": "warning",
+               **worker_env}
+        extra = [f"--tracemalloc={args.tracemalloc}",
+                 f"--sqlite-cache-kib={args.sqlite_cache_kib}",
+                 *(["--malloc-trim"] if args.malloc_trim else [])]
+        child = _Child(env, checkpoints, tmp / "worker.log", extra)
         stack.callback(child.stop)
         producer = make_producer(bootstrap)
         codec = AvroCodec()
@@ -218,6 +247,30 @@ def _report(args: argparse.Namespace, child: _Child, kafka: str, published: int,
         print(f"  {c['processed']:>10,}{c['rss_mb']:>9.1f}{c['limiters']:>10}"
               f"{c['limiter_kb']:>13.1f}{c['dispatcher_kb']:>15.1f}{c['offsets_kb']:>12.1f}"
               f"{c['gc_objects']:>12,}{c['t'] - t0:>8.0f}")
+    # Where the RSS is (bench/memory_worker.py native_mb): anonymous and file-backed
+    # pages; the heap SQLite holds (its page caches: one per connection, up to
+    # cache_size each); glibc malloc's heap in use and free, and its arenas; Python's
+    # allocations when traced. NaN ("nan") where the platform cannot tell.
+    print(f"  {'events':>10}{'anon MB':>9}{'file MB':>9}{'sqlite MB':>11}{'peak':>6}"
+          f"{'malloc MB':>11}{'free MB':>9}{'arenas':>8}{'traced MB':>11}{'threads':>9}"
+          f"{'db opens':>10}{'trimmed RSS':>13}")
+    for c in rows:
+        if "anon_mb" not in c:
+            continue
+        print(f"  {c['processed']:>10,}{c['anon_mb']:>9.1f}{c['file_mb']:>9.1f}"
+              f"{c['sqlite_mb']:>11.1f}{c.get('sqlite_peak_mb', float('nan')):>6.1f}"
+              f"{c['malloc_used_mb']:>11.1f}{c['malloc_free_mb']:>9.1f}"
+              f"{c['malloc_arenas']:>8}{c['traced_mb']:>11.1f}{c['threads']:>9}"
+              f"{c['db_connects']:>10}{c.get('trimmed_rss_mb', float('nan')):>13.1f}")
+    extras = [f"worker env {' '.join(args.worker_env)}"] if args.worker_env else []
+    if args.sqlite_cache_kib or (rows and rows[-1].get("sqlite_cache_size")):
+        extras.append(f"SQLite cache_size {rows[-1].get('sqlite_cache_size', '?')}")
+    if rows:
+        extras.append(f"pool at the end: {rows[-1].get('db_pool', '?')}")
+    print(f"  {'; '.join(extras)}")
+    for c in rows:
+        for where, kb, count in c.get("growth", []):
+            print(f"    grew by {c['processed']:,}: {kb:>9.1f} KB {count:>+8} blocks  {where}")
     print(f"  published {published:,}, finished {child.processed:,} in {elapsed:.0f} s "
           f"({child.processed / elapsed:.0f} events/s)")
     base = next((c for c in child.checkpoints if c["processed"] >= (CHECKPOINTS[0]

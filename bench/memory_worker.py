@@ -5,12 +5,26 @@ retained size of the rate limiters, the dispatcher and the offset tracker.
 
     python -m bench.memory_worker --checkpoints 10000,100000,1000000
 
+Each checkpoint also splits the RSS where it comes from, without changing the service:
+anonymous against file-backed pages (/proc/self/status), the heap SQLite holds
+(sqlite3_memory_used: page caches, schema, statements of every connection), glibc
+malloc's heap (mallinfo2: in use and free, and its arena count from malloc_info), the
+database connections opened so far, and with --tracemalloc the Python allocations
+(tracemalloc) and which source lines grew since the previous checkpoint.
+
+Experiments (bench/memory.py passes them on): --sqlite-cache-kib sets PRAGMA cache_size
+on every SQLite connection the worker opens; the worker's environment (MALLOC_ARENA_MAX,
+...) is the parent's --worker-env.
+
 Not a service entry point; it runs only under bench/memory.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
+import ctypes.util
 import datetime as dt
 import decimal
 import enum
@@ -19,11 +33,14 @@ import json
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
+import tracemalloc
 import uuid
 from collections import deque
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from bench.procs import rss_mb
@@ -68,16 +85,140 @@ def _limiters(providers: Any) -> list[Any]:
     return found
 
 
+class _MallInfo2(ctypes.Structure):
+    """glibc's struct mallinfo2 (glibc 2.33+): totals over every malloc arena."""
+
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+
+def _load(name: str) -> Any:
+    """A shared library already mapped into this process (the same instance Python's
+    modules use: dlopen returns the loaded one), or None where it cannot be found."""
+    path = ctypes.util.find_library(name)
+    with contextlib.suppress(OSError):
+        return ctypes.CDLL(path or f"lib{name}.so")
+    return None
+
+
+_LIBC = _load("c")
+_SQLITE = _load("sqlite3")
+if _LIBC is not None and hasattr(_LIBC, "mallinfo2"):
+    _LIBC.mallinfo2.restype = _MallInfo2
+if _SQLITE is not None:
+    _SQLITE.sqlite3_memory_used.restype = ctypes.c_int64
+    _SQLITE.sqlite3_memory_highwater.restype = ctypes.c_int64
+    _SQLITE.sqlite3_memory_highwater.argtypes = [ctypes.c_int]
+
+
+def _status_kb(fields: Sequence[str]) -> dict[str, int]:
+    """Fields of /proc/self/status in kB (Threads as a count)."""
+    found: dict[str, int] = {}
+    with contextlib.suppress(OSError), open("/proc/self/status") as fh:
+        for line in fh:
+            key, _, value = line.partition(":")
+            if key in fields:
+                found[key] = int(value.split()[0])
+    return found
+
+
+def _malloc_arenas() -> int:
+    """How many arenas glibc malloc has (malloc_info's <heap> elements); -1 if unknown."""
+    if _LIBC is None or not hasattr(_LIBC, "malloc_info"):
+        return -1
+    _LIBC.fopen.restype = ctypes.c_void_p
+    _LIBC.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    _LIBC.fclose.argtypes = [ctypes.c_void_p]
+    _LIBC.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    with tempfile.NamedTemporaryFile(prefix="bench-malloc-", suffix=".xml") as tmp:
+        stream = _LIBC.fopen(tmp.name.encode(), b"w")
+        if not stream:
+            return -1
+        _LIBC.malloc_info(0, stream)
+        _LIBC.fclose(stream)
+        return Path(tmp.name).read_text().count("<heap nr=")
+
+
+def native_mb() -> dict[str, float]:
+    """Where the RSS is: anonymous and file-backed pages, SQLite's heap, glibc malloc's
+    heap (in use, free) and arenas, threads, and tracemalloc's total when it traces.
+    Each figure is NaN (or -1) where this platform cannot give it."""
+    status = _status_kb(("RssAnon", "RssFile", "RssShmem", "Threads"))
+    nan = float("nan")
+    info = _LIBC.mallinfo2() if _LIBC is not None and hasattr(_LIBC, "mallinfo2") else None
+    return {
+        "anon_mb": status.get("RssAnon", nan) / 1024,
+        "file_mb": (status.get("RssFile", nan) + status.get("RssShmem", 0)) / 1024,
+        "threads": status.get("Threads", -1),
+        "sqlite_mb": (_SQLITE.sqlite3_memory_used() / 2**20 if _SQLITE is not None else nan),
+        # The most SQLite has held at once since the process started.
+        "sqlite_peak_mb": (_SQLITE.sqlite3_memory_highwater(0) / 2**20
+                           if _SQLITE is not None else nan),
+        "malloc_used_mb": ((info.uordblks + info.hblkhd) / 2**20 if info else nan),
+        "malloc_free_mb": (info.fordblks / 2**20 if info else nan),
+        "malloc_arenas": _malloc_arenas(),
+        "traced_mb": (tracemalloc.get_traced_memory()[0] / 2**20
+                      if tracemalloc.is_tracing() else nan),
+    }
+
+
+class _Growth:
+    """With tracemalloc on: the source lines whose live allocations grew the most since
+    the previous checkpoint (tracemalloc's own frames filtered out)."""
+
+    def __init__(self) -> None:
+        self._previous: tracemalloc.Snapshot | None = None
+
+    def top(self, limit: int = 8) -> list[list[Any]]:
+        if not tracemalloc.is_tracing():
+            return []
+        snapshot = tracemalloc.take_snapshot().filter_traces(
+            [tracemalloc.Filter(False, tracemalloc.__file__),
+             tracemalloc.Filter(False, "<frozen importlib._bootstrap>")])
+        previous, self._previous = self._previous, snapshot
+        if previous is None:
+            return []
+        diff = snapshot.compare_to(previous, "lineno")
+        return [[f"{Path(d.traceback[0].filename).name}:{d.traceback[0].lineno}",
+                 round(d.size_diff / 1024, 1), d.count_diff]
+                for d in sorted(diff, key=lambda d: d.size_diff, reverse=True)[:limit]]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--checkpoints", required=True,
                         help="comma-separated event counts at which to report memory")
+    parser.add_argument("--tracemalloc", type=int, default=0, metavar="FRAMES",
+                        help="trace Python allocations (slower) with this many frames")
+    parser.add_argument("--sqlite-cache-kib", type=int, default=0,
+                        help="experiment: PRAGMA cache_size=-N on every SQLite connection")
+    parser.add_argument("--malloc-trim", action="store_true",
+                        help="experiment: malloc_trim(0) at each checkpoint, after the RSS "
+                             "is read, and report the RSS after it too")
     args = parser.parse_args(argv)
     checkpoints = sorted(int(c) for c in args.checkpoints.split(",") if c)
+    if args.tracemalloc:
+        tracemalloc.start(args.tracemalloc)
+
+    from sqlalchemy import event
 
     from service.bootstrap import build_services, build_worker, settings_from_env
 
     services = build_services(settings_from_env())
+    connects = [0]
+    cache_size = [""]  # PRAGMA cache_size as the last connection opened reads it back
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        connects[0] += 1
+        if services.db.is_sqlite:
+            if args.sqlite_cache_kib:
+                dbapi_connection.execute(f"PRAGMA cache_size=-{args.sqlite_cache_kib:d}")
+            cache_size[0] = str(dbapi_connection.execute("PRAGMA cache_size").fetchone()[0])
+
+    # Added before the worker opens any pooled connection (build_services opens none).
+    event.listen(services.db.engine, "connect", on_connect)
+    growth = _Growth()
     worker = build_worker(services)
     stop = threading.Event()
     now = threading.Event()  # SIGUSR1: report a checkpoint at once (the parent's last)
@@ -85,16 +226,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     def emit(kind: str, **fields: Any) -> None:
         print(json.dumps({"kind": kind, "t": time.monotonic(), **fields}), flush=True)
 
+    def trimmed_rss() -> float:
+        """RSS after glibc returns the free pages of every arena (malloc_trim(0)): the
+        part of the RSS that is free malloc memory shows as the difference."""
+        if not args.malloc_trim or _LIBC is None or not hasattr(_LIBC, "malloc_trim"):
+            return float("nan")
+        _LIBC.malloc_trim(0)
+        return rss_mb_self()
+
     def measure(kind: str) -> None:
         gc.collect()
-        emit(kind, processed=worker.processed, rss_mb=rss_mb_self(),
+        rss = rss_mb_self()
+        fields = native_mb()
+        emit(kind, processed=worker.processed, rss_mb=rss, trimmed_rss_mb=trimmed_rss(),
              limiter_kb=retained_bytes(_limiters(services.providers)) / 1024,
              limiters=len(_limiters(services.providers)),
              dispatcher_kb=retained_bytes(
                  [getattr(worker, "_dispatcher", None), getattr(worker, "_overflow", None)])
              / 1024,
              offsets_kb=retained_bytes([getattr(worker, "_tracker", None)]) / 1024,
-             gc_objects=len(gc.get_objects()))
+             gc_objects=len(gc.get_objects()), db_connects=connects[0],
+             sqlite_cache_size=cache_size[0],
+             db_pool=services.db.engine.pool.status(), growth=growth.top(), **fields)
 
     def probe() -> None:
         pending = list(checkpoints)
