@@ -102,10 +102,14 @@ def configure_logging(level: str = "info") -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            structlog.processors.format_exc_info,
+            # Everything the caller and the context gave, and any traceback, is scrubbed;
+            # the level and the timestamp added after it are structlog's own (a level name
+            # and the clock), so the scrub's regexes do not run over them on every line
+            # (issue 12: at LOG_LEVEL=info, scrubbing was most of an event's log line).
+            redact,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            redact,
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
