@@ -38,6 +38,7 @@ import threading
 import time
 import tracemalloc
 import uuid
+from array import array
 from collections import deque
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -51,7 +52,7 @@ from bench.procs import rss_mb
 _FOLLOW_MODULES = ("providers.ratelimit", "consumers.", "schemas.")
 _CONTAINERS = (dict, list, tuple, set, frozenset, deque)
 _LEAVES = (str, bytes, bytearray, int, float, bool, dt.datetime, dt.date, dt.timedelta,
-           decimal.Decimal, uuid.UUID)
+           decimal.Decimal, uuid.UUID, array)  # array: sys.getsizeof counts its buffer
 
 
 def retained_bytes(roots: Iterable[Any]) -> int:
