@@ -41,6 +41,10 @@ def _stat_cpu(path: str) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS  # fields 14 and 15 of stat(5)
 
 
+def _non_negative(seconds: float) -> float:
+    return seconds if math.isnan(seconds) else max(0.0, seconds)
+
+
 def cpu_s(pid: int) -> float:
     """CPU seconds (user + system, every thread) a process has used so far."""
     return _stat_cpu(f"/proc/{pid}/stat")
@@ -208,7 +212,11 @@ class CpuSampler:
             self._next_tick = time.monotonic() + self.interval_s
 
     def stop(self) -> dict[str, float]:
-        self.result = {name: read() - self._begin[name] for name, read in self.sources.items()}
+        # Cumulative CPU never decreases; a source that subtracts one clock from another
+        # (the worker: getrusage minus the main thread's /proc ticks) can come out a few
+        # milliseconds below zero over a short run, which is rounding, not CPU.
+        self.result = {name: _non_negative(read() - self._begin[name])
+                       for name, read in self.sources.items()}
         if self.pg is not None:
             with contextlib.suppress(Exception):
                 self.pg.sample()
