@@ -27,8 +27,9 @@ database connections it has opened. Experiments, one at a time, without changing
 service: --worker-env NAME=VALUE (e.g. MALLOC_ARENA_MAX=2) in the worker's environment;
 --sqlite-cache-kib N on its SQLite connections; --malloc-trim (malloc_trim(0) at each
 checkpoint, printing the RSS after it: how much of the RSS is free malloc memory);
---tracemalloc FRAMES (Python's allocations, and the source lines that grew between
-checkpoints; slower, and the tracing itself takes memory).
+--trim-every SECONDS (malloc_trim(0) that often from the probe thread, as the service
+could, with the time it took); --tracemalloc FRAMES (Python's allocations, and the
+source lines that grew between checkpoints; slower, and the tracing itself takes memory).
 """
 
 from __future__ import annotations
@@ -176,6 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--malloc-trim", action="store_true",
                         help="experiment: the worker calls malloc_trim(0) at each "
                              "checkpoint and reports its RSS after it as well")
+    parser.add_argument("--trim-every", type=float, default=0.0, metavar="SECONDS",
+                        help="experiment: the worker calls malloc_trim(0) this often (as "
+                             "the service could) and reports the time the calls took")
     args = parser.parse_args(argv)
     worker_env = dict(item.split("=", 1) for item in args.worker_env)
     checkpoints = [c for c in CHECKPOINTS if c <= args.events]
@@ -202,7 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                **worker_env}
         extra = [f"--tracemalloc={args.tracemalloc}",
                  f"--sqlite-cache-kib={args.sqlite_cache_kib}",
-                 *(["--malloc-trim"] if args.malloc_trim else [])]
+                 *(["--malloc-trim"] if args.malloc_trim else []),
+                 f"--trim-every={args.trim_every}"]
         child = _Child(env, checkpoints, tmp / "worker.log", extra)
         stack.callback(child.stop)
         producer = make_producer(bootstrap)
@@ -265,6 +270,9 @@ def _report(args: argparse.Namespace, child: _Child, kafka: str, published: int,
     extras = [f"worker env {' '.join(args.worker_env)}"] if args.worker_env else []
     if args.sqlite_cache_kib or (rows and rows[-1].get("sqlite_cache_size")):
         extras.append(f"SQLite cache_size {rows[-1].get('sqlite_cache_size', '?')}")
+    if rows and args.trim_every:
+        extras.append(f"malloc_trim(0) every {args.trim_every:g} s: {rows[-1]['trim_calls']} "
+                      f"calls, {rows[-1]['trim_s'] * 1000:.0f} ms in all")
     if rows:
         extras.append(f"pool at the end: {rows[-1].get('db_pool', '?')}")
     print(f"  {'; '.join(extras)}")

@@ -197,6 +197,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--malloc-trim", action="store_true",
                         help="experiment: malloc_trim(0) at each checkpoint, after the RSS "
                              "is read, and report the RSS after it too")
+    parser.add_argument("--trim-every", type=float, default=0.0, metavar="SECONDS",
+                        help="experiment: malloc_trim(0) this often from the probe thread, "
+                             "as a service could; the time the calls took is reported")
     args = parser.parse_args(argv)
     checkpoints = sorted(int(c) for c in args.checkpoints.split(",") if c)
     if args.tracemalloc:
@@ -235,6 +238,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         _LIBC.malloc_trim(0)
         return rss_mb_self()
 
+    trims = {"calls": 0, "s": 0.0}
+
+    def periodic_trim() -> None:
+        started = time.perf_counter()
+        _LIBC.malloc_trim(0)
+        trims["calls"] += 1
+        trims["s"] += time.perf_counter() - started
+
     def measure(kind: str) -> None:
         gc.collect()
         rss = rss_mb_self()
@@ -248,11 +259,14 @@ def main(argv: Sequence[str] | None = None) -> int:
              offsets_kb=retained_bytes([getattr(worker, "_tracker", None)]) / 1024,
              gc_objects=len(gc.get_objects()), db_connects=connects[0],
              sqlite_cache_size=cache_size[0],
-             db_pool=services.db.engine.pool.status(), growth=growth.top(), **fields)
+             db_pool=services.db.engine.pool.status(), growth=growth.top(),
+             trim_calls=trims["calls"], trim_s=trims["s"], **fields)
 
     def probe() -> None:
         pending = list(checkpoints)
         last_progress = 0.0
+        last_trim = time.monotonic()
+        can_trim = _LIBC is not None and hasattr(_LIBC, "malloc_trim")
         while not stop.wait(0.2):
             if now.is_set():
                 now.clear()
@@ -261,6 +275,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 while pending and worker.processed >= pending[0]:
                     pending.pop(0)
                 measure("checkpoint")
+            if can_trim and args.trim_every and time.monotonic() - last_trim >= args.trim_every:
+                periodic_trim()
+                last_trim = time.monotonic()
             if time.monotonic() - last_progress >= 2:
                 emit("progress", processed=worker.processed, rss_mb=rss_mb_self())
                 last_progress = time.monotonic()
