@@ -7,6 +7,7 @@ import heapq
 import random
 import threading
 import time
+import tracemalloc
 from dataclasses import dataclass
 
 import pytest
@@ -436,3 +437,27 @@ def test_memory_stays_bounded_at_the_quota_for_a_simulated_day() -> None:
     assert no_day.usage()["day"] == 500 * 1437
     clock.advance(86400.0)
     assert no_day.usage() == {"minute": 0, "day": 0, "in_flight": 0, "throttled": 0}
+
+
+def test_day_counts_without_a_daily_limit_take_the_same_memory_for_days() -> None:
+    """Issue 12: a limiter busy every minute for two days holds no more than after its
+    first call (a deque of [minute, count] lists grew by ~137 bytes a busy minute,
+    ~190 KB a limiter after a day)."""
+    clock = FakeClock(now=0.0)
+    limiter = RateLimiter(RateLimits(per_minute=500, concurrent=10), clock, max_wait_s=0)
+    limiter.acquire()
+    limiter.release()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(2 * 1440):
+            clock.advance(60.0)
+            for _ in range(3):
+                limiter.acquire()
+                limiter.release()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 4096, grown
+    # The last 1,441 minutes (now's included) hold 3 calls each.
+    assert limiter.usage()["day"] == 3 * 1441
