@@ -144,10 +144,14 @@ def consumer_config(options: WorkerOptions) -> dict[str, Any]:
 
 class Worker:
     def __init__(self, engine: SyncEngine, outbox: OutboxPublisher,
-                 options: WorkerOptions) -> None:
+                 options: WorkerOptions,
+                 housekeeping: Callable[[], object] | None = None) -> None:
         self._engine = engine
         self._outbox = outbox
         self._options = options
+        # Called from the poll thread once per commit interval (the service's: giving
+        # freed memory back, service/memory.py); it must return in milliseconds.
+        self._housekeeping = housekeeping
         self._tracker = OffsetTracker()
         self._tracker_lock = threading.Lock()
         self._stop = threading.Event()
@@ -194,6 +198,8 @@ class Worker:
                 if time.monotonic() - last_commit >= self._options.commit_interval_s:
                     self._outbox.publish_all()
                     self._commit()
+                    if self._housekeeping is not None:
+                        self._housekeeping()
                     last_commit = time.monotonic()
         finally:
             self._shutdown()

@@ -12,6 +12,7 @@ from producers.outbox import OutboxPublisher
 from schemas.codec import AvroCodec
 from service.config import ConfigError, Settings
 from service.logging import configure_logging
+from service.memory import MemoryTrimmer
 from service.providers import ProviderDirectory
 from state.connections import ConnectionStore
 from state.crypto import TokenCipher
@@ -72,4 +73,5 @@ def build_worker(services: Services) -> Worker:
     return Worker(engine, outbox, WorkerOptions(
         bootstrap=s.kafka_bootstrap, group_id=s.consumer_group, topics=s.topics.changes,
         max_in_flight=s.max_in_flight, max_batch=s.max_batch,
-        group_protocol=s.consumer_group_protocol))
+        group_protocol=s.consumer_group_protocol),
+        housekeeping=MemoryTrimmer(s.malloc_trim_interval_s).due)

@@ -153,6 +153,9 @@ class Settings:
     # A tenant's ready events handed to the engine together (MAX_BATCH); their customers
     # and items go out in the provider's batch requests. 1 turns batching off.
     max_batch: int = 50
+    # How often the worker gives malloc's free memory back (MALLOC_TRIM_INTERVAL_S; 0:
+    # never): see service/memory.py.
+    malloc_trim_interval_s: float = 60.0
     retry_max_attempts: int = 8
     retry_base_delay_s: float = 0.5
     retry_max_delay_s: float = 300.0
@@ -187,6 +190,7 @@ class Settings:
             consumer_group_protocol=_env("CONSUMER_GROUP_PROTOCOL", "consumer").strip().lower(),
             max_in_flight=int(_env("MAX_IN_FLIGHT", "8")),
             max_batch=int(_env("MAX_BATCH", "50")),
+            malloc_trim_interval_s=float(_env("MALLOC_TRIM_INTERVAL_S", "60")),
             retry_max_attempts=int(_env("RETRY_MAX_ATTEMPTS", "8")),
             retry_base_delay_s=float(_env("RETRY_BASE_DELAY_S", "0.5")),
             retry_max_delay_s=float(_env("RETRY_MAX_DELAY_S", "300")),
