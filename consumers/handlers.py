@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from providers.errors import PermanentProviderError
@@ -26,6 +26,7 @@ from schemas.records import (
     Item,
     Payment,
     Record,
+    to_plain,
 )
 
 __all__ = [
@@ -68,7 +69,7 @@ def idempotency_key(account_id: str, entity_type: str, entity_id: str, version: 
 
 
 def payload_hash(provider: str, record: Record, extra: dict[str, Any] | None = None) -> str:
-    body = {"provider": provider, "record": asdict(record), "extra": extra or {}}
+    body = {"provider": provider, "record": to_plain(record), "extra": extra or {}}
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import asdict
 from decimal import Decimal
 from functools import cache
 from typing import Any
@@ -27,6 +26,7 @@ from schemas.records import (
     Item,
     Payment,
     Record,
+    to_plain,
 )
 
 __all__ = [
@@ -171,9 +171,10 @@ def event_to_avro(event: ChangeEvent) -> dict[str, Any]:
 
 
 def _record_to_avro(record: Record) -> dict[str, Any]:
-    value = asdict(record)
+    value = to_plain(record)
+    assert isinstance(value, dict)
     if isinstance(record, Invoice):
-        value["lines"] = [asdict(line) for line in record.lines]
+        value["lines"] = list(value["lines"])
     return value
 
 
@@ -273,7 +274,7 @@ def _check_text(record: Record) -> None:
             for index, inner in enumerate(value):
                 walk(f"{name}[{index}]", inner)
 
-    walk("", asdict(record))
+    walk("", to_plain(record))
 
 
 def _check_amount(name: str, amount: Decimal, currency: str | None = None) -> None:
