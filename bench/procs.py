@@ -55,6 +55,20 @@ def thread_cpu_s(tid: int) -> float:
     return _stat_cpu(f"/proc/self/task/{tid}/stat")
 
 
+def threads_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds a process's threads have used so far, by thread kind: librdkafka's
+    ("rdk:main", "rdk:broker…" -> "rdkafka") and the rest ("python": the interpreter's
+    threads, which Python 3.11 leaves unnamed). Threads that ended are not counted."""
+    used = {"rdkafka": 0.0, "python": 0.0}
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                comm = Path(f"/proc/{pid}/task/{task}/comm").read_text().strip()
+                used["rdkafka" if comm.startswith("rdk:") else "python"] += _stat_cpu(
+                    f"/proc/{pid}/task/{task}/stat")
+    return used
+
+
 def rss_mb(pid: int) -> float:
     """Resident set size (VmRSS) of a process in MB; NaN when unreadable."""
     with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as fh:

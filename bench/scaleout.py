@@ -48,7 +48,16 @@ from confluent_kafka.admin import AdminClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from bench.procs import CpuSampler, PgBackends, SandboxProcess, cpu_s, fmt, load, machine_line
+from bench.procs import (
+    CpuSampler,
+    PgBackends,
+    SandboxProcess,
+    cpu_s,
+    fmt,
+    load,
+    machine_line,
+    threads_cpu_s,
+)
 from bench.throughput import _FinalCounter, _kafka, _sqlalchemy_url, _workload
 from producers.kafka import ensure_topics, make_producer
 from sandbox.harness import connect_sandbox_account
@@ -74,6 +83,8 @@ class Run:
     per_worker_events: list[float] = field(default_factory=list)
     per_worker_cpu: list[float] = field(default_factory=list)
     members: list[Counter[str]] = field(default_factory=list)  # topic -> partitions held
+    # Per worker, its CPU seconds over publish..done by thread kind (rdkafka / python).
+    threads: list[dict[str, float]] = field(default_factory=list)
     load_before: str = ""
     load_after: str = ""
 
@@ -210,6 +221,7 @@ def run_one(run: Run, args: argparse.Namespace, bootstrap: str, broker_pid: int 
         events = _workload(accounts, args.events_per_tenant)
         run.events = len(events)
         run.load_before = load()
+        threads_before = [threads_cpu_s(w.proc.pid) for w in workers]
         sampler.start()
         started = time.monotonic()
         publish(producer, AvroCodec(), topics, events)
@@ -217,6 +229,8 @@ def run_one(run: Run, args: argparse.Namespace, bootstrap: str, broker_pid: int 
         run.done = counter.wait(run.events, args.timeout, alive, sampler.tick)
         run.wall_s = time.monotonic() - started
         run.cpu = sampler.stop()
+        run.threads = [{k: v - before[k] for k, v in threads_cpu_s(w.proc.pid).items()}
+                       for w, before in zip(workers, threads_before, strict=True)]
         run.load_after = load()
         run.per_worker_cpu = [run.cpu[f"worker{i}"] for i in range(run.workers)]
         run.per_worker_events = [w.events() for w in workers]
@@ -248,8 +262,10 @@ def _report(runs: list[Run], args: argparse.Namespace, kafka: str) -> None:
               f"{r.load_before} -> {r.load_after}")
     for r in runs:
         for i in range(r.workers):
+            kinds = r.threads[i]
             print(f"  {r.label}: worker {i + 1} finished {r.per_worker_events[i]:.0f} events "
-                  f"with {r.per_worker_cpu[i]:.2f} CPU s")
+                  f"with {r.per_worker_cpu[i]:.2f} CPU s (librdkafka's threads "
+                  f"{kinds['rdkafka']:.2f}, Python's {kinds['python']:.2f})")
         for i, held in enumerate(r.members):
             topics = ", ".join(f"{t} {n}" for t, n in sorted(held.items()))
             print(f"  {r.label}: group member {i + 1} holds {topics or 'nothing'}")
