@@ -82,6 +82,8 @@ class Run:
     cpu: dict[str, float] = field(default_factory=dict)
     per_worker_events: list[float] = field(default_factory=list)
     per_worker_cpu: list[float] = field(default_factory=list)
+    per_worker_runs: list[float] = field(default_factory=list)
+    per_worker_calls: list[float] = field(default_factory=list)
     members: list[Counter[str]] = field(default_factory=list)  # topic -> partitions held
     # Per worker, its CPU seconds over publish..done by thread kind (rdkafka / python).
     threads: list[dict[str, float]] = field(default_factory=list)
@@ -111,11 +113,11 @@ class _Worker:
             self.proc = subprocess.Popen([sys.executable, "-m", "control.cli", "worker"],
                                          cwd=ROOT, stdout=out, stderr=out, env=env)
 
-    def events(self) -> float:
-        """Events this worker finished: the sum of its bc_sync_events_total samples."""
+    def metric(self, prefix: str) -> float:
+        """The sum of this worker's samples whose line starts with `prefix`."""
         body = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).text
         return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
-                   if line.startswith("bc_sync_events_total{"))
+                   if line.startswith(prefix))
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -233,7 +235,11 @@ def run_one(run: Run, args: argparse.Namespace, bootstrap: str, broker_pid: int 
                        for w, before in zip(workers, threads_before, strict=True)]
         run.load_after = load()
         run.per_worker_cpu = [run.cpu[f"worker{i}"] for i in range(run.workers)]
-        run.per_worker_events = [w.events() for w in workers]
+        # Events finished (bc_sync_events_total), engine runs (one event, or a batch of
+        # one tenant's) and provider HTTP calls, per worker.
+        run.per_worker_events = [w.metric("bc_sync_events_total{") for w in workers]
+        run.per_worker_runs = [w.metric("bc_sync_run_events_count") for w in workers]
+        run.per_worker_calls = [w.metric("bc_provider_requests_total{") for w in workers]
         run.members = _members(bootstrap, group)
     finally:
         for w in workers:
@@ -263,9 +269,12 @@ def _report(runs: list[Run], args: argparse.Namespace, kafka: str) -> None:
     for r in runs:
         for i in range(r.workers):
             kinds = r.threads[i]
-            print(f"  {r.label}: worker {i + 1} finished {r.per_worker_events[i]:.0f} events "
+            done, n_runs = r.per_worker_events[i], r.per_worker_runs[i]
+            print(f"  {r.label}: worker {i + 1} finished {done:.0f} events "
                   f"with {r.per_worker_cpu[i]:.2f} CPU s (librdkafka's threads "
-                  f"{kinds['rdkafka']:.2f}, Python's {kinds['python']:.2f})")
+                  f"{kinds['rdkafka']:.2f}, Python's {kinds['python']:.2f}) in "
+                  f"{n_runs:.0f} engine runs ({done / n_runs if n_runs else float('nan'):.1f} "
+                  f"events a run) and {r.per_worker_calls[i]:.0f} provider calls")
         for i, held in enumerate(r.members):
             topics = ", ".join(f"{t} {n}" for t, n in sorted(held.items()))
             print(f"  {r.label}: group member {i + 1} holds {topics or 'nothing'}")

@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
-from prometheus_client import Gauge
+from prometheus_client import Gauge, Histogram
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from consumers.dispatch import (
@@ -43,6 +43,9 @@ __all__ = ["GROUP_PROTOCOLS", "Delivery", "Redrive", "Worker", "WorkerOptions", 
 
 log = structlog.get_logger("worker")
 
+RUN_EVENTS = Histogram("bc_sync_run_events",
+                       "Events of one tenant the engine handled together in one run",
+                       buckets=(1, 2, 5, 10, 20, 50, 100))
 DISPATCH_PENDING = Gauge("bc_dispatch_pending", "Events queued, deferred or in flight")
 DISPATCH_OVERFLOW = Gauge("bc_dispatch_overflow",
                           "Events held beyond their tenant's share of the dispatcher")
@@ -374,6 +377,7 @@ class Worker:
                              else work.account_id, None)
         if isinstance(work, Redrive):
             return self._handle_redrive(work)
+        RUN_EVENTS.observe(1)
         try:
             result = self._engine.process(work.event, work.payload, attempt=work.attempt,
                                           origin=work.origin)
@@ -405,6 +409,7 @@ class Worker:
         if len(deliveries) < 2:
             return [self._handle(works[0]), *rest]
         key = deliveries[0].event.account_id
+        RUN_EVENTS.observe(len(deliveries))
         try:
             results = self._engine.process_batch([
                 BatchEvent(d.event, d.payload, d.attempt, d.origin) for d in deliveries])
