@@ -91,8 +91,11 @@ def test_scaleout_benchmark_smoke_run_reports_each_worker(
         finished = re.findall(rf"^  {re.escape(label)}: worker \d finished (\d+) events",
                               out, flags=re.M)
         assert len(finished) == 2 and sum(int(n) for n in finished) == 16, out
-    assert len(re.findall(rf"events per worker CPU-second {NUMBER} = {NUMBER}% of one "
-                          rf"worker's", out)) == 2, out
+    assert len(re.findall(rf"events per worker CPU-second = {NUMBER}% of one worker's "
+                          rf"\(median of 1 rounds: {NUMBER}%;", out)) == 2, out
+    # each worker's engine runs and provider calls, from its own metrics
+    assert len(re.findall(r"in [1-9]\d* engine runs \([\d.]+ events a run\) and [1-9]\d* "
+                          r"provider calls", out)) == 5, out
     assert "4 change topics x 4 partitions" in out  # twice the largest worker count
 
 
