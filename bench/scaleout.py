@@ -72,6 +72,7 @@ from state.crypto import generate_key
 from state.db import migrate
 
 ROOT = Path(__file__).resolve().parents[1]
+_REDELIVERED = "bc_sync_redeliveries_total "
 
 
 @dataclass
@@ -89,6 +90,8 @@ class Run:
     per_worker_cpu: list[float] = field(default_factory=list)
     per_worker_runs: list[float] = field(default_factory=list)
     per_worker_calls: list[float] = field(default_factory=list)
+    per_worker_redelivered: list[float] = field(default_factory=list)
+    per_worker_rebalanced: list[float] = field(default_factory=list)  # revoked + lost
     members: list[Counter[str]] = field(default_factory=list)  # topic -> partitions held
     # Per worker, its CPU seconds over publish..done by thread kind (rdkafka / python).
     threads: list[dict[str, float]] = field(default_factory=list)
@@ -123,6 +126,11 @@ class _Worker:
         body = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).text
         return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
                    if line.startswith(prefix))
+
+    def rebalanced(self) -> float:
+        """Partitions this worker has had revoked or lost so far."""
+        return (self.metric('bc_partitions_rebalanced_total{change="revoked"}')
+                + self.metric('bc_partitions_rebalanced_total{change="lost"}'))
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -229,6 +237,7 @@ def run_one(run: Run, args: argparse.Namespace, bootstrap: str, broker_pid: int 
         run.events = len(events)
         run.load_before = load()
         threads_before = [threads_cpu_s(w.proc.pid) for w in workers]
+        moved_before = [w.rebalanced() for w in workers]  # the joins before the burst
         sampler.start()
         started = time.monotonic()
         publish(producer, AvroCodec(), topics, events)
@@ -245,6 +254,9 @@ def run_one(run: Run, args: argparse.Namespace, bootstrap: str, broker_pid: int 
         run.per_worker_events = [w.metric("bc_sync_events_total{") for w in workers]
         run.per_worker_runs = [w.metric("bc_sync_run_events_count") for w in workers]
         run.per_worker_calls = [w.metric("bc_provider_requests_total{") for w in workers]
+        run.per_worker_redelivered = [w.metric(_REDELIVERED) for w in workers]
+        run.per_worker_rebalanced = [w.rebalanced() - before
+                                     for w, before in zip(workers, moved_before, strict=True)]
         run.members = _members(bootstrap, group)
     finally:
         for w in workers:
@@ -279,7 +291,9 @@ def _report(runs: list[Run], args: argparse.Namespace, kafka: str) -> None:
                   f"with {r.per_worker_cpu[i]:.2f} CPU s (librdkafka's threads "
                   f"{kinds['rdkafka']:.2f}, Python's {kinds['python']:.2f}) in "
                   f"{n_runs:.0f} engine runs ({done / n_runs if n_runs else float('nan'):.1f} "
-                  f"events a run) and {r.per_worker_calls[i]:.0f} provider calls")
+                  f"events a run) and {r.per_worker_calls[i]:.0f} provider calls; "
+                  f"{r.per_worker_redelivered[i]:.0f} redelivered events, "
+                  f"{r.per_worker_rebalanced[i]:.0f} partitions revoked or lost in the burst")
         for i, held in enumerate(r.members):
             topics = ", ".join(f"{t} {n}" for t, n in sorted(held.items()))
             print(f"  {r.label}: group member {i + 1} holds {topics or 'nothing'}")

@@ -51,6 +51,9 @@ log = structlog.get_logger("engine")
 
 EVENTS = Counter("bc_sync_events_total", "Consumed events by final status",
                  ["entity_type", "status", "provider"])
+REDELIVERIES = Counter("bc_sync_redeliveries_total",
+                       "Events consumed again after their final status was recorded "
+                       "(a rebalance or a restart before the offset commit)")
 SYNC_SECONDS = Histogram("bc_sync_event_seconds", "Time to process one event",
                          ["entity_type"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30))
 
@@ -376,6 +379,7 @@ class SyncEngine:
             # interim status (waiting, pending_manual, or failed while disconnected).
             if prior is not None and not (
                     redrive and repo.is_parked(s, event.account_id, event.event_id)):
+                REDELIVERIES.inc()
                 return EngineResult()  # a redelivery: its status was already recorded
             # What this transaction learnt, so the later ones need not read it again.
             # Only the engine parks or records an event, and only under the tenant lock
@@ -728,6 +732,7 @@ class SyncEngine:
             b = batch[n]
             e = b.event
             if e.event_id in prior:
+                REDELIVERIES.inc()
                 results[n] = EngineResult()  # a redelivery: its status was already recorded
                 continue
             rows.snapshots.append(repo.snapshot_values(

@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
-from prometheus_client import Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from consumers.dispatch import (
@@ -46,6 +46,9 @@ log = structlog.get_logger("worker")
 RUN_EVENTS = Histogram("bc_sync_run_events",
                        "Events of one tenant the engine handled together in one run",
                        buckets=(1, 2, 5, 10, 20, 50, 100))
+REBALANCED = Counter("bc_partitions_rebalanced_total",
+                     "Partitions this worker was assigned, had revoked or lost",
+                     ["change"])
 DISPATCH_PENDING = Gauge("bc_dispatch_pending", "Events queued, deferred or in flight")
 DISPATCH_OVERFLOW = Gauge("bc_dispatch_overflow",
                           "Events held beyond their tenant's share of the dispatcher")
@@ -331,6 +334,7 @@ class Worker:
     # -- rebalances --------------------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        REBALANCED.labels("assigned").inc(len(partitions))
         log.info("partitions_assigned",
                  partitions=[f"{p.topic}/{p.partition}" for p in partitions])
         if not self._closing:
@@ -338,6 +342,7 @@ class Worker:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {(p.topic, p.partition) for p in partitions}
+        REBALANCED.labels("revoked").inc(len(revoked))
         log.info("partitions_revoked", partitions=sorted(f"{t}/{p}" for t, p in revoked))
         # Queued work for these partitions is withdrawn (the next owner re-reads it from
         # the committed offset); in-flight work finishes first, so its effect is recorded
@@ -362,6 +367,7 @@ class Worker:
         # Lost, not revoked: another member may own them already, so committing would be
         # wrong. Withdraw queued work and forget; the owner replays, replays are no-ops.
         lost = {(p.topic, p.partition) for p in partitions}
+        REBALANCED.labels("lost").inc(len(lost))
         self._dispatcher.quiesce(
             lambda w: isinstance(w, Delivery) and (w.origin.topic, w.origin.partition) in lost,
             timeout=self._options.drain_timeout_s)
