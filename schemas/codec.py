@@ -76,11 +76,20 @@ def _current_fingerprint(name: str) -> bytes:
 def _writers_by_fingerprint() -> dict[bytes, tuple[str, Any]]:
     """Every known writer schema (current and historical) by its fingerprint."""
     known: dict[bytes, tuple[str, Any]] = {}
-    for path in [*SCHEMA_DIR.glob("*.avsc"), *SCHEMA_DIR.glob("history/*.avsc")]:
+    for path in [*SCHEMA_DIR.glob("history/*.avsc"), *SCHEMA_DIR.glob("*.avsc")]:
         name = path.name.split(".")[0]
-        parsed = parse_schema(json.loads(path.read_text()))
+        # A current schema is load_schema's own object: _read knows it by identity.
+        parsed = load_schema(name) if path.parent == SCHEMA_DIR else \
+            parse_schema(json.loads(path.read_text()))
         known[_fingerprint(parsed)] = (name, parsed)
     return known
+
+
+@cache
+def _reader_schema(name: str) -> Any | None:
+    """The current schema a record of that name is resolved into; None for a name no
+    longer current (decoded as written). The schema files ship with the code."""
+    return load_schema(name) if (SCHEMA_DIR / f"{name}.avsc").exists() else None
 
 
 def _short_name(full_name: str) -> str:
@@ -168,7 +177,9 @@ class AvroCodec:
         name, writer_schema = writer
         if expected is not None and name != expected:
             raise DecodeError("wrong_schema", f"expected {expected}, got {name}")
-        reader_schema = load_schema(name) if (SCHEMA_DIR / f"{name}.avsc").exists() else None
+        reader_schema = _reader_schema(name)
+        if reader_schema is writer_schema:
+            reader_schema = None  # written with the current schema: nothing to resolve
         stream = io.BytesIO(body)
         try:
             value = fastavro.schemaless_reader(stream, writer_schema, reader_schema)
