@@ -41,7 +41,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import CursorResult
+from sqlalchemy.engine import CursorResult, Row
 from sqlalchemy.orm import Session, SessionTransaction, make_transient_to_detached
 from sqlalchemy.sql.dml import Insert, Update
 from sqlalchemy.sql.selectable import Select
@@ -672,14 +672,19 @@ def add_outbox(s: Session, *, account_id: str, topic_kind: str, key: str, value:
         "entity_id": entity_id, "message": message, "created_at": _now()})
 
 
-def unpublished(s: Session, limit: int = 500, *, claim: bool = False) -> list[OutboxMessage]:
-    """Unpublished messages in order; `claim` locks them (PostgreSQL: rows another
-    publisher holds are skipped) until the caller's transaction ends."""
-    query = (select(OutboxMessage).where(OutboxMessage.published_at.is_(None))
+def unpublished(s: Session, limit: int = 500, *,
+                claim: bool = False) -> list[Row[int, str, str, bytes]]:
+    """Unpublished messages in order, as (id, topic_kind, key, value) rows (plain rows:
+    the publisher reads each once, ORM objects cost it a third of its time); `claim`
+    locks them (PostgreSQL: rows another publisher holds are skipped) until the caller's
+    transaction ends."""
+    query = (select(OutboxMessage.id, OutboxMessage.topic_kind, OutboxMessage.key,
+                    OutboxMessage.value)
+             .where(OutboxMessage.published_at.is_(None))
              .order_by(OutboxMessage.id).limit(limit))
     if claim:
         query = query.with_for_update(skip_locked=True)
-    return list(s.execute(query).scalars())
+    return list(s.execute(query).all())
 
 
 def mark_published(s: Session, ids: Sequence[int]) -> None:
