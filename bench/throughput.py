@@ -7,7 +7,7 @@ Run from the repository root:
     .venv/bin/python -m bench.throughput --database-url postgresql://u:p@127.0.0.1/db
 
 It starts a real Apache Kafka broker (unless KAFKA_BOOTSTRAP_SERVERS is set) and the
-provider sandbox in this process (fast limits), gives every QuickBooks realm an added
+provider simulators in their own process (fast limits), gives every QuickBooks realm an added
 latency per request (the provider, not the machine, dominates like in production),
 connects N tenants and publishes the same workload of customer events (creates, then
 updates) three times, each to fresh topics (3 partitions), a fresh database and fresh
@@ -17,8 +17,8 @@ realms, so the modes do not interfere:
      no provider calls, no commits: the ceiling of the Kafka side;
   B  naive sequential worker: one thread; per record engine.process(...), then a
      synchronous commit (a simple at-least-once consumer);
-  C  the service's Worker (key-ordered dispatch, MAX_IN_FLIGHT 32) in a thread, until
-     every event has a final status in processed_events.
+  C  the service's Worker (key-ordered dispatch, MAX_IN_FLIGHT as the service's default)
+     in a thread, until every event has a final status in processed_events.
 
 Every consumer joins its group before the burst is published, so group joins are not
 timed. Wall time runs from the first publish to the last final status (A: the last
