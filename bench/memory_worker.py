@@ -208,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sqlalchemy import event
 
     from service.bootstrap import build_services, build_worker, settings_from_env
+    from service.memory import MemoryTrimmer
 
     services = build_services(settings_from_env())
     connects = [0]
@@ -238,13 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _LIBC.malloc_trim(0)
         return rss_mb_self()
 
-    trims = {"calls": 0, "s": 0.0}
-
-    def periodic_trim() -> None:
-        started = time.perf_counter()
-        _LIBC.malloc_trim(0)
-        trims["calls"] += 1
-        trims["s"] += time.perf_counter() - started
+    # The experiment's extra trims use the service's own trimmer (service/memory.py).
+    trimmer = MemoryTrimmer(args.trim_every)
 
     def measure(kind: str) -> None:
         gc.collect()
@@ -260,13 +256,11 @@ def main(argv: Sequence[str] | None = None) -> int:
              gc_objects=len(gc.get_objects()), db_connects=connects[0],
              sqlite_cache_size=cache_size[0],
              db_pool=services.db.engine.pool.status(), growth=growth.top(),
-             trim_calls=trims["calls"], trim_s=trims["s"], **fields)
+             trim_calls=trimmer.calls, trim_s=trimmer.seconds, **fields)
 
     def probe() -> None:
         pending = list(checkpoints)
         last_progress = 0.0
-        last_trim = time.monotonic()
-        can_trim = _LIBC is not None and hasattr(_LIBC, "malloc_trim")
         while not stop.wait(0.2):
             if now.is_set():
                 now.clear()
@@ -275,9 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 while pending and worker.processed >= pending[0]:
                     pending.pop(0)
                 measure("checkpoint")
-            if can_trim and args.trim_every and time.monotonic() - last_trim >= args.trim_every:
-                periodic_trim()
-                last_trim = time.monotonic()
+            trimmer.due()
             if time.monotonic() - last_progress >= 2:
                 emit("progress", processed=worker.processed, rss_mb=rss_mb_self())
                 last_progress = time.monotonic()

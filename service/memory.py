@@ -48,7 +48,7 @@ class MemoryTrimmer:
         self._clock = clock
         self._last = clock()
         self.calls = 0
-        self.seconds = 0.0  # time spent in malloc_trim, for the metrics and benchmarks
+        self.seconds = 0.0  # time spent in malloc_trim (bench.memory prints it)
 
     @property
     def available(self) -> bool:
